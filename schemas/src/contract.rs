@@ -1,0 +1,124 @@
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// Bumped whenever a column, a type or a manifest key changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const STATEMENTS_FILE: &str = "statements.parquet";
+pub const EMBEDDINGS_FILE: &str = "embeddings.parquet";
+
+/// How the hidden states of one statement at one layer become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pooling {
+    /// Average over every token.
+    Mean,
+    /// Average over tokens 1.. : the seed's `[0, 1:, :].mean(0)`. The seed meant
+    /// to skip a BOS token, but Pythia adds none, so this drops the first real token.
+    MeanSkipFirst,
+    /// The last token's hidden state.
+    Last,
+}
+
+impl Pooling {
+    pub const ALL: [Pooling; 3] = [Pooling::Mean, Pooling::MeanSkipFirst, Pooling::Last];
+
+    /// The column name in `embeddings.parquet` and the name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::MeanSkipFirst => "mean_skip_first",
+            Pooling::Last => "last",
+        }
+    }
+
+    /// Fewest tokens a statement needs for this pooling to be defined.
+    pub fn min_tokens(self) -> usize {
+        match self {
+            Pooling::MeanSkipFirst => 2,
+            Pooling::Mean | Pooling::Last => 1,
+        }
+    }
+}
+
+impl fmt::Display for Pooling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Pooling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Pooling::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown pooling '{s}' (expected mean, mean_skip_first or last)"))
+    }
+}
+
+/// Which member of a statement pair: A is the statement the dataset expects the
+/// model to prefer, B its counterpart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::A => "A",
+            Side::B => "B",
+        }
+    }
+}
+
+impl FromStr for Side {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "A" => Ok(Side::A),
+            "B" => Ok(Side::B),
+            _ => Err(format!("side must be 'A' or 'B', found '{s}'")),
+        }
+    }
+}
+
+/// `statements.parquet`: one row per statement, ordered by `statement_id`.
+pub fn statements_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("statement_id", DataType::UInt32, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("pair_index", DataType::UInt32, false),
+        Field::new("side", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("n_tokens", DataType::UInt32, false),
+        Field::new("nll_sum", DataType::Float64, false),
+        Field::new("n_predicted", DataType::UInt32, false),
+        Field::new("nll_mean", DataType::Float64, false),
+    ]))
+}
+
+/// `embeddings.parquet`: one row per (statement, layer), one fixed-size list
+/// column per pooling, one row group per layer so a reader can load one layer.
+pub fn embeddings_schema(hidden_size: usize, poolings: &[Pooling]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("statement_id", DataType::UInt32, false),
+        Field::new("layer", DataType::UInt32, false),
+    ];
+    for p in poolings {
+        fields.push(Field::new(
+            p.as_str(),
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                hidden_size as i32,
+            ),
+            false,
+        ));
+    }
+    Arc::new(Schema::new(fields))
+}

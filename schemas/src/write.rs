@@ -1,0 +1,181 @@
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Float64Array, StringArray, UInt32Array};
+use arrow::datatypes::{Field, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::{
+    embeddings_schema, sha256_file, statements_schema, CacheError, FileEntry, Manifest, Pooling,
+    Side,
+};
+
+/// One statement's row in `statements.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementRow {
+    pub statement_id: u32,
+    pub category: String,
+    /// Index of the pair within its category.
+    pub pair_index: u32,
+    pub side: Side,
+    pub text: String,
+    pub n_tokens: u32,
+    /// Sum over predicted tokens of -log p (natural log).
+    pub nll_sum: f64,
+    /// `n_tokens - 1`: every token but the first is predicted.
+    pub n_predicted: u32,
+}
+
+impl StatementRow {
+    /// transformers' `loss` with `labels = input_ids`.
+    pub fn nll_mean(&self) -> f64 {
+        self.nll_sum / f64::from(self.n_predicted)
+    }
+}
+
+/// Files are written beside their final name and renamed into place, so a
+/// reader never sees a half-written file under the real name.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Renames the finished temp file into place and describes it for the manifest.
+fn commit(tmp: &Path, path: &Path, rows: u64) -> Result<FileEntry, CacheError> {
+    std::fs::rename(tmp, path).map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))?;
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| CacheError::new(path, e.to_string()))?
+        .len();
+    let sha256 = sha256_file(path).map_err(|e| CacheError::new(path, e.to_string()))?;
+    Ok(FileEntry { rows, bytes, sha256 })
+}
+
+fn open_writer(tmp: &Path, schema: SchemaRef, props: WriterProperties) -> Result<ArrowWriter<File>, CacheError> {
+    let file = File::create(tmp).map_err(|e| CacheError::new(tmp, format!("cannot create: {e}")))?;
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| CacheError::new(tmp, e.to_string()))
+}
+
+fn close_writer(writer: ArrowWriter<File>, tmp: &Path) -> Result<(), CacheError> {
+    let file = writer
+        .into_inner()
+        .map_err(|e| CacheError::new(tmp, format!("cannot finish Parquet file: {e}")))?;
+    file.sync_all().map_err(|e| CacheError::new(tmp, e.to_string()))
+}
+
+/// Writes `statements.parquet` (or a chunk of it) atomically, rows as given.
+pub fn write_statements(path: &Path, rows: &[StatementRow]) -> Result<FileEntry, CacheError> {
+    let tmp = temp_path(path);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.statement_id))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.category.as_str()))),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.pair_index))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.side.as_str()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.text.as_str()))),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.n_tokens))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.nll_sum))),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.n_predicted))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(StatementRow::nll_mean))),
+    ];
+    let schema = statements_schema();
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| CacheError::new(path, e.to_string()))?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let result = open_writer(&tmp, schema, props).and_then(|mut writer| {
+        writer.write(&batch).map_err(|e| CacheError::new(&tmp, e.to_string()))?;
+        close_writer(writer, &tmp)
+    });
+    match result {
+        Ok(()) => commit(&tmp, path, rows.len() as u64),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Streams `embeddings.parquet` (or a chunk of it) one layer at a time, each
+/// layer its own row group. Dropping it unfinished removes the temp file.
+pub struct EmbeddingsWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    schema: SchemaRef,
+    hidden_size: usize,
+    poolings: Vec<Pooling>,
+    rows: u64,
+}
+
+impl EmbeddingsWriter {
+    pub fn create(path: &Path, hidden_size: usize, poolings: &[Pooling]) -> Result<Self, CacheError> {
+        let tmp = temp_path(path);
+        let schema = embeddings_schema(hidden_size, poolings);
+        // Float embeddings neither compress nor dictionary-encode usefully;
+        // plain pages keep the reader fast.
+        let props = WriterProperties::builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .set_dictionary_enabled(false)
+            .set_max_row_group_row_count(None)
+            .build();
+        let writer = open_writer(&tmp, schema.clone(), props)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            writer: Some(writer),
+            schema,
+            hidden_size,
+            poolings: poolings.to_vec(),
+            rows: 0,
+        })
+    }
+
+    /// Writes one layer for the given statements as one row group.
+    /// `vectors[k]` holds pooling `k`'s vectors, `statement_ids.len() * hidden` floats.
+    pub fn write_layer(&mut self, layer: u32, statement_ids: &[u32], vectors: Vec<Vec<f32>>) -> Result<(), CacheError> {
+        let n = statement_ids.len();
+        assert_eq!(vectors.len(), self.poolings.len(), "one vector block per pooling");
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt32Array::from(statement_ids.to_vec())),
+            Arc::new(UInt32Array::from(vec![layer; n])),
+        ];
+        let item = Arc::new(Field::new("item", arrow::datatypes::DataType::Float32, false));
+        for block in vectors {
+            assert_eq!(block.len(), n * self.hidden_size, "pooled block has the wrong length");
+            let values = Arc::new(Float32Array::from(block));
+            let list = FixedSizeListArray::try_new(item.clone(), self.hidden_size as i32, values, None)
+                .map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+            columns.push(Arc::new(list));
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+        let writer = self.writer.as_mut().expect("writer is open until finish");
+        writer.write(&batch).map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+        writer.flush().map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+        self.rows += n as u64;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<FileEntry, CacheError> {
+        let writer = self.writer.take().expect("writer is open until finish");
+        close_writer(writer, &self.tmp)?;
+        commit(&self.tmp, &self.path, self.rows)
+    }
+}
+
+impl Drop for EmbeddingsWriter {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `manifest.json` atomically.
+pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), CacheError> {
+    let tmp = temp_path(path);
+    let text = serde_json::to_string_pretty(manifest).map_err(|e| CacheError::new(path, e.to_string()))?;
+    std::fs::write(&tmp, text + "\n").map_err(|e| CacheError::new(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))
+}

@@ -1,0 +1,152 @@
+//! Writes a small cache through the contract's writers, reads it back, and checks
+//! that validation refuses each kind of damage with a message naming the file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use schemas::*;
+
+const HIDDEN: usize = 3;
+const LAYERS: u32 = 2;
+
+fn rows() -> Vec<StatementRow> {
+    (0..4)
+        .map(|i| StatementRow {
+            statement_id: i,
+            category: if i < 2 { "alpha" } else { "beta" }.to_string(),
+            pair_index: 0,
+            side: if i % 2 == 0 { Side::A } else { Side::B },
+            text: format!("statement {i}"),
+            n_tokens: 3 + i,
+            nll_sum: 1.5 * f64::from(i + 1),
+            n_predicted: 2 + i,
+        })
+        .collect()
+}
+
+fn vectors(layer: u32, n: usize) -> Vec<f32> {
+    (0..n * HIDDEN).map(|k| layer as f32 * 100.0 + k as f32).collect()
+}
+
+fn write_cache(dir: &Path) -> Manifest {
+    let poolings = [Pooling::MeanSkipFirst, Pooling::Last];
+    let statements = rows();
+    let ids: Vec<u32> = statements.iter().map(|r| r.statement_id).collect();
+    let mut files = BTreeMap::new();
+    files.insert(STATEMENTS_FILE.to_string(), write_statements(&dir.join(STATEMENTS_FILE), &statements).unwrap());
+    let mut writer = EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), HIDDEN, &poolings).unwrap();
+    for layer in 0..=LAYERS {
+        let blocks = poolings.iter().map(|_| vectors(layer, ids.len())).collect();
+        writer.write_layer(layer, &ids, blocks).unwrap();
+    }
+    files.insert(EMBEDDINGS_FILE.to_string(), writer.finish().unwrap());
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        complete: true,
+        model: ModelInfo {
+            id: "fixture/test".into(),
+            revision: None,
+            display_name: "test".into(),
+            n_layers: LAYERS,
+            hidden_size: HIDDEN as u32,
+            n_parameters: Some(1000),
+            dtype: "float32".into(),
+            onnx_sha256: "0".repeat(64),
+            tokenizer_sha256: "0".repeat(64),
+        },
+        dataset: DatasetInfo {
+            path: "dataset.json".into(),
+            sha256: "1".repeat(64),
+            categories: vec!["alpha".into(), "beta".into()],
+            n_pairs: 2,
+            n_statements: 4,
+        },
+        run: RunInfo {
+            tool: "test".into(),
+            onnxruntime_version: "none".into(),
+            execution_provider: "none".into(),
+            device_name: "none".into(),
+            batch_size: 1,
+            poolings: poolings.iter().map(|p| p.to_string()).collect(),
+            started: "2026-01-01T00:00:00Z".into(),
+            finished: Some("2026-01-01T00:00:01Z".into()),
+        },
+        files,
+    };
+    write_manifest(&dir.join(MANIFEST_FILE), &manifest).unwrap();
+    manifest
+}
+
+fn refusal(dir: &Path) -> String {
+    validate_cache(dir).expect_err("damaged cache must be refused").to_string()
+}
+
+#[test]
+fn a_written_cache_validates_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_cache(dir.path());
+    let valid = validate_cache(dir.path()).unwrap();
+    assert_eq!(valid.manifest, manifest);
+    assert_eq!(read_statements(&valid.statements_path()).unwrap(), rows());
+    let block = read_embeddings_layer(&valid.embeddings_path(), 2, &valid.poolings).unwrap();
+    assert_eq!(block.layer, 2);
+    assert_eq!(block.statement_ids, vec![0, 1, 2, 3]);
+    assert_eq!(block.vectors[&Pooling::Last], vectors(2, 4));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn truncated_parquet_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cache(dir.path());
+    let path = dir.path().join(EMBEDDINGS_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = refusal(dir.path());
+    assert!(msg.contains(EMBEDDINGS_FILE) && msg.contains("truncated"), "{msg}");
+}
+
+#[test]
+fn tampered_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = write_cache(dir.path());
+    manifest.model.n_layers = 5;
+    write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+    let msg = refusal(dir.path());
+    assert!(msg.contains(MANIFEST_FILE) && msg.contains("rows"), "{msg}");
+
+    manifest.model.n_layers = LAYERS;
+    manifest.files.get_mut(STATEMENTS_FILE).unwrap().sha256 = "f".repeat(64);
+    write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+    let msg = refusal(dir.path());
+    assert!(msg.contains(STATEMENTS_FILE) && msg.contains("sha256"), "{msg}");
+}
+
+#[test]
+fn wrong_width_and_incomplete_and_missing_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = write_cache(dir.path());
+    manifest.model.hidden_size = 4;
+    write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+    let msg = refusal(dir.path());
+    assert!(msg.contains(EMBEDDINGS_FILE) && msg.contains("contract says"), "{msg}");
+
+    manifest.model.hidden_size = HIDDEN as u32;
+    manifest.complete = false;
+    write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+    assert!(refusal(dir.path()).contains("resume"));
+
+    manifest.complete = true;
+    write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+    std::fs::remove_file(dir.path().join(STATEMENTS_FILE)).unwrap();
+    let msg = refusal(dir.path());
+    assert!(msg.contains(STATEMENTS_FILE) && msg.contains("missing"), "{msg}");
+
+    let empty = tempfile::tempdir().unwrap();
+    assert!(refusal(empty.path()).contains("not a model cache"));
+}

@@ -1,0 +1,29 @@
+# Shared set-up for scripts/demo and scripts/test: sourced, not run.
+# Installs what a fresh machine lacks (Python packages, the ONNX Runtime library)
+# and builds the release binaries, so that neither command depends on a manual step.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$CARGO_TARGET_DIR/release
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# numpy, scipy and pyarrow run the seed's own analysis code in the parity tests.
+ensure_python_packages() {
+  if ! python3 -c 'import numpy, scipy, pyarrow' 2>/dev/null; then
+    step "installing numpy, scipy, pyarrow (for the seed-exact comparison)"
+    python3 -m pip install -q numpy scipy pyarrow
+  fi
+}
+
+ensure_onnxruntime() {
+  scripts/setup
+  ORT_DYLIB_PATH=$(ls "$ROOT"/.ort/lib/libonnxruntime.so.* | head -n 1)
+  export ORT_DYLIB_PATH
+}
+
+build_release() {
+  step "building the release binaries (first build: several minutes)"
+  cargo build --release --workspace --locked
+}
