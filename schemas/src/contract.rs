@@ -56,7 +56,9 @@ impl FromStr for Pooling {
         Pooling::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown pooling '{s}' (expected mean, mean_skip_first or last)"))
+            .ok_or_else(|| {
+                format!("unknown pooling '{s}' (expected mean, mean_skip_first or last)")
+            })
     }
 }
 

@@ -23,7 +23,10 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, CacheError
         .map_err(|e| CacheError::new(path, format!("not a readable Parquet file: {e}")))
 }
 
-fn read_batches(builder: ParquetRecordBatchReaderBuilder<File>, path: &Path) -> Result<Vec<RecordBatch>, CacheError> {
+fn read_batches(
+    builder: ParquetRecordBatchReaderBuilder<File>,
+    path: &Path,
+) -> Result<Vec<RecordBatch>, CacheError> {
     builder
         .build()
         .map_err(|e| CacheError::new(path, e.to_string()))?
@@ -31,7 +34,11 @@ fn read_batches(builder: ParquetRecordBatchReaderBuilder<File>, path: &Path) -> 
         .map_err(|e| CacheError::new(path, format!("cannot decode: {e}")))
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a dyn Array, CacheError> {
+fn column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a dyn Array, CacheError> {
     batch
         .column_by_name(name)
         .map(|c| c.as_ref())
@@ -41,13 +48,24 @@ fn column<'a>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a dyn
 /// Reads one row group of an embeddings file written by [`crate::EmbeddingsWriter`].
 /// Used by extract (to assemble resumed chunks) and by tests; analyze reads
 /// through polars.
-pub fn read_embeddings_layer(path: &Path, row_group: usize, poolings: &[Pooling]) -> Result<LayerBlock, CacheError> {
+pub fn read_embeddings_layer(
+    path: &Path,
+    row_group: usize,
+    poolings: &[Pooling],
+) -> Result<LayerBlock, CacheError> {
     let builder = open(path)?;
     if row_group >= builder.metadata().num_row_groups() {
-        return Err(CacheError::new(path, format!("has no row group {row_group}")));
+        return Err(CacheError::new(
+            path,
+            format!("has no row group {row_group}"),
+        ));
     }
     let batches = read_batches(builder.with_row_groups(vec![row_group]), path)?;
-    let mut block = LayerBlock { layer: 0, statement_ids: Vec::new(), vectors: BTreeMap::new() };
+    let mut block = LayerBlock {
+        layer: 0,
+        statement_ids: Vec::new(),
+        vectors: BTreeMap::new(),
+    };
     for batch in &batches {
         let layers = column(batch, "layer", path)?.as_primitive_opt::<UInt32Type>();
         let layers = layers.ok_or_else(|| CacheError::new(path, "column 'layer' is not UInt32"))?;
@@ -59,14 +77,22 @@ pub fn read_embeddings_layer(path: &Path, row_group: usize, poolings: &[Pooling]
         for &p in poolings {
             let list = column(batch, p.as_str(), path)?
                 .as_fixed_size_list_opt()
-                .ok_or_else(|| CacheError::new(path, format!("column '{p}' is not a fixed-size list")))?;
+                .ok_or_else(|| {
+                    CacheError::new(path, format!("column '{p}' is not a fixed-size list"))
+                })?;
             let values = list
                 .values()
                 .as_primitive_opt::<Float32Type>()
-                .ok_or_else(|| CacheError::new(path, format!("column '{p}' does not hold Float32")))?;
+                .ok_or_else(|| {
+                    CacheError::new(path, format!("column '{p}' does not hold Float32"))
+                })?;
             let start = list.offset() * list.value_length() as usize;
             let end = start + list.len() * list.value_length() as usize;
-            block.vectors.entry(p).or_default().extend_from_slice(&values.values()[start..end]);
+            block
+                .vectors
+                .entry(p)
+                .or_default()
+                .extend_from_slice(&values.values()[start..end]);
         }
     }
     Ok(block)
@@ -79,18 +105,34 @@ pub fn read_statements(path: &Path) -> Result<Vec<StatementRow>, CacheError> {
     let bad = |name: &str| CacheError::new(path, format!("column '{name}' has the wrong type"));
     for batch in &batches {
         let u32s = |name: &str| {
-            column(batch, name, path)?.as_primitive_opt::<UInt32Type>().ok_or_else(|| bad(name))
+            column(batch, name, path)?
+                .as_primitive_opt::<UInt32Type>()
+                .ok_or_else(|| bad(name))
         };
-        let strs = |name: &str| column(batch, name, path)?.as_string_opt::<i32>().ok_or_else(|| bad(name));
-        let (ids, pairs, n_tokens, n_pred) = (u32s("statement_id")?, u32s("pair_index")?, u32s("n_tokens")?, u32s("n_predicted")?);
+        let strs = |name: &str| {
+            column(batch, name, path)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| bad(name))
+        };
+        let (ids, pairs, n_tokens, n_pred) = (
+            u32s("statement_id")?,
+            u32s("pair_index")?,
+            u32s("n_tokens")?,
+            u32s("n_predicted")?,
+        );
         let (cats, sides, texts) = (strs("category")?, strs("side")?, strs("text")?);
-        let nll_sum = column(batch, "nll_sum", path)?.as_primitive_opt::<Float64Type>().ok_or_else(|| bad("nll_sum"))?;
+        let nll_sum = column(batch, "nll_sum", path)?
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| bad("nll_sum"))?;
         for i in 0..batch.num_rows() {
             rows.push(StatementRow {
                 statement_id: ids.value(i),
                 category: cats.value(i).to_string(),
                 pair_index: pairs.value(i),
-                side: sides.value(i).parse().map_err(|e: String| CacheError::new(path, e))?,
+                side: sides
+                    .value(i)
+                    .parse()
+                    .map_err(|e: String| CacheError::new(path, e))?,
                 text: texts.value(i).to_string(),
                 n_tokens: n_tokens.value(i),
                 nll_sum: nll_sum.value(i),

@@ -32,17 +32,26 @@ impl ValidCache {
 /// the manifest implies. The first problem found is returned, naming its file.
 pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
     if !dir.is_dir() {
-        return Err(CacheError::new(dir, "is not a directory (expected a model cache written by extract)"));
+        return Err(CacheError::new(
+            dir,
+            "is not a directory (expected a model cache written by extract)",
+        ));
     }
     let manifest_path = dir.join(MANIFEST_FILE);
     if !manifest_path.is_file() {
-        return Err(CacheError::new(&manifest_path, "missing: this is not a model cache written by extract"));
+        return Err(CacheError::new(
+            &manifest_path,
+            "missing: this is not a model cache written by extract",
+        ));
     }
     let manifest = Manifest::read(&manifest_path)?;
     if manifest.schema_version != SCHEMA_VERSION {
         return Err(CacheError::new(
             &manifest_path,
-            format!("cache contract version {} but this tool reads version {SCHEMA_VERSION}", manifest.schema_version),
+            format!(
+                "cache contract version {} but this tool reads version {SCHEMA_VERSION}",
+                manifest.schema_version
+            ),
         ));
     }
     if !manifest.complete {
@@ -58,13 +67,28 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
     let n_statements = u64::from(manifest.dataset.n_statements);
     let n_layer_rows = u64::from(manifest.model.n_layers) + 1;
 
-    let statements = check_file(dir, &manifest, STATEMENTS_FILE, n_statements, &statements_schema())?;
+    let statements = check_file(
+        dir,
+        &manifest,
+        STATEMENTS_FILE,
+        n_statements,
+        &statements_schema(),
+    )?;
     if statements.metadata().num_row_groups() == 0 && n_statements > 0 {
-        return Err(CacheError::new(dir.join(STATEMENTS_FILE), "holds no row groups"));
+        return Err(CacheError::new(
+            dir.join(STATEMENTS_FILE),
+            "holds no row groups",
+        ));
     }
 
     let emb_schema = embeddings_schema(manifest.model.hidden_size as usize, &poolings);
-    let embeddings = check_file(dir, &manifest, EMBEDDINGS_FILE, n_statements * n_layer_rows, &emb_schema)?;
+    let embeddings = check_file(
+        dir,
+        &manifest,
+        EMBEDDINGS_FILE,
+        n_statements * n_layer_rows,
+        &emb_schema,
+    )?;
     let emb_path = dir.join(EMBEDDINGS_FILE);
     let groups = embeddings.metadata().num_row_groups() as u64;
     if groups != n_layer_rows {
@@ -78,11 +102,18 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
         if rg.num_rows() as u64 != n_statements {
             return Err(CacheError::new(
                 &emb_path,
-                format!("layer {i} holds {} rows, expected one per statement ({n_statements})", rg.num_rows()),
+                format!(
+                    "layer {i} holds {} rows, expected one per statement ({n_statements})",
+                    rg.num_rows()
+                ),
             ));
         }
     }
-    Ok(ValidCache { dir: dir.to_path_buf(), manifest, poolings })
+    Ok(ValidCache {
+        dir: dir.to_path_buf(),
+        manifest,
+        poolings,
+    })
 }
 
 fn check_file(
@@ -93,11 +124,14 @@ fn check_file(
     expected_schema: &SchemaRef,
 ) -> Result<ParquetRecordBatchReaderBuilder<File>, CacheError> {
     let path = dir.join(name);
-    let entry: &FileEntry = manifest
-        .files
-        .get(name)
-        .ok_or_else(|| CacheError::new(dir.join(MANIFEST_FILE), format!("lists no entry for {name}")))?;
-    let meta = std::fs::metadata(&path).map_err(|e| CacheError::new(&path, format!("missing or unreadable: {e}")))?;
+    let entry: &FileEntry = manifest.files.get(name).ok_or_else(|| {
+        CacheError::new(
+            dir.join(MANIFEST_FILE),
+            format!("lists no entry for {name}"),
+        )
+    })?;
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| CacheError::new(&path, format!("missing or unreadable: {e}")))?;
     if meta.len() != entry.bytes {
         return Err(CacheError::new(
             &path,
@@ -107,26 +141,41 @@ fn check_file(
     if entry.rows != expected_rows {
         return Err(CacheError::new(
             dir.join(MANIFEST_FILE),
-            format!("records {} rows for {name} but its model and dataset imply {expected_rows}", entry.rows),
+            format!(
+                "records {} rows for {name} but its model and dataset imply {expected_rows}",
+                entry.rows
+            ),
         ));
     }
-    let sha = sha256_file(&path).map_err(|e| CacheError::new(&path, format!("cannot read: {e}")))?;
+    let sha =
+        sha256_file(&path).map_err(|e| CacheError::new(&path, format!("cannot read: {e}")))?;
     if sha != entry.sha256 {
         return Err(CacheError::new(
             &path,
             "content does not match the sha256 in manifest.json: the file or the manifest was altered",
         ));
     }
-    let file = File::open(&path).map_err(|e| CacheError::new(&path, format!("cannot open: {e}")))?;
+    let file =
+        File::open(&path).map_err(|e| CacheError::new(&path, format!("cannot open: {e}")))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| CacheError::new(&path, format!("not a readable Parquet file: {e}")))?;
     for want in expected_schema.fields() {
         match builder.schema().field_with_name(want.name()) {
-            Err(_) => return Err(CacheError::new(&path, format!("missing column '{}'", want.name()))),
+            Err(_) => {
+                return Err(CacheError::new(
+                    &path,
+                    format!("missing column '{}'", want.name()),
+                ))
+            }
             Ok(have) if have.data_type() != want.data_type() => {
                 return Err(CacheError::new(
                     &path,
-                    format!("column '{}' is {} but the contract says {}", want.name(), have.data_type(), want.data_type()),
+                    format!(
+                        "column '{}' is {} but the contract says {}",
+                        want.name(),
+                        have.data_type(),
+                        want.data_type()
+                    ),
                 ))
             }
             Ok(_) => {}
@@ -134,7 +183,10 @@ fn check_file(
     }
     let rows = builder.metadata().file_metadata().num_rows() as u64;
     if rows != expected_rows {
-        return Err(CacheError::new(&path, format!("holds {rows} rows, expected {expected_rows}")));
+        return Err(CacheError::new(
+            &path,
+            format!("holds {rows} rows, expected {expected_rows}"),
+        ));
     }
     Ok(builder)
 }

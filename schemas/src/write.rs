@@ -2,7 +2,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Float64Array, StringArray, UInt32Array};
+use arrow::array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Float64Array, StringArray, UInt32Array,
+};
 use arrow::datatypes::{Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -47,16 +49,26 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Renames the finished temp file into place and describes it for the manifest.
 fn commit(tmp: &Path, path: &Path, rows: u64) -> Result<FileEntry, CacheError> {
-    std::fs::rename(tmp, path).map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))?;
+    std::fs::rename(tmp, path)
+        .map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))?;
     let bytes = std::fs::metadata(path)
         .map_err(|e| CacheError::new(path, e.to_string()))?
         .len();
     let sha256 = sha256_file(path).map_err(|e| CacheError::new(path, e.to_string()))?;
-    Ok(FileEntry { rows, bytes, sha256 })
+    Ok(FileEntry {
+        rows,
+        bytes,
+        sha256,
+    })
 }
 
-fn open_writer(tmp: &Path, schema: SchemaRef, props: WriterProperties) -> Result<ArrowWriter<File>, CacheError> {
-    let file = File::create(tmp).map_err(|e| CacheError::new(tmp, format!("cannot create: {e}")))?;
+fn open_writer(
+    tmp: &Path,
+    schema: SchemaRef,
+    props: WriterProperties,
+) -> Result<ArrowWriter<File>, CacheError> {
+    let file =
+        File::create(tmp).map_err(|e| CacheError::new(tmp, format!("cannot create: {e}")))?;
     ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| CacheError::new(tmp, e.to_string()))
 }
 
@@ -64,28 +76,52 @@ fn close_writer(writer: ArrowWriter<File>, tmp: &Path) -> Result<(), CacheError>
     let file = writer
         .into_inner()
         .map_err(|e| CacheError::new(tmp, format!("cannot finish Parquet file: {e}")))?;
-    file.sync_all().map_err(|e| CacheError::new(tmp, e.to_string()))
+    file.sync_all()
+        .map_err(|e| CacheError::new(tmp, e.to_string()))
 }
 
 /// Writes `statements.parquet` (or a chunk of it) atomically, rows as given.
 pub fn write_statements(path: &Path, rows: &[StatementRow]) -> Result<FileEntry, CacheError> {
     let tmp = temp_path(path);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.statement_id))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.category.as_str()))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.pair_index))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.side.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.text.as_str()))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.n_tokens))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.nll_sum))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.n_predicted))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(StatementRow::nll_mean))),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.statement_id),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.category.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.pair_index),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.side.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.text.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.n_tokens),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.nll_sum),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.n_predicted),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(StatementRow::nll_mean),
+        )),
     ];
     let schema = statements_schema();
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| CacheError::new(path, e.to_string()))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| CacheError::new(path, e.to_string()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
     let result = open_writer(&tmp, schema, props).and_then(|mut writer| {
-        writer.write(&batch).map_err(|e| CacheError::new(&tmp, e.to_string()))?;
+        writer
+            .write(&batch)
+            .map_err(|e| CacheError::new(&tmp, e.to_string()))?;
         close_writer(writer, &tmp)
     });
     match result {
@@ -110,7 +146,11 @@ pub struct EmbeddingsWriter {
 }
 
 impl EmbeddingsWriter {
-    pub fn create(path: &Path, hidden_size: usize, poolings: &[Pooling]) -> Result<Self, CacheError> {
+    pub fn create(
+        path: &Path,
+        hidden_size: usize,
+        poolings: &[Pooling],
+    ) -> Result<Self, CacheError> {
         let tmp = temp_path(path);
         let schema = embeddings_schema(hidden_size, poolings);
         // Float embeddings neither compress nor dictionary-encode usefully;
@@ -134,25 +174,48 @@ impl EmbeddingsWriter {
 
     /// Writes one layer for the given statements as one row group.
     /// `vectors[k]` holds pooling `k`'s vectors, `statement_ids.len() * hidden` floats.
-    pub fn write_layer(&mut self, layer: u32, statement_ids: &[u32], vectors: Vec<Vec<f32>>) -> Result<(), CacheError> {
+    pub fn write_layer(
+        &mut self,
+        layer: u32,
+        statement_ids: &[u32],
+        vectors: Vec<Vec<f32>>,
+    ) -> Result<(), CacheError> {
         let n = statement_ids.len();
-        assert_eq!(vectors.len(), self.poolings.len(), "one vector block per pooling");
+        assert_eq!(
+            vectors.len(),
+            self.poolings.len(),
+            "one vector block per pooling"
+        );
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(statement_ids.to_vec())),
             Arc::new(UInt32Array::from(vec![layer; n])),
         ];
-        let item = Arc::new(Field::new("item", arrow::datatypes::DataType::Float32, false));
+        let item = Arc::new(Field::new(
+            "item",
+            arrow::datatypes::DataType::Float32,
+            false,
+        ));
         for block in vectors {
-            assert_eq!(block.len(), n * self.hidden_size, "pooled block has the wrong length");
+            assert_eq!(
+                block.len(),
+                n * self.hidden_size,
+                "pooled block has the wrong length"
+            );
             let values = Arc::new(Float32Array::from(block));
-            let list = FixedSizeListArray::try_new(item.clone(), self.hidden_size as i32, values, None)
-                .map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+            let list =
+                FixedSizeListArray::try_new(item.clone(), self.hidden_size as i32, values, None)
+                    .map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
             columns.push(Arc::new(list));
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
         let writer = self.writer.as_mut().expect("writer is open until finish");
-        writer.write(&batch).map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
-        writer.flush().map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+        writer
+            .write(&batch)
+            .map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+        writer
+            .flush()
+            .map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
         self.rows += n as u64;
         Ok(())
     }
@@ -175,7 +238,10 @@ impl Drop for EmbeddingsWriter {
 /// Writes `manifest.json` atomically.
 pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), CacheError> {
     let tmp = temp_path(path);
-    let text = serde_json::to_string_pretty(manifest).map_err(|e| CacheError::new(path, e.to_string()))?;
-    std::fs::write(&tmp, text + "\n").map_err(|e| CacheError::new(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))
+    let text =
+        serde_json::to_string_pretty(manifest).map_err(|e| CacheError::new(path, e.to_string()))?;
+    std::fs::write(&tmp, text + "\n")
+        .map_err(|e| CacheError::new(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))
 }

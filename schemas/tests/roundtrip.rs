@@ -25,7 +25,9 @@ fn rows() -> Vec<StatementRow> {
 }
 
 fn vectors(layer: u32, n: usize) -> Vec<f32> {
-    (0..n * HIDDEN).map(|k| layer as f32 * 100.0 + k as f32).collect()
+    (0..n * HIDDEN)
+        .map(|k| layer as f32 * 100.0 + k as f32)
+        .collect()
 }
 
 fn write_cache(dir: &Path) -> Manifest {
@@ -33,8 +35,12 @@ fn write_cache(dir: &Path) -> Manifest {
     let statements = rows();
     let ids: Vec<u32> = statements.iter().map(|r| r.statement_id).collect();
     let mut files = BTreeMap::new();
-    files.insert(STATEMENTS_FILE.to_string(), write_statements(&dir.join(STATEMENTS_FILE), &statements).unwrap());
-    let mut writer = EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), HIDDEN, &poolings).unwrap();
+    files.insert(
+        STATEMENTS_FILE.to_string(),
+        write_statements(&dir.join(STATEMENTS_FILE), &statements).unwrap(),
+    );
+    let mut writer =
+        EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), HIDDEN, &poolings).unwrap();
     for layer in 0..=LAYERS {
         let blocks = poolings.iter().map(|_| vectors(layer, ids.len())).collect();
         writer.write_layer(layer, &ids, blocks).unwrap();
@@ -78,7 +84,9 @@ fn write_cache(dir: &Path) -> Manifest {
 }
 
 fn refusal(dir: &Path) -> String {
-    validate_cache(dir).expect_err("damaged cache must be refused").to_string()
+    validate_cache(dir)
+        .expect_err("damaged cache must be refused")
+        .to_string()
 }
 
 #[test]
@@ -108,7 +116,10 @@ fn truncated_parquet_is_refused_naming_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let msg = refusal(dir.path());
-    assert!(msg.contains(EMBEDDINGS_FILE) && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains(EMBEDDINGS_FILE) && msg.contains("truncated"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -124,7 +135,10 @@ fn tampered_manifest_is_refused() {
     manifest.files.get_mut(STATEMENTS_FILE).unwrap().sha256 = "f".repeat(64);
     write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
     let msg = refusal(dir.path());
-    assert!(msg.contains(STATEMENTS_FILE) && msg.contains("sha256"), "{msg}");
+    assert!(
+        msg.contains(STATEMENTS_FILE) && msg.contains("sha256"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -134,7 +148,10 @@ fn wrong_width_and_incomplete_and_missing_are_refused() {
     manifest.model.hidden_size = 4;
     write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
     let msg = refusal(dir.path());
-    assert!(msg.contains(EMBEDDINGS_FILE) && msg.contains("contract says"), "{msg}");
+    assert!(
+        msg.contains(EMBEDDINGS_FILE) && msg.contains("contract says"),
+        "{msg}"
+    );
 
     manifest.model.hidden_size = HIDDEN as u32;
     manifest.complete = false;
@@ -145,7 +162,10 @@ fn wrong_width_and_incomplete_and_missing_are_refused() {
     write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
     std::fs::remove_file(dir.path().join(STATEMENTS_FILE)).unwrap();
     let msg = refusal(dir.path());
-    assert!(msg.contains(STATEMENTS_FILE) && msg.contains("missing"), "{msg}");
+    assert!(
+        msg.contains(STATEMENTS_FILE) && msg.contains("missing"),
+        "{msg}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     assert!(refusal(empty.path()).contains("not a model cache"));

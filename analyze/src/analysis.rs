@@ -1,0 +1,499 @@
+//! The whole analysis: load, Gram matrices, seed-exact statistics, the rigorous
+//! statistics (bootstrap, permutation, Spearman, Holm, leave-one-out, pair level).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+use schemas::Pooling;
+use serde::Serialize;
+
+use crate::bootstrap::{bootstrap_r, percentile, BootInput, Resamples};
+use crate::correlation::{holm, leave_one_out, pearson, spearman, PermutationKind, Permutations};
+use crate::load::{discover, read_layer, read_statements, ModelCache, Statements};
+use crate::pairs::pair_level;
+use crate::peaks::{
+    abs_peak, depth_pct, first_argmax, mean_std, peak_analysis, seed_summary, AbsPeak,
+    PeakAnalysis, SeedSummary,
+};
+use crate::uniformity::{category_grams, CategoryGram};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub cache: PathBuf,
+    pub out: PathBuf,
+    pub models: Option<Vec<String>>,
+    pub layer_step: u32,
+    #[serde(serialize_with = "pooling_name")]
+    pub pooling: Pooling,
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub stability_threshold: f64,
+    pub allow_mixed_datasets: bool,
+    /// Monte Carlo draws when there are more than 8 categories.
+    pub permutations: usize,
+    /// Also analyse the cache's other poolings (sensitivity).
+    pub other_poolings: bool,
+}
+
+fn pooling_name<S: serde::Serializer>(p: &Pooling, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
+/// The seed's layer sampling: `range(0, n_layers + 1, step)` plus the last layer.
+pub fn sampled_layers(n_layers: u32, step: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..=n_layers).step_by(step.max(1) as usize).collect();
+    if *v.last().unwrap() != n_layers {
+        v.push(n_layers);
+    }
+    v
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerStats {
+    pub layer: u32,
+    pub depth_pct: f64,
+    /// Seed-exact Pearson r and its t-distribution p (n = categories).
+    pub r: f64,
+    pub p: f64,
+    pub p_holm: f64,
+    pub perm_p: f64,
+    pub perm_p_holm: f64,
+    pub spearman_rho: f64,
+    pub spearman_p: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub boot_median: f64,
+    /// r with each category left out, in category order.
+    pub loco_r: Vec<f64>,
+    pub loco_min: f64,
+    pub loco_max: f64,
+    /// Pair level (n = pairs): r of per-pair centroid asymmetry with per-pair preference.
+    pub pair_r: f64,
+    pub pair_p: f64,
+    pub pair_rho: f64,
+    pub pair_rho_p: f64,
+    /// Per category UA and preference (the seed's x and y).
+    pub ua: Vec<f64>,
+    pub pref: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakBootstrap {
+    pub max_pos_pct_median: f64,
+    pub max_pos_pct_ci: [f64; 2],
+    pub abs_pct_median: f64,
+    pub abs_pct_ci: [f64; 2],
+    /// Share of resamples whose peak falls on each sampled layer (keyed by layer).
+    pub max_pos_layer_share: BTreeMap<u32, f64>,
+    pub abs_layer_share: BTreeMap<u32, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelPooling {
+    pub model: String,
+    pub n_layers: u32,
+    pub layers: Vec<LayerStats>,
+    pub seed_summary: SeedSummary,
+    pub abs_peak: AbsPeak,
+    pub peak_bootstrap: Option<PeakBootstrap>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StabilityBootstrap {
+    /// Share of resamples in which std of the peak positions < threshold.
+    pub share_stable: f64,
+    pub std_median: f64,
+    pub std_ci: [f64; 2],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolingResult {
+    pub pooling: String,
+    pub models: Vec<ModelPooling>,
+    /// The seed's verdict (max positive r).
+    pub peak_analysis: PeakAnalysis,
+    /// The same verdict on the |r| peak.
+    pub abs_peak_analysis: PeakAnalysis,
+    pub stability_max_pos: Option<StabilityBootstrap>,
+    pub stability_abs: Option<StabilityBootstrap>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub display: String,
+    pub model_id: String,
+    pub n_layers: u32,
+    pub hidden_size: u32,
+    pub n_parameters: Option<u64>,
+    pub size_for_ordering: u64,
+    pub size_estimated: bool,
+    pub layers_analyzed: Vec<u32>,
+    pub manifest: schemas::Manifest,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub settings: Settings,
+    pub models: Vec<ModelEntry>,
+    pub categories: Vec<String>,
+    pub pairs_per_category: Vec<usize>,
+    pub permutation_kind: PermutationKind,
+    pub n_permutations: usize,
+    pub poolings: Vec<PoolingResult>,
+    pub warnings: Vec<String>,
+    pub timings_s: BTreeMap<String, f64>,
+}
+
+impl Analysis {
+    pub fn primary(&self) -> &PoolingResult {
+        &self.poolings[0]
+    }
+}
+
+/// Thread-seconds spent reading Parquet and building Gram matrices (for the benchmark).
+static READ_NS: AtomicU64 = AtomicU64::new(0);
+static GRAM_NS: AtomicU64 = AtomicU64::new(0);
+
+struct Loaded {
+    model: ModelCache,
+    stmts: Statements,
+    layers: Vec<u32>,
+    /// grams[pooling][layer_index][category]
+    grams: Vec<Vec<Vec<CategoryGram>>>,
+}
+
+pub fn analyze(settings: &Settings) -> Result<Analysis> {
+    let t0 = Instant::now();
+    let mut timings = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let models = discover(
+        &settings.cache,
+        settings.models.as_deref(),
+        settings.allow_mixed_datasets,
+    )?;
+    for m in &models {
+        if !m.cache.poolings.contains(&settings.pooling) {
+            bail!(
+                "{}: holds poolings {:?} but --pooling asks for '{}'",
+                m.cache.dir.join(schemas::MANIFEST_FILE).display(),
+                m.manifest().run.poolings,
+                settings.pooling
+            );
+        }
+        if m.size_estimated {
+            warnings.push(format!(
+                "{}: manifest gives no n_parameters; ordered by n_layers * hidden_size^2 = {} instead",
+                m.name, m.size
+            ));
+        }
+    }
+    if models.len() < 2 {
+        warnings.push(format!(
+            "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
+            models[0].name
+        ));
+    }
+    // Primary pooling first, then the other poolings every cache holds.
+    let mut poolings = vec![settings.pooling];
+    for p in Pooling::ALL {
+        if settings.other_poolings
+            && p != settings.pooling
+            && models.iter().all(|m| m.cache.poolings.contains(&p))
+        {
+            poolings.push(p);
+        }
+    }
+    let mut loaded = Vec::new();
+    for m in models {
+        let stmts = read_statements(&m)?;
+        let layers = sampled_layers(m.n_layers(), settings.layer_step);
+        loaded.push(Loaded {
+            model: m,
+            stmts,
+            layers,
+            grams: Vec::new(),
+        });
+    }
+    let sizes: Vec<usize> = loaded[0].stmts.pairs.iter().map(Vec::len).collect();
+    for l in &loaded[1..] {
+        let s: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
+        if s != sizes {
+            bail!(
+                "{}: pairs per category {:?} differ from {}'s {:?}; the shared pair bootstrap needs the same pairs",
+                l.model.cache.dir.join(schemas::STATEMENTS_FILE).display(),
+                s,
+                loaded[0].model.name,
+                sizes
+            );
+        }
+    }
+    timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
+
+    let t1 = Instant::now();
+    for l in &mut loaded {
+        let mut per_pooling = Vec::new();
+        for &p in &poolings {
+            let grams: Result<Vec<Vec<CategoryGram>>> = l
+                .layers
+                .par_iter()
+                .map(|&layer| {
+                    let t = Instant::now();
+                    let m = read_layer(&l.model, &l.stmts, layer, p)?;
+                    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    let t = Instant::now();
+                    let g = category_grams(&m, l.model.hidden(), &l.stmts.pairs);
+                    GRAM_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    Ok(g)
+                })
+                .collect();
+            per_pooling.push(grams?);
+        }
+        l.grams = per_pooling;
+    }
+    timings.insert("read_and_gram".into(), t1.elapsed().as_secs_f64());
+    timings.insert(
+        "read_cpu".into(),
+        READ_NS.swap(0, Ordering::Relaxed) as f64 * 1e-9,
+    );
+    timings.insert(
+        "gram_cpu".into(),
+        GRAM_NS.swap(0, Ordering::Relaxed) as f64 * 1e-9,
+    );
+
+    let t2 = Instant::now();
+    let categories = loaded[0].stmts.categories.clone();
+    let perms = Permutations::new(categories.len(), settings.permutations, settings.seed);
+    let resamples = (settings.bootstrap > 0)
+        .then(|| Resamples::draw(&sizes, settings.bootstrap, settings.seed));
+    let mut results = Vec::new();
+    for (pi, &pooling) in poolings.iter().enumerate() {
+        results.push(analyze_pooling(
+            &loaded,
+            pi,
+            pooling,
+            &perms,
+            resamples.as_ref(),
+            settings,
+        ));
+    }
+    timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
+    timings.insert("total".into(), t0.elapsed().as_secs_f64());
+
+    let models = loaded
+        .iter()
+        .map(|l| {
+            let mi = &l.model.manifest().model;
+            ModelEntry {
+                name: l.model.name.clone(),
+                display: mi.display_name.clone(),
+                model_id: mi.id.clone(),
+                n_layers: mi.n_layers,
+                hidden_size: mi.hidden_size,
+                n_parameters: mi.n_parameters,
+                size_for_ordering: l.model.size,
+                size_estimated: l.model.size_estimated,
+                layers_analyzed: l.layers.clone(),
+                manifest: l.model.manifest().clone(),
+            }
+        })
+        .collect();
+    Ok(Analysis {
+        settings: settings.clone(),
+        models,
+        categories,
+        pairs_per_category: sizes,
+        permutation_kind: perms.kind,
+        n_permutations: perms.orders.len(),
+        poolings: results,
+        warnings,
+        timings_s: timings,
+    })
+}
+
+fn stability(peaks: &[Vec<f64>], n: usize, threshold: f64) -> Option<StabilityBootstrap> {
+    if peaks.len() < 2 || n == 0 {
+        return None;
+    }
+    let stds: Vec<f64> = (0..n)
+        .map(|b| {
+            let v: Vec<f64> = peaks.iter().map(|p| p[b]).collect();
+            mean_std(&v).1
+        })
+        .collect();
+    let stable = stds.iter().filter(|&&s| s < threshold).count();
+    Some(StabilityBootstrap {
+        share_stable: stable as f64 / n as f64,
+        std_median: percentile(&stds, 50.0),
+        std_ci: [percentile(&stds, 2.5), percentile(&stds, 97.5)],
+    })
+}
+
+fn analyze_pooling(
+    loaded: &[Loaded],
+    pi: usize,
+    pooling: Pooling,
+    perms: &Permutations,
+    resamples: Option<&Resamples>,
+    settings: &Settings,
+) -> PoolingResult {
+    let mut models: Vec<ModelPooling> = loaded
+        .par_iter()
+        .map(|l| {
+            let n_layers = l.model.n_layers();
+            let cat_prefs: Vec<f64> = l
+                .stmts
+                .pairs
+                .iter()
+                .map(|ps| ps.iter().map(|p| p.pref).sum::<f64>() / ps.len() as f64)
+                .collect();
+            let pair_prefs: Vec<f64> = l.stmts.pairs.iter().flatten().map(|p| p.pref).collect();
+            let mut layers: Vec<LayerStats> = l
+                .layers
+                .iter()
+                .zip(&l.grams[pi])
+                .map(|(&layer, grams)| {
+                    let ua: Vec<f64> = grams.iter().map(CategoryGram::ua).collect();
+                    let (r, p) = pearson(&ua, &cat_prefs);
+                    let (rho, rho_p) = spearman(&ua, &cat_prefs);
+                    let loco = leave_one_out(&ua, &cat_prefs);
+                    let pl = pair_level(grams, &pair_prefs);
+                    LayerStats {
+                        layer,
+                        depth_pct: depth_pct(layer, n_layers),
+                        r,
+                        p,
+                        p_holm: f64::NAN,
+                        perm_p: perms.p_value(&ua, &cat_prefs),
+                        perm_p_holm: f64::NAN,
+                        spearman_rho: rho,
+                        spearman_p: rho_p,
+                        ci_low: f64::NAN,
+                        ci_high: f64::NAN,
+                        boot_median: f64::NAN,
+                        loco_min: loco.iter().copied().fold(f64::INFINITY, f64::min),
+                        loco_max: loco.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                        loco_r: loco,
+                        pair_r: pl.r,
+                        pair_p: pl.p,
+                        pair_rho: pl.rho,
+                        pair_rho_p: pl.rho_p,
+                        ua,
+                        pref: cat_prefs.clone(),
+                    }
+                })
+                .collect();
+            let ps: Vec<f64> = layers.iter().map(|s| s.p).collect();
+            let pps: Vec<f64> = layers.iter().map(|s| s.perm_p).collect();
+            for (s, (a, b)) in layers.iter_mut().zip(holm(&ps).into_iter().zip(holm(&pps))) {
+                s.p_holm = a;
+                s.perm_p_holm = b;
+            }
+            let r: Vec<f64> = layers.iter().map(|s| s.r).collect();
+            ModelPooling {
+                model: l.model.display().to_string(),
+                n_layers,
+                seed_summary: seed_summary(l.model.display(), n_layers, &l.layers, &r),
+                abs_peak: abs_peak(n_layers, &l.layers, &r),
+                layers,
+                peak_bootstrap: None,
+            }
+        })
+        .collect();
+
+    let threshold = settings.stability_threshold;
+    let mut stability_max_pos = None;
+    let mut stability_abs = None;
+    if let Some(res) = resamples {
+        let mut columns: Vec<&[CategoryGram]> = Vec::new();
+        let mut model_of_k = Vec::new();
+        for (mi, l) in loaded.iter().enumerate() {
+            for g in &l.grams[pi] {
+                columns.push(g);
+                model_of_k.push(mi);
+            }
+        }
+        let prefs = loaded
+            .iter()
+            .map(|l| {
+                l.stmts
+                    .pairs
+                    .iter()
+                    .map(|ps| ps.iter().map(|p| p.pref).collect())
+                    .collect()
+            })
+            .collect();
+        let input = BootInput::new(&columns, model_of_k, prefs);
+        let boot = bootstrap_r(res, &input);
+        let n = res.n;
+        let mut k = 0;
+        let mut pos_peaks = Vec::new();
+        let mut abs_peaks = Vec::new();
+        for (l, mp) in loaded.iter().zip(models.iter_mut()) {
+            let nl = l.layers.len();
+            let rows = &boot[k * n..(k + nl) * n];
+            k += nl;
+            for (li, s) in mp.layers.iter_mut().enumerate() {
+                let row = &rows[li * n..(li + 1) * n];
+                s.ci_low = percentile(row, 2.5);
+                s.ci_high = percentile(row, 97.5);
+                s.boot_median = percentile(row, 50.0);
+            }
+            let mut pos = Vec::with_capacity(n);
+            let mut abs = Vec::with_capacity(n);
+            let mut pos_share = BTreeMap::new();
+            let mut abs_share = BTreeMap::new();
+            let mut r = vec![0.0; nl];
+            for b in 0..n {
+                for (li, v) in r.iter_mut().enumerate() {
+                    *v = rows[li * n + b];
+                }
+                let ip = first_argmax(&r, |v| v).unwrap_or(0);
+                let ia = first_argmax(&r, f64::abs).unwrap_or(0);
+                pos.push(depth_pct(l.layers[ip], mp.n_layers));
+                abs.push(depth_pct(l.layers[ia], mp.n_layers));
+                *pos_share.entry(l.layers[ip]).or_insert(0.0) += 1.0 / n as f64;
+                *abs_share.entry(l.layers[ia]).or_insert(0.0) += 1.0 / n as f64;
+            }
+            mp.peak_bootstrap = Some(PeakBootstrap {
+                max_pos_pct_median: percentile(&pos, 50.0),
+                max_pos_pct_ci: [percentile(&pos, 2.5), percentile(&pos, 97.5)],
+                abs_pct_median: percentile(&abs, 50.0),
+                abs_pct_ci: [percentile(&abs, 2.5), percentile(&abs, 97.5)],
+                max_pos_layer_share: pos_share,
+                abs_layer_share: abs_share,
+            });
+            pos_peaks.push(pos);
+            abs_peaks.push(abs);
+        }
+        stability_max_pos = stability(&pos_peaks, n, threshold);
+        stability_abs = stability(&abs_peaks, n, threshold);
+    }
+    let pos: Vec<f64> = models.iter().map(|m| m.seed_summary.max_pos_pct).collect();
+    let abs: Vec<f64> = models.iter().map(|m| m.abs_peak.pct).collect();
+    PoolingResult {
+        pooling: pooling.as_str().to_string(),
+        peak_analysis: peak_analysis(&pos, threshold),
+        abs_peak_analysis: peak_analysis(&abs, threshold),
+        models,
+        stability_max_pos,
+        stability_abs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampled_layers;
+
+    #[test]
+    fn seed_layer_sampling() {
+        assert_eq!(sampled_layers(24, 4), vec![0, 4, 8, 12, 16, 20, 24]);
+        assert_eq!(sampled_layers(6, 4), vec![0, 4, 6]);
+        assert_eq!(sampled_layers(3, 1), vec![0, 1, 2, 3]);
+    }
+}

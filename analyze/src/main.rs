@@ -1,0 +1,137 @@
+//! `analyze [run flags]` (the analysis, default) and `analyze export ...`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use schemas::Pooling;
+
+#[derive(Parser)]
+#[command(
+    name = "analyze",
+    version,
+    about = "Answers: does the layer range where |r| peaks shift with model size? (reads extract's Parquet caches; no GPU)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The analysis (also the default when no subcommand is given).
+    Run(RunArgs),
+    /// Write each model's pooled embeddings and NLLs for PyTorch/numpy users.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Cache folder holding one folder per model (written by extract).
+    #[arg(long, required = true)]
+    cache: Option<PathBuf>,
+    /// Output folder for results.json, report.md, layer_correlations.csv and plots.
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Only these model folders (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Analyse every Nth layer plus the last (the seed used 4).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    layer_step: u32,
+    /// Pooling that answers the question: mean_skip_first (seed-compatible), mean or last.
+    #[arg(long, default_value = "mean_skip_first")]
+    pooling: Pooling,
+    /// Stratified pair-bootstrap resamples (0 turns the bootstrap off).
+    #[arg(long, default_value_t = 10_000)]
+    bootstrap: usize,
+    /// Seed of the bootstrap and of Monte Carlo permutations.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Peak-position std (points of % depth) below which peaks count as stable (the seed's 10).
+    #[arg(long, default_value_t = 10.0)]
+    stability_threshold: f64,
+    /// Compare models extracted from different datasets (different dataset sha256).
+    #[arg(long)]
+    allow_mixed_datasets: bool,
+    /// Also analyse the cache's other poolings (a sensitivity section in the report; about 3x the reading time).
+    #[arg(long)]
+    all_poolings: bool,
+    /// Monte Carlo permutations when there are more than 8 categories (else all n! are used).
+    #[arg(long, default_value_t = 10_000)]
+    permutations: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Safetensors,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[arg(long, value_enum, default_value = "safetensors")]
+    format: Format,
+    #[arg(long)]
+    cache: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    #[arg(long)]
+    allow_mixed_datasets: bool,
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = analyze::Settings {
+        cache: args.cache.expect("required by clap"),
+        out: args.out.expect("required by clap"),
+        models: args.models,
+        layer_step: args.layer_step,
+        pooling: args.pooling,
+        bootstrap: args.bootstrap,
+        seed: args.seed,
+        stability_threshold: args.stability_threshold,
+        allow_mixed_datasets: args.allow_mixed_datasets,
+        permutations: args.permutations,
+        other_poolings: args.all_poolings,
+    };
+    let a = analyze::run(&settings)?;
+    for w in &a.warnings {
+        eprintln!("note: {w}");
+    }
+    println!("{}", analyze::report::answer_paragraph(&a));
+    println!("wrote {}/{{results.json, report.md, layer_correlations.csv, scaling_comparison.png/svg, peak_positions.png/svg}}", settings.out.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Export(e)) => match e.format {
+            Format::Safetensors => analyze::export::export_safetensors(
+                &e.cache,
+                &e.out,
+                e.models.as_deref(),
+                e.allow_mixed_datasets,
+            )
+            .map(|paths| {
+                for p in paths {
+                    println!("wrote {}", p.display());
+                }
+            }),
+        },
+        Some(Command::Run(r)) => run(r),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

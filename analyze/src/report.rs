@@ -1,0 +1,384 @@
+//! `report.md`: the answer in one paragraph with its uncertainty, then tables, the
+//! seed's interpretation template filled in, and notes on the seed's quirks.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::analysis::{Analysis, PoolingResult, StabilityBootstrap};
+
+fn f3(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:+.3}")
+    } else {
+        "n/a".into()
+    }
+}
+
+fn pv(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v < 1e-3 {
+        format!("{v:.1e}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn pct(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.0}%")
+    } else {
+        "n/a".into()
+    }
+}
+
+fn robustness(s: &StabilityBootstrap) -> &'static str {
+    if s.share_stable >= 0.95 {
+        "robustly stable"
+    } else if s.share_stable <= 0.05 {
+        "robustly shifting"
+    } else {
+        "not settled by these data"
+    }
+}
+
+/// The answer, in one paragraph, with its uncertainty.
+pub fn answer_paragraph(a: &Analysis) -> String {
+    let p = a.primary();
+    let n = p.models.len();
+    let mut s = String::new();
+    let layers_desc = if a.settings.layer_step == 1 {
+        "every layer".to_string()
+    } else {
+        format!("every {}th layer plus the last", a.settings.layer_step)
+    };
+    let _ = write!(
+        s,
+        "Pooling `{}`, {} model{}, {}, r over {} categories. ",
+        p.pooling,
+        n,
+        if n == 1 { "" } else { "s" },
+        layers_desc,
+        a.categories.len()
+    );
+    let peaks: Vec<String> = p
+        .models
+        .iter()
+        .map(|m| {
+            let ci = m
+                .peak_bootstrap
+                .as_ref()
+                .map(|b| format!(", 95% CI {}–{}", pct(b.abs_pct_ci[0]), pct(b.abs_pct_ci[1])))
+                .unwrap_or_default();
+            format!(
+                "{} at layer {} ({}{ci}, r = {})",
+                m.model,
+                m.abs_peak.layer,
+                pct(m.abs_peak.pct),
+                f3(m.abs_peak.r)
+            )
+        })
+        .collect();
+    let _ = write!(s, "The |r| peak lies: {}. ", peaks.join("; "));
+    let abs = &p.abs_peak_analysis;
+    if !abs.verdict_applicable {
+        let _ = write!(
+            s,
+            "With a single model the cross-model question (does the peak shift with size?) cannot be answered: the verdict is not applicable; add at least one more model."
+        );
+        return s;
+    }
+    let std = abs.std_peak_pct.unwrap_or(f64::NAN);
+    let _ = write!(
+        s,
+        "Across models the |r| peak position has mean {:.1}% and population std {:.1} points of depth, {} the threshold of {} points, so by the seed's rule the peak {}",
+        abs.mean_peak_pct,
+        std,
+        if std < abs.threshold_pct { "below" } else { "not below" },
+        abs.threshold_pct,
+        if abs.peaks_stable == Some(true) { "is STABLE across scale" } else { "SHIFTS with model size" }
+    );
+    if let Some(st) = &p.stability_abs {
+        let _ = write!(
+            s,
+            "; in {} stratified pair-bootstrap resamples the verdict \"stable\" holds in {:.1}% (std 95% CI {:.1}–{:.1}), so the answer is {}",
+            a.settings.bootstrap,
+            st.share_stable * 100.0,
+            st.std_ci[0],
+            st.std_ci[1],
+            robustness(st)
+        );
+    }
+    let pa = &p.peak_analysis;
+    let _ = write!(
+        s,
+        ". The seed's own statistic (max positive r) gives mean {:.1}%, std {:.1} → {}",
+        pa.mean_peak_pct,
+        pa.std_peak_pct.unwrap_or(f64::NAN),
+        if pa.peaks_stable == Some(true) {
+            "STABLE"
+        } else {
+            "SHIFTS"
+        }
+    );
+    if let Some(st) = &p.stability_max_pos {
+        let _ = write!(
+            s,
+            " (stable in {:.1}% of resamples)",
+            st.share_stable * 100.0
+        );
+    }
+    let _ = write!(
+        s,
+        ". Each r rests on only {} categories (df = {}), so single-layer p-values are weak; see the Holm-corrected and permutation p-values below.",
+        a.categories.len(),
+        a.categories.len().saturating_sub(2)
+    );
+    s
+}
+
+fn seed_interpretation(p: &PoolingResult) -> String {
+    // The notebook's section 7 template, filled in.
+    let mut t = String::from(
+        "## Pythia Scaling Analysis: Layer Correlation Across Model Sizes\n\n### Research Question\n> Does the layer-wise correlation pattern (where r flips from positive to negative) \n> shift with model size?\n\n### Models Tested\n",
+    );
+    for s in p.models.iter().map(|m| &m.seed_summary) {
+        let _ = writeln!(
+            t,
+            "- **{}** ({} layers): Peak r = {:+.3} at {:.0}% depth",
+            s.model, s.n_layers, s.max_pos_r, s.max_pos_pct
+        );
+    }
+    let pa = &p.peak_analysis;
+    match (pa.std_peak_pct, pa.peaks_stable) {
+        (Some(std), Some(stable)) => {
+            let _ = write!(
+                t,
+                "\n### Key Finding\n\nPeak position variability: {std:.1}% (std across models)\n\n"
+            );
+            if stable {
+                let _ = write!(
+                    t,
+                    "\n**The peak position is STABLE** across model sizes (~{:.0}% depth).\n\nThis suggests:\n- The layer-wise correlation pattern is an architectural property, not emergent\n- The \"mid-layer regime\" appears at a consistent relative depth\n- Scale does not fundamentally change where the correlation sign flips\n",
+                    pa.mean_peak_pct
+                );
+            } else {
+                t.push_str(
+                    "\n**The peak position SHIFTS** with model size.\n\nThis suggests:\n- The correlation pattern is scale-dependent\n- Larger models may develop different processing regimes\n- Emergent behavior in layer specialization\n",
+                );
+            }
+        }
+        _ => t.push_str(
+            "\n### Key Finding\n\nOnly one model: the cross-model verdict is not applicable.\n",
+        ),
+    }
+    t
+}
+
+pub fn render(a: &Analysis) -> String {
+    let p = a.primary();
+    let mut r = String::from("# Uniformity Asymmetry across model scale\n\n");
+    let _ = writeln!(
+        r,
+        "> Does the layer range where |r| peaks shift with model size?\n"
+    );
+    let _ = writeln!(r, "## Answer\n\n{}\n", answer_paragraph(a));
+    for w in &a.warnings {
+        let _ = writeln!(r, "> Note: {w}\n");
+    }
+
+    let _ = writeln!(r, "## Models (ordered by parameter count)\n");
+    let _ = writeln!(
+        r,
+        "| Model | Cache folder | Layers | Hidden | Parameters | Dataset sha256 | Extracted on |"
+    );
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+    for m in &a.models {
+        let params = match (m.n_parameters, m.size_estimated) {
+            (Some(n), _) => n.to_string(),
+            (None, _) => format!("~{} (n_layers·hidden², estimated)", m.size_for_ordering),
+        };
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | {} | {} | {}… | {} ({}) |",
+            m.display,
+            m.name,
+            m.n_layers,
+            m.hidden_size,
+            params,
+            &m.manifest
+                .dataset
+                .sha256
+                .chars()
+                .take(12)
+                .collect::<String>(),
+            m.manifest.run.device_name,
+            m.manifest.run.execution_provider
+        );
+    }
+
+    let _ = writeln!(r, "\n## Seed-exact summary (pooling `{}`)\n", p.pooling);
+    let _ = writeln!(r, "| Model | Layers | Peak r (max positive) | Peak @ | Max \\|r\\| | \\|r\\| peak @ (95% CI) | Most negative r | @ | Final r | Sign changes (midpoint) |");
+    let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|");
+    for m in &p.models {
+        let s = &m.seed_summary;
+        let ci = m
+            .peak_bootstrap
+            .as_ref()
+            .map(|b| format!(" ({}–{})", pct(b.abs_pct_ci[0]), pct(b.abs_pct_ci[1])))
+            .unwrap_or_default();
+        let sc: Vec<String> = s
+            .sign_changes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}→{} ({:.0}%)",
+                    c.layer_before, c.layer_after, c.midpoint_pct
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            r,
+            "| {} | {} | {} | L{} ({}) | {} | L{} ({}){ci} | {} | L{} ({}) | {} | {} |",
+            s.model,
+            s.n_layers,
+            f3(s.max_pos_r),
+            s.max_pos_layer,
+            pct(s.max_pos_pct),
+            f3(m.abs_peak.r),
+            m.abs_peak.layer,
+            pct(m.abs_peak.pct),
+            f3(s.max_neg_r),
+            s.max_neg_layer,
+            pct(s.max_neg_pct),
+            f3(s.final_r),
+            if sc.is_empty() {
+                "none".into()
+            } else {
+                sc.join(", ")
+            }
+        );
+    }
+    let pa = &p.peak_analysis;
+    let _ = writeln!(
+        r,
+        "\nSeed's peak_analysis (max positive r): mean {:.1}%, std {}, stable: {}.",
+        pa.mean_peak_pct,
+        pa.std_peak_pct
+            .map(|v| format!("{v:.1}%"))
+            .unwrap_or_else(|| "n/a".into()),
+        pa.peaks_stable
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "not applicable (one model)".into())
+    );
+
+    let _ = writeln!(r, "\n## Per-layer statistics (pooling `{}`)\n", p.pooling);
+    let _ = writeln!(
+        r,
+        "r and p: Pearson over categories (seed-exact). p Holm: Holm-corrected across this model's layers. perm p: {} permutation p ({} orderings of the category preferences). CI: 2.5–97.5 percentile of {} stratified pair-bootstrap resamples. LOCO: range of r with one category left out. pair r: Pearson over pairs (n = {}) of the centroid asymmetry with the pair's preference.\n",
+        match a.permutation_kind {
+            crate::correlation::PermutationKind::Exact => "exact",
+            crate::correlation::PermutationKind::MonteCarlo => "Monte Carlo",
+        },
+        a.n_permutations,
+        a.settings.bootstrap,
+        a.pairs_per_category.iter().sum::<usize>()
+    );
+    for m in &p.models {
+        let _ = writeln!(r, "### {}\n", m.model);
+        let _ = writeln!(r, "| Layer | Depth | r | p | p Holm | perm p | perm p Holm | Spearman ρ | 95% CI of r | LOCO r range | pair r | pair p |");
+        let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for s in &m.layers {
+            let _ = writeln!(
+                r,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | [{}, {}] | [{}, {}] | {} | {} |",
+                s.layer,
+                pct(s.depth_pct),
+                f3(s.r),
+                pv(s.p),
+                pv(s.p_holm),
+                pv(s.perm_p),
+                pv(s.perm_p_holm),
+                f3(s.spearman_rho),
+                f3(s.ci_low),
+                f3(s.ci_high),
+                f3(s.loco_min),
+                f3(s.loco_max),
+                f3(s.pair_r),
+                pv(s.pair_p)
+            );
+        }
+        let _ = writeln!(r);
+    }
+
+    if a.poolings.len() > 1 {
+        let _ = writeln!(r, "## Other poolings (sensitivity)\n");
+        let _ = writeln!(r, "| Pooling | Model | \\|r\\| peak @ | 95% CI | max positive r @ | verdict (\\|r\\|) | stable in resamples |");
+        let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+        for pr in &a.poolings {
+            for m in &pr.models {
+                let ci = m
+                    .peak_bootstrap
+                    .as_ref()
+                    .map(|b| format!("{}–{}", pct(b.abs_pct_ci[0]), pct(b.abs_pct_ci[1])))
+                    .unwrap_or_else(|| "n/a".into());
+                let verdict = match pr.abs_peak_analysis.peaks_stable {
+                    Some(true) => "stable",
+                    Some(false) => "shifts",
+                    None => "n/a",
+                };
+                let share = pr
+                    .stability_abs
+                    .as_ref()
+                    .map(|s| format!("{:.1}%", s.share_stable * 100.0))
+                    .unwrap_or_else(|| "n/a".into());
+                let _ = writeln!(
+                    r,
+                    "| {} | {} | L{} ({}) | {} | L{} ({}) | {} | {} |",
+                    pr.pooling,
+                    m.model,
+                    m.abs_peak.layer,
+                    pct(m.abs_peak.pct),
+                    ci,
+                    m.seed_summary.max_pos_layer,
+                    pct(m.seed_summary.max_pos_pct),
+                    verdict,
+                    share
+                );
+            }
+        }
+        let _ = writeln!(r);
+    }
+
+    let _ = writeln!(
+        r,
+        "## The seed's interpretation (notebook section 7, filled in)\n"
+    );
+    r.push_str(&seed_interpretation(p));
+
+    let _ = writeln!(
+        r,
+        "\n## Notes on the method and the seed's quirks\n\n\
+- **Pooling.** `mean_skip_first` reproduces the seed's `hidden_states[l][0, 1:, :].mean(0)`. The seed meant to skip a BOS token, but the Pythia tokenizer adds none, so this drops the first *real* token of every statement. `--pooling mean` (all tokens) and `--pooling last` (last token) are a flag away, and `--all-poolings` reports the cache's other poolings beside it as a sensitivity check.\n\
+- **Max positive r vs |r|.** The seed tracks the *max positive* r (and calls it the peak), although the question asks where |r| peaks; when all r are negative its \"peak\" is the least negative layer. Both are reported; the answer above uses |r|.\n\
+- **Layer sampling.** The seed samples every 4th layer plus the last (`--layer-step 4` reproduces it exactly); this run used step {}. Coarse sampling quantises peak positions to 4/n_layers of depth, which alone can move the std across the threshold.\n\
+- **n = categories.** The seed's Pearson r runs over {} category means, so p uses {} degrees of freedom and one category can carry the whole correlation (see the leave-one-category-out range). The permutation p-value is exact for up to 8 categories (all n! orderings), otherwise Monte Carlo.\n\
+- **Bootstrap.** Pairs are resampled with replacement within each category (stratified, seed {}), and the same resample is applied to every model, since all models saw the same dataset. Uniformity of a resample reuses the Gram matrices: for counts w, the sum over position pairs is (wᵀGw − Σ wᵢGᵢᵢ)/2, divided by n(n−1)/2, exactly the seed's `uniformity_score` on the resampled set.\n\
+- **Pair-level view.** For pair i of category c: d_i = cos(a_i, m_A,c) − cos(b_i, m_B,c), where m_S,c is the arithmetic mean of the normalised vectors x/(|x| + 1e-10) of all side-S statements of category c (pair i included) at that layer and pooling, and cos is computed on the normalised vectors. d_i is correlated with the pair's preference NLL(B) − NLL(A) over all {} pairs.\n\
+- **Verdict.** Population std (ddof 0) of the peak positions across models, `std < {}` → stable (the seed's rule, `--stability-threshold`).\n",
+        a.settings.layer_step,
+        a.categories.len(),
+        a.categories.len().saturating_sub(2),
+        a.settings.seed,
+        a.pairs_per_category.iter().sum::<usize>(),
+        a.settings.stability_threshold
+    );
+    r
+}
+
+pub fn write(a: &Analysis, out: &Path) -> Result<()> {
+    let path = out.join("report.md");
+    std::fs::write(&path, render(a)).with_context(|| format!("{}: cannot write", path.display()))
+}

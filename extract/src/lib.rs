@@ -1,0 +1,17 @@
+//! `extract`: runs an ONNX-exported language model (made by `scripts/export`)
+//! once over a statement dataset and writes the cache of the `schemas` contract:
+//! pooled hidden states of every layer and per-statement NLLs.
+
+pub mod batch;
+pub mod chunks;
+pub mod dataset;
+pub mod model_dir;
+pub mod nll;
+pub mod pooling;
+pub mod probe;
+pub mod run;
+pub mod runtime;
+pub mod tokenize;
+pub mod util;
+
+pub use run::{run, Options, Summary};

@@ -1,0 +1,455 @@
+//! ONNX Runtime: finding the shared library, choosing the execution provider,
+//! creating the session and running one padded batch through it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ort::ep::{self, ExecutionProvider};
+use ort::logging::LogLevel;
+use ort::session::Session;
+use ort::value::{Tensor, TensorElementType};
+use schemas::Pooling;
+
+use crate::batch::Padded;
+use crate::model_dir::{Dtype, ModelDir, INPUTS, OUTPUTS};
+use crate::pooling::{pool_into, Elem};
+
+const SETUP_HINT: &str = "run scripts/setup (or scripts/setup --gpu for CUDA) or set ORT_DYLIB_PATH to a libonnxruntime.so";
+
+/// The `--device` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            _ => Err(format!("unknown device '{s}' (expected auto, cpu or cuda)")),
+        }
+    }
+}
+
+/// `libonnxruntime.so*` files in `dir`, the unversioned name first, then the longest.
+fn libs_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == "libonnxruntime.so" || n.starts_with("libonnxruntime.so."))
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort_by_key(|p| (p.file_name().map(|n| n.len()).unwrap_or(0), p.clone()));
+    found.into_iter().next()
+}
+
+/// Where the library comes from, in order: `ORT_DYLIB_PATH`; a project-local
+/// `.ort/lib` above the executable or at the workspace root this was built in;
+/// an importable Python `onnxruntime` package.
+pub fn find_library() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        if p.is_dir() {
+            if let Some(lib) = libs_in(&p) {
+                return Ok(lib);
+            }
+        }
+        bail!(
+            "ORT_DYLIB_PATH={} is not an ONNX Runtime library; {SETUP_HINT}",
+            p.display()
+        );
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
+    for root in roots {
+        if let Some(lib) = libs_in(&root.join(".ort/lib")) {
+            return Ok(lib);
+        }
+    }
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            "import onnxruntime,os;print(os.path.dirname(onnxruntime.__file__))",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(out) = py {
+        if out.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+            if let Some(lib) = libs_in(&dir) {
+                return Ok(lib);
+            }
+        }
+    }
+    bail!("no ONNX Runtime library found; {SETUP_HINT}")
+}
+
+/// The version of the loaded library, from its build info (`git-branch=rel-1.32.0`),
+/// else from the library's file name.
+fn ort_version(lib: &Path) -> String {
+    let info = ort::info();
+    if let Some(rest) = info.split("git-branch=rel-").nth(1) {
+        let v: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        if !v.is_empty() {
+            return v;
+        }
+    }
+    let real = lib.canonicalize().unwrap_or_else(|_| lib.to_path_buf());
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_prefix("libonnxruntime.so.")
+        .map(str::to_string)
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .map(|m| {
+            format!(
+                "{m} ({} threads)",
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            )
+        })
+        .unwrap_or_else(|| "CPU".to_string())
+}
+
+fn gpu_name() -> String {
+    let dev = std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .and_then(|v| v.split(',').next().map(str::to_string));
+    Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "-i", "0"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            format!(
+                "{s} (CUDA device 0{})",
+                dev.map(|d| format!(", CUDA_VISIBLE_DEVICES={d}"))
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| "CUDA device 0".to_string())
+}
+
+/// Pooled vectors and NLLs of one batch, rows in batch order.
+pub struct BatchResult {
+    /// Per row: `(n_layers + 1) * n_poolings * hidden` floats, index
+    /// `(layer * n_poolings + k) * hidden`.
+    pub pooled: Vec<Vec<f32>>,
+    pub nll_sum: Vec<f64>,
+    pub n_predicted: Vec<u32>,
+}
+
+pub struct Runtime {
+    session: Session,
+    _env: ort::environment::Environment,
+    pub library: PathBuf,
+    pub ort_version: String,
+    /// ONNX Runtime's name of the provider used, e.g. `CPUExecutionProvider`.
+    pub provider: &'static str,
+    pub device_name: String,
+    /// Why this provider, for the summary (e.g. auto's choice).
+    pub provider_note: String,
+    n_layers: usize,
+    hidden: usize,
+    dtype: Dtype,
+}
+
+fn ort_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> anyhow::Error {
+    move |e| anyhow!("{what}: {e}")
+}
+
+impl Runtime {
+    pub fn new(model: &ModelDir, device: DeviceChoice) -> Result<Runtime> {
+        let library = find_library()?;
+        let env = ort::init_from(&library)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot load ONNX Runtime from {} ({e}); {SETUP_HINT}",
+                    library.display()
+                )
+            })?
+            .with_name("extract")
+            .build()
+            .map_err(ort_err("cannot create the ONNX Runtime environment"))?;
+        let ort_version = ort_version(&library);
+
+        let cuda_available = <ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false);
+        let want_cuda = match device {
+            DeviceChoice::Cpu => false,
+            DeviceChoice::Cuda if !cuda_available => bail!(
+                "--device cuda: the ONNX Runtime at {} has no CUDA provider; run scripts/setup --gpu (onnxruntime-gpu) or use --device cpu",
+                library.display()
+            ),
+            DeviceChoice::Cuda => true,
+            DeviceChoice::Auto => cuda_available,
+        };
+        let builder = || -> Result<ort::session::builder::SessionBuilder> {
+            Session::builder(&env)
+                .map_err(ort_err("cannot create a session builder"))?
+                .with_log_level(LogLevel::Error)
+                .map_err(ort_err("cannot set the log level"))
+        };
+        let commit = |b: ort::session::builder::SessionBuilder| -> Result<Session> {
+            let mut b = b;
+            b.commit_from_file(&model.onnx).map_err(|e| {
+                anyhow!(
+                    "cannot load {} into ONNX Runtime: {e}",
+                    model.onnx.display()
+                )
+            })
+        };
+        let (session, provider, device_name, provider_note) = if want_cuda {
+            // TF32 matmuls broke float32 parity with transformers to 1e-2: keep full precision.
+            let cuda = ep::CUDA::default()
+                .with_tf32(false)
+                .build()
+                .error_on_failure();
+            let attempt = builder()?
+                .with_execution_providers([cuda])
+                .map_err(|e| anyhow!("{e}"))
+                .and_then(commit);
+            match attempt {
+                Ok(s) => {
+                    let note = if device == DeviceChoice::Auto {
+                        "auto: CUDA available"
+                    } else {
+                        "cuda"
+                    };
+                    (s, "CUDAExecutionProvider", gpu_name(), note.to_string())
+                }
+                Err(e) if device == DeviceChoice::Cuda => {
+                    bail!("--device cuda: the CUDA provider failed to start ({e}); check the driver, CUDA 13 and cuDNN 9 libraries, or use --device cpu")
+                }
+                Err(e) => {
+                    let note = format!(
+                        "auto: CUDA provider failed to start ({}), using the CPU",
+                        crate::util::one_line(&e)
+                    );
+                    (
+                        commit(builder()?)?,
+                        "CPUExecutionProvider",
+                        cpu_name(),
+                        note,
+                    )
+                }
+            }
+        } else {
+            let note = match device {
+                DeviceChoice::Auto => {
+                    "auto: this ONNX Runtime has no CUDA provider, using the CPU".to_string()
+                }
+                _ => "cpu".to_string(),
+            };
+            (
+                commit(builder()?)?,
+                "CPUExecutionProvider",
+                cpu_name(),
+                note,
+            )
+        };
+
+        check_signature(&session, model)?;
+        Ok(Runtime {
+            session,
+            _env: env,
+            library,
+            ort_version,
+            provider,
+            device_name,
+            provider_note,
+            n_layers: model.export.n_layers as usize,
+            hidden: model.export.hidden_size as usize,
+            dtype: model.dtype,
+        })
+    }
+
+    /// One forward pass: every hidden state and the per-token log-probs, pooled
+    /// and summed for the rows' real tokens. `poolings` sets the order of the
+    /// pooled blocks.
+    pub fn run_batch(&mut self, batch: &Padded, poolings: &[Pooling]) -> Result<BatchResult> {
+        let shape = [batch.rows, batch.seq];
+        let ids = Tensor::from_array((shape, batch.input_ids.clone()))
+            .map_err(ort_err("cannot build input_ids"))?;
+        let mask = Tensor::from_array((shape, batch.attention_mask.clone()))
+            .map_err(ort_err("cannot build attention_mask"))?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            .map_err(ort_err("ONNX Runtime failed to run the batch"))?;
+        let hs = outputs
+            .get(OUTPUTS[0])
+            .ok_or_else(|| anyhow!("the graph returned no '{}'", OUTPUTS[0]))?;
+        let lp = outputs
+            .get(OUTPUTS[1])
+            .ok_or_else(|| anyhow!("the graph returned no '{}'", OUTPUTS[1]))?;
+
+        let (lp_shape, lp) = lp
+            .try_extract_tensor::<f32>()
+            .map_err(|e| anyhow!("output 'token_logprobs' is not a float32 tensor ({e})"))?;
+        let want_lp = [batch.rows as i64, batch.seq as i64];
+        if **lp_shape != want_lp {
+            bail!(
+                "output 'token_logprobs' has shape {:?}, expected [batch, seq] = {want_lp:?}",
+                &**lp_shape
+            );
+        }
+        let mut nll_sum = Vec::with_capacity(batch.rows);
+        let mut n_predicted = Vec::with_capacity(batch.rows);
+        for (r, &n) in batch.lengths.iter().enumerate() {
+            let (s, k) = crate::nll::nll_sum(&lp[r * batch.seq..(r + 1) * batch.seq], n);
+            nll_sum.push(s);
+            n_predicted.push(k);
+        }
+
+        let (l1, h) = (self.n_layers + 1, self.hidden);
+        let pooled = match (hs.dtype().tensor_type(), self.dtype) {
+            (Some(TensorElementType::Float32), Dtype::F32) => {
+                let (s, data) = hs
+                    .try_extract_tensor::<f32>()
+                    .map_err(ort_err("cannot read hidden_states"))?;
+                pool_rows(l1, h, s, data, batch, poolings)?
+            }
+            (Some(TensorElementType::Float16), Dtype::F16) => {
+                let (s, data) = hs
+                    .try_extract_tensor::<half::f16>()
+                    .map_err(ort_err("cannot read hidden_states"))?;
+                pool_rows(l1, h, s, data, batch, poolings)?
+            }
+            (ty, d) => bail!(
+                "output 'hidden_states' holds {} but export.json says {}",
+                ty.map(|t| t.to_string())
+                    .unwrap_or_else(|| "a non-tensor".into()),
+                d.as_str()
+            ),
+        };
+        Ok(BatchResult {
+            pooled,
+            nll_sum,
+            n_predicted,
+        })
+    }
+}
+
+/// Pools every row of a `[n_layers + 1, batch, seq, hidden]` output.
+fn pool_rows<T: Elem>(
+    l1: usize,
+    h: usize,
+    shape: &[i64],
+    data: &[T],
+    batch: &Padded,
+    poolings: &[Pooling],
+) -> Result<Vec<Vec<f32>>> {
+    let want = [l1 as i64, batch.rows as i64, batch.seq as i64, h as i64];
+    if shape != want {
+        bail!("output 'hidden_states' has shape {shape:?}, expected [n_layers+1, batch, seq, hidden] = {want:?}");
+    }
+    let mut acc = Vec::new();
+    let mut pooled = Vec::with_capacity(batch.rows);
+    for (r, &n) in batch.lengths.iter().enumerate() {
+        let mut out = Vec::with_capacity(l1 * poolings.len() * h);
+        for l in 0..l1 {
+            let start = ((l * batch.rows + r) * batch.seq) * h;
+            pool_into(
+                &data[start..start + batch.seq * h],
+                h,
+                n,
+                poolings,
+                &mut acc,
+                &mut out,
+            );
+        }
+        pooled.push(out);
+    }
+    Ok(pooled)
+}
+
+/// The graph must take `input_ids` and `attention_mask` (rank 2) and give
+/// `hidden_states` (rank 4) and `token_logprobs` (rank 2).
+fn check_signature(session: &Session, model: &ModelDir) -> Result<()> {
+    let onnx = model.onnx.display();
+    let names =
+        |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
+    for (want, rank) in INPUTS.iter().zip([2usize, 2]) {
+        let input = session
+            .inputs()
+            .iter()
+            .find(|i| i.name() == *want)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{onnx}: the graph has no input '{want}' (inputs: {:?})",
+                    names(session.inputs())
+                )
+            })?;
+        check_rank(input, rank, &onnx.to_string())?;
+    }
+    for (want, rank) in OUTPUTS.iter().zip([4usize, 2]) {
+        let output = session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == *want)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{onnx}: the graph has no output '{want}' (outputs: {:?})",
+                    names(session.outputs())
+                )
+            })?;
+        check_rank(output, rank, &onnx.to_string())?;
+    }
+    Ok(())
+}
+
+fn check_rank(outlet: &ort::value::Outlet, rank: usize, onnx: &str) -> Result<()> {
+    let shape = outlet
+        .dtype()
+        .tensor_shape()
+        .with_context(|| format!("{onnx}: '{}' is not a tensor", outlet.name()))?;
+    if shape.len() != rank {
+        bail!(
+            "{onnx}: '{}' has rank {} but extract needs rank {rank}",
+            outlet.name(),
+            shape.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Tokenization with the model's own `tokenizer.json` (HF tokenizers), giving
+//! transformers' `input_ids` (special tokens added as the tokenizer defines).
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use schemas::Pooling;
+use tokenizers::Tokenizer;
+
+use crate::dataset::Statement;
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+}
+
+impl TextTokenizer {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = Tokenizer::from_file(path).map_err(|e| {
+            anyhow::anyhow!("{}: not a usable tokenizers JSON ({e})", path.display())
+        })?;
+        Ok(Self { inner })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
+        Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
+    }
+}
+
+/// Fewest tokens a statement needs: the NLL predicts tokens 1.., so it needs 2,
+/// and each pooling has its own minimum.
+pub fn min_tokens(poolings: &[Pooling]) -> (usize, String) {
+    let mut need = 2;
+    let mut why = vec!["the NLL needs at least 2".to_string()];
+    for p in poolings {
+        if p.min_tokens() > 1 {
+            why.push(format!("{p} needs at least {}", p.min_tokens()));
+        }
+        need = need.max(p.min_tokens());
+    }
+    (need, why.join(", "))
+}
+
+fn describe(s: &Statement) -> String {
+    let mut text: String = s.text.chars().take(60).collect();
+    if text.len() < s.text.len() {
+        text.push('…');
+    }
+    format!(
+        "statement {} (category '{}', pair {}, side {}, {text:?})",
+        s.id,
+        s.category,
+        s.pair_index,
+        s.side.as_str()
+    )
+}
+
+/// Tokenizes every statement and checks its length against the run's needs and
+/// the model's context.
+pub fn tokenize_all(
+    tok: &TextTokenizer,
+    statements: &[Statement],
+    poolings: &[Pooling],
+    max_positions: u64,
+) -> Result<Vec<Vec<i64>>> {
+    let (need, why) = min_tokens(poolings);
+    let mut out = Vec::with_capacity(statements.len());
+    for s in statements {
+        let ids = tok.encode(&s.text)?;
+        if ids.len() < need {
+            bail!("{} has {} token(s); {why}", describe(s), ids.len());
+        }
+        if ids.len() as u64 > max_positions {
+            bail!(
+                "{} has {} tokens, more than the model's max_positions ({max_positions})",
+                describe(s),
+                ids.len()
+            );
+        }
+        out.push(ids);
+    }
+    Ok(out)
+}

@@ -1,0 +1,241 @@
+//! Bad caches end with one clear line naming the file and the problem, and a
+//! non-zero exit, never a panic; a single model still gets per-model results.
+
+use std::path::{Path, PathBuf};
+
+use e2e::{run_cmd, sibling_bin, synth_cache};
+use serde_json::Value;
+
+const SMALL: &[&str] = &["--categories", "5,4,6", "--seed", "3"];
+
+fn cache_with(tmp: &Path, models: &str, extra: &[&str]) -> PathBuf {
+    let cache = tmp.join("cache");
+    let mut args = vec!["--models", models];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(extra);
+    synth_cache(&cache, &args);
+    cache
+}
+
+fn analyze(cache: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "--cache",
+        cache.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--bootstrap",
+        "50",
+    ];
+    args.extend_from_slice(extra);
+    let o = run_cmd(&sibling_bin("analyze"), &args);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn expect_error(cache: &Path, out: &Path, extra: &[&str], must_contain: &[&str]) -> String {
+    let (ok, _, err) = analyze(cache, out, extra);
+    assert!(!ok, "analyze should have failed");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of a message: {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    for m in must_contain {
+        assert!(err.contains(m), "message lacks '{m}': {err}");
+    }
+    err
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
+    let path = dir.join("manifest.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn truncated_parquet_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let emb = cache.join("b/embeddings.parquet");
+    let len = std::fs::metadata(&emb).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&emb).unwrap();
+    f.set_len(len / 2).unwrap();
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["b/embeddings.parquet", "truncated"],
+    );
+}
+
+#[test]
+fn tampered_manifest_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    edit_manifest(&cache.join("a"), |v| {
+        v["files"]["statements.parquet"]["sha256"] = Value::from("0".repeat(64))
+    });
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["a/statements.parquet", "sha256"],
+    );
+    let tmp2 = tempfile::tempdir().unwrap();
+    let cache2 = cache_with(tmp2.path(), "a:3:8:10,b:4:8:20", &[]);
+    std::fs::write(cache2.join("a/manifest.json"), "{ not json").unwrap();
+    expect_error(
+        &cache2,
+        &tmp2.path().join("out"),
+        &[],
+        &["a/manifest.json", "not a valid cache manifest"],
+    );
+}
+
+#[test]
+fn missing_layers_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    // The manifest claims one more layer than embeddings.parquet holds.
+    edit_manifest(&cache.join("b"), |v| {
+        let n = v["model"]["n_layers"].as_u64().unwrap() + 1;
+        v["model"]["n_layers"] = Value::from(n);
+        let stmts = v["dataset"]["n_statements"].as_u64().unwrap();
+        v["files"]["embeddings.parquet"]["rows"] = Value::from(stmts * (n + 1));
+    });
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["b/embeddings.parquet", "rows"],
+    );
+}
+
+#[test]
+fn mixed_datasets_need_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:10", &[]);
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "b:4:8:20",
+            "--categories",
+            "5,4,6",
+            "--seed",
+            "3",
+            "--dataset-tag",
+            "other",
+        ],
+    );
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["b/manifest.json", "--allow-mixed-datasets"],
+    );
+    let (ok, _, err) = analyze(
+        &cache,
+        &tmp.path().join("out2"),
+        &["--allow-mixed-datasets"],
+    );
+    assert!(ok, "with --allow-mixed-datasets: {err}");
+}
+
+#[test]
+fn unknown_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &["--models", "a,nope"],
+        &["nope", "found: a, b"],
+    );
+}
+
+#[test]
+fn single_model_gets_results_without_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let out = tmp.path().join("out");
+    let (ok, stdout, err) = analyze(&cache, &out, &["--models", "b"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("at least 2 models"), "{err}");
+    assert!(stdout.contains("not applicable"), "{stdout}");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert!(v["peak_analysis"]["peaks_stable"].is_null());
+    assert_eq!(v["peak_analysis"]["verdict_applicable"], Value::from(false));
+    assert_eq!(v["summary"].as_array().unwrap().len(), 1);
+    assert!(v["models"]["b"]["layer_results"]["4"]["correlation"].is_f64());
+}
+
+#[test]
+fn missing_parameter_counts_fall_back_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Without n_parameters, b (4 layers x 16^2) must sort after a (3 x 8^2) even though named later anyway,
+    // and c (2 x 4^2) first.
+    let cache = cache_with(tmp.path(), "a:3:8,b:4:16,c:2:4", &["--no-params"]);
+    let out = tmp.path().join("out");
+    let (ok, _, err) = analyze(&cache, &out, &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("no n_parameters"), "{err}");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let order: Vec<&str> = v["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["c", "a", "b"]);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("estimated"));
+    for f in [
+        "layer_correlations.csv",
+        "scaling_comparison.png",
+        "scaling_comparison.svg",
+        "peak_positions.png",
+        "peak_positions.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn export_writes_safetensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:10", &[]);
+    let out = tmp.path().join("st");
+    let o = run_cmd(
+        &sibling_bin("analyze"),
+        &[
+            "export",
+            "--format",
+            "safetensors",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(out.join("a.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("layer_2.mean_skip_first").unwrap();
+    assert_eq!(t.shape(), &[30, 8]);
+    assert_eq!(
+        st.tensor("nll_mean").unwrap().dtype(),
+        safetensors::Dtype::F64
+    );
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let cats: Vec<String> = serde_json::from_str(&meta["category"]).unwrap();
+    assert_eq!(cats.len(), 30);
+}

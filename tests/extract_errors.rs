@@ -1,0 +1,293 @@
+//! Bad inputs to `extract`: each ends with a non-zero exit, one `error: ...`
+//! line on stderr naming the file or the problem, no panic, and no cache files.
+
+use std::path::{Path, PathBuf};
+
+use e2e::{copy_dir, demo_dataset, extract_cpu, fixture};
+
+const NAME: &str = "m";
+
+/// Runs extract and checks the failure contract; returns the error line.
+fn fails(model: &Path, dataset: &Path, extra: &[&str], expect: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = extract_cpu(model, dataset, tmp.path(), NAME, extra);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "extract succeeded but should fail with {expect:?}; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for e in expect {
+        assert!(lines[0].contains(e), "expected {e:?} in: {}", lines[0]);
+    }
+    let cache = tmp.path().join(NAME);
+    for f in [
+        schemas::MANIFEST_FILE,
+        schemas::STATEMENTS_FILE,
+        schemas::EMBEDDINGS_FILE,
+    ] {
+        assert!(
+            !cache.join(f).exists(),
+            "{f} left behind after: {}",
+            lines[0]
+        );
+    }
+    lines[0].to_string()
+}
+
+fn dataset_file(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("bad-dataset.json");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn malformed_dataset_names_file_and_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = dataset_file(
+        tmp.path(),
+        "{\"cat\": {\"pairs\": [[\"a\", \"b\"],\n  [\"c\"]]}}",
+    );
+    fails(&fixture("tiny-a"), &p, &[], &["bad-dataset.json", "line 2"]);
+    let p = dataset_file(tmp.path(), "{\"cat\": {\"pairs\": [[\"a\", \"b\"]");
+    fails(&fixture("tiny-a"), &p, &[], &["bad-dataset.json", "EOF"]);
+}
+
+#[test]
+fn missing_dataset_file() {
+    fails(
+        &fixture("tiny-a"),
+        Path::new("/nonexistent/ds.json"),
+        &[],
+        &["/nonexistent/ds.json"],
+    );
+}
+
+#[test]
+fn empty_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = dataset_file(tmp.path(), "{}");
+    fails(
+        &fixture("tiny-a"),
+        &p,
+        &[],
+        &["bad-dataset.json", "no categories"],
+    );
+}
+
+#[test]
+fn category_without_pairs_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = dataset_file(
+        tmp.path(),
+        r#"{"good": {"pairs": [["Water is wet", "Water is dry"]]}, "hollow": {"description": "x", "pairs": []}}"#,
+    );
+    fails(&fixture("tiny-a"), &p, &[], &["'hollow' has no pairs"]);
+}
+
+#[test]
+fn statement_too_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = dataset_file(
+        tmp.path(),
+        r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["The sky is blue", ""]]}}"#,
+    );
+    fails(
+        &fixture("tiny-a"),
+        &p,
+        &[],
+        &["statement 3", "0 token", "NLL needs at least 2"],
+    );
+}
+
+#[test]
+fn statement_longer_than_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = "the river was cold this morning ".repeat(200);
+    let p = dataset_file(
+        tmp.path(),
+        &format!(r#"{{"c": {{"pairs": [["{long}", "Water is dry"]]}}}}"#),
+    );
+    fails(
+        &fixture("tiny-a"),
+        &p,
+        &[],
+        &["statement 0", "max_positions"],
+    );
+}
+
+#[test]
+fn model_dir_missing_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    for missing in ["tokenizer.json", "export.json", "model.onnx"] {
+        let dir = tmp.path().join(format!("no-{missing}"));
+        copy_dir(&fixture("tiny-a"), &dir);
+        std::fs::remove_file(dir.join(missing)).unwrap();
+        fails(&dir, &demo_dataset(), &[], &[missing]);
+    }
+}
+
+#[test]
+fn model_file_altered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("altered");
+    copy_dir(&fixture("tiny-a"), &dir);
+    let tok = dir.join("tokenizer.json");
+    let mut text = std::fs::read_to_string(&tok).unwrap();
+    text.push(' ');
+    std::fs::write(&tok, text).unwrap();
+    fails(
+        &dir,
+        &demo_dataset(),
+        &[],
+        &["tokenizer.json", "bytes but export.json records"],
+    );
+}
+
+/// Another model's graph under this model's export.json: the outputs' shapes differ.
+#[test]
+fn onnx_outputs_not_as_expected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mixed");
+    copy_dir(&fixture("tiny-a"), &dir);
+    std::fs::copy(fixture("tiny-b").join("model.onnx"), dir.join("model.onnx")).unwrap();
+    let export = dir.join("export.json");
+    let mut e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    e["files"].as_object_mut().unwrap().remove("model.onnx");
+    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    fails(&dir, &demo_dataset(), &[], &["hidden_states", "shape"]);
+}
+
+#[test]
+fn not_an_onnx_graph() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("garbage");
+    copy_dir(&fixture("tiny-a"), &dir);
+    std::fs::write(dir.join("model.onnx"), b"not a graph").unwrap();
+    let export = dir.join("export.json");
+    let mut e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    e["files"].as_object_mut().unwrap().remove("model.onnx");
+    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    fails(&dir, &demo_dataset(), &[], &["model.onnx"]);
+}
+
+#[test]
+fn parity_probe_disagreement_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("probe");
+    copy_dir(&fixture("tiny-a"), &dir);
+    let export = dir.join("export.json");
+    let mut e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let nll = e["probes"][1]["nll"].as_f64().unwrap();
+    e["probes"][1]["nll"] = serde_json::json!(nll + 0.01);
+    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    fails(&dir, &demo_dataset(), &[], &["parity probe 1", "NLL"]);
+
+    let mut e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    e["probes"][1]["nll"] = serde_json::json!(nll);
+    let v = e["probes"][0]["mean_skip_first"][3][5].as_f64().unwrap();
+    e["probes"][0]["mean_skip_first"][3][5] = serde_json::json!(v + 0.001);
+    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    fails(
+        &dir,
+        &demo_dataset(),
+        &[],
+        &[
+            "parity probe 0",
+            "mean_skip_first",
+            "layer 3",
+            "dimension 5",
+        ],
+    );
+}
+
+#[test]
+fn bad_batch_size_and_poolings() {
+    fails(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        &["--batch-size", "0"],
+        &["--batch-size"],
+    );
+}
+
+/// `--device cuda` where the loaded ONNX Runtime has no working CUDA provider
+/// (CI: CPU-only wheel, no GPU). Skipped on a machine with an NVIDIA device.
+#[test]
+fn unusable_cuda_device() {
+    if Path::new("/dev/nvidia0").exists() {
+        eprintln!("skipped: this machine has an NVIDIA device");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = e2e::run(
+        "extract",
+        &[
+            "--model",
+            fixture("tiny-a").to_str().unwrap(),
+            "--dataset",
+            demo_dataset().to_str().unwrap(),
+            "--out",
+            tmp.path().to_str().unwrap(),
+            "--device",
+            "cuda",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: --device cuda"), "{stderr}");
+    assert!(!tmp.path().join("tiny-a").exists());
+}
+
+#[test]
+fn existing_cache_of_other_inputs_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = extract_cpu(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        tmp.path(),
+        NAME,
+        &["--poolings", "mean"],
+    );
+    e2e::assert_ok(&ok, "first run");
+    // same inputs again: nothing to do, exit 0
+    let again = extract_cpu(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        tmp.path(),
+        NAME,
+        &["--poolings", "mean"],
+    );
+    e2e::assert_ok(&again, "second run");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already holds a complete cache"));
+    // other poolings into the same name: refused, the cache untouched
+    let before = std::fs::read(tmp.path().join(NAME).join(schemas::MANIFEST_FILE)).unwrap();
+    let out = extract_cpu(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        tmp.path(),
+        NAME,
+        &["--poolings", "last"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("poolings differ") && stderr.contains("--name"),
+        "{stderr}"
+    );
+    assert_eq!(
+        before,
+        std::fs::read(tmp.path().join(NAME).join(schemas::MANIFEST_FILE)).unwrap()
+    );
+    schemas::validate_cache(&tmp.path().join(NAME)).unwrap();
+}

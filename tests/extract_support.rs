@@ -1,0 +1,149 @@
+//! Helpers of the extract end-to-end tests: where the built binaries, the repo,
+//! the fixtures and `../shared` are, running a binary, reading references.
+//!
+//! The binaries must be built first: `cargo build --release --workspace &&
+//! cargo test --release --workspace`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `tests/fixtures`.
+pub fn fixtures_dir() -> PathBuf {
+    repo_root().join("tests/fixtures")
+}
+
+/// One fixture model directory, e.g. `tiny-a`; panics with a hint when absent.
+pub fn fixture(name: &str) -> PathBuf {
+    let dir = fixtures_dir().join(name);
+    assert!(
+        dir.join("model.onnx").is_file(),
+        "fixture {} is missing: run scripts/make-fixtures",
+        dir.display()
+    );
+    dir
+}
+
+/// The four fixture models, smallest first.
+pub const FIXTURES: [&str; 4] = ["tiny-a", "tiny-b", "tiny-c", "tiny-d"];
+
+/// The project's own small dataset.
+pub fn demo_dataset() -> PathBuf {
+    fixtures_dir().join("demo-dataset.json")
+}
+
+/// The data shared beside the repository (`../shared`): the seed dataset and tokenizer.
+pub fn shared_dir() -> PathBuf {
+    repo_root().join("../shared")
+}
+
+/// A built binary of this workspace (`extract`, `analyze`), found beside the
+/// test executable: `target/<profile>/deps/<test>` -> `target/<profile>/<name>`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --release --workspace` before `cargo test --release --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs a workspace binary to completion.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(binary(name))
+        .args(args)
+        .output()
+        .expect("binary starts")
+}
+
+/// `extract` on the CPU, the cache to `out/<name>`.
+pub fn extract_cpu(model: &Path, dataset: &Path, out: &Path, name: &str, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = vec![
+        "--model".into(),
+        model.display().to_string(),
+        "--dataset".into(),
+        dataset.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--name".into(),
+        name.into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("extract", &refs)
+}
+
+/// Panics with both streams when a run failed.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fixture's `reference.safetensors`: what transformers computed.
+pub struct Reference {
+    /// `[n_statements][n_layers + 1][hidden]`, flat.
+    pub mean_skip_first: Vec<f32>,
+    pub shape: Vec<usize>,
+    pub nll: Vec<f64>,
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+pub fn read_reference(path: &Path) -> Reference {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("reference is safetensors");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("metadata");
+    let emb = st.tensor("mean_skip_first").expect("mean_skip_first");
+    assert_eq!(emb.dtype(), safetensors::Dtype::F32);
+    let nll = st.tensor("nll").expect("nll");
+    assert_eq!(nll.dtype(), safetensors::Dtype::F64);
+    Reference {
+        mean_skip_first: emb
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        shape: emb.shape().to_vec(),
+        nll: nll
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        metadata: meta.metadata().clone().unwrap_or_default(),
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256(path: &Path) -> String {
+    schemas::sha256_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Copies a directory's plain files (fixtures are flat).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
