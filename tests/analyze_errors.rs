@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use e2e::{run_cmd, sibling_bin, synth_cache};
+use e2e::{binary, run_cmd, synth_cache};
 use serde_json::Value;
 
 const SMALL: &[&str] = &["--categories", "5,4,6", "--seed", "3"];
@@ -27,7 +27,7 @@ fn analyze(cache: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
         "50",
     ];
     args.extend_from_slice(extra);
-    let o = run_cmd(&sibling_bin("analyze"), &args);
+    let o = run_cmd(&binary("analyze"), &args);
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -214,7 +214,7 @@ fn export_writes_safetensors() {
     let cache = cache_with(tmp.path(), "a:3:8:10", &[]);
     let out = tmp.path().join("st");
     let o = run_cmd(
-        &sibling_bin("analyze"),
+        &binary("analyze"),
         &[
             "export",
             "--format",

@@ -140,14 +140,23 @@ fn killed_run_resumes_identically() {
             "the run finished before the kill; interrupting through EXTRACT_TEST_STOP_AFTER_CHUNKS"
         );
         std::fs::remove_dir_all(&cut).unwrap();
-        let stopped = Command::new(binary("extract"))
-            .args(args(&cut))
-            .env("EXTRACT_TEST_STOP_AFTER_CHUNKS", "2")
-            .output()
-            .unwrap();
-        assert!(!stopped.status.success());
+        stop_after_two_chunks(&cut);
     }
     resume_and_compare(&cut, &full);
+}
+
+/// Runs extract into `cut` and makes it fail after two chunks through the test hook.
+fn stop_after_two_chunks(cut: &Path) -> std::process::Output {
+    let stopped = Command::new(binary("extract"))
+        .args(args(cut))
+        .env("EXTRACT_TEST_STOP_AFTER_CHUNKS", "2")
+        .output()
+        .unwrap();
+    assert!(
+        !stopped.status.success(),
+        "the test hook did not stop the run"
+    );
+    stopped
 }
 
 /// Stops after two chunks through the test hook (an error mid-run, as a crash
@@ -157,12 +166,7 @@ fn stopped_run_resumes_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let (full, cut) = (tmp.path().join("full"), tmp.path().join("cut"));
     uninterrupted(&full);
-    let stopped = Command::new(binary("extract"))
-        .args(args(&cut))
-        .env("EXTRACT_TEST_STOP_AFTER_CHUNKS", "2")
-        .output()
-        .unwrap();
-    assert!(!stopped.status.success());
+    let stopped = stop_after_two_chunks(&cut);
     let stderr = String::from_utf8_lossy(&stopped.stderr);
     assert!(
         stderr.contains("EXTRACT_TEST_STOP_AFTER_CHUNKS"),

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{run_cmd, sibling_bin, synth_cache, workspace_root};
+use e2e::{binary, repo_root, run_cmd, synth_cache};
 use serde_json::Value;
 
 fn python_seed(cache: &Path, step: &str, pooling: &str, out: &Path) -> Value {
-    let script = workspace_root().join("tests/seed_analysis.py");
+    let script = repo_root().join("tests/seed_analysis.py");
     let res = Command::new("python3")
         .arg(&script)
         .args([
@@ -148,7 +148,7 @@ fn check(step: &str, pooling: &str) {
         ],
     );
     let out = tmp.path().join("out");
-    let analyze = sibling_bin("analyze");
+    let analyze = binary("analyze");
     let res = run_cmd(
         &analyze,
         &[

@@ -407,34 +407,21 @@ fn pool_rows<T: Elem>(
 /// The graph must take `input_ids` and `attention_mask` (rank 2) and give
 /// `hidden_states` (rank 4) and `token_logprobs` (rank 2).
 fn check_signature(session: &Session, model: &ModelDir) -> Result<()> {
-    let onnx = model.onnx.display();
-    let names =
-        |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
-    for (want, rank) in INPUTS.iter().zip([2usize, 2]) {
-        let input = session
-            .inputs()
-            .iter()
-            .find(|i| i.name() == *want)
-            .ok_or_else(|| {
-                anyhow!(
-                    "{onnx}: the graph has no input '{want}' (inputs: {:?})",
-                    names(session.inputs())
-                )
-            })?;
-        check_rank(input, rank, &onnx.to_string())?;
-    }
-    for (want, rank) in OUTPUTS.iter().zip([4usize, 2]) {
-        let output = session
-            .outputs()
-            .iter()
-            .find(|o| o.name() == *want)
-            .ok_or_else(|| {
-                anyhow!(
-                    "{onnx}: the graph has no output '{want}' (outputs: {:?})",
-                    names(session.outputs())
-                )
-            })?;
-        check_rank(output, rank, &onnx.to_string())?;
+    let onnx = model.onnx.display().to_string();
+    let inputs = INPUTS
+        .iter()
+        .zip([2usize, 2])
+        .map(|(n, r)| ("input", session.inputs(), *n, r));
+    let outputs = OUTPUTS
+        .iter()
+        .zip([4usize, 2])
+        .map(|(n, r)| ("output", session.outputs(), *n, r));
+    for (kind, ports, want, rank) in inputs.chain(outputs) {
+        let port = ports.iter().find(|p| p.name() == want).ok_or_else(|| {
+            let names: Vec<&str> = ports.iter().map(|p| p.name()).collect();
+            anyhow!("{onnx}: the graph has no {kind} '{want}' ({kind}s: {names:?})")
+        })?;
+        check_rank(port, rank, &onnx)?;
     }
     Ok(())
 }
