@@ -7,6 +7,15 @@ use e2e::{copy_dir, demo_dataset, extract_cpu, fixture};
 
 const NAME: &str = "m";
 
+/// Rewrites the model directory's export.json through `edit`.
+fn edit_export(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("export.json");
+    let mut e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut e);
+    std::fs::write(&path, serde_json::to_string(&e).unwrap()).unwrap();
+}
+
 /// Runs extract and checks the failure contract; returns the error line.
 fn fails(model: &Path, dataset: &Path, extra: &[&str], expect: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
@@ -154,11 +163,9 @@ fn onnx_outputs_not_as_expected() {
     let dir = tmp.path().join("mixed");
     copy_dir(&fixture("tiny-a"), &dir);
     std::fs::copy(fixture("tiny-b").join("model.onnx"), dir.join("model.onnx")).unwrap();
-    let export = dir.join("export.json");
-    let mut e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
-    e["files"].as_object_mut().unwrap().remove("model.onnx");
-    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    edit_export(&dir, |e| {
+        e["files"].as_object_mut().unwrap().remove("model.onnx");
+    });
     fails(&dir, &demo_dataset(), &[], &["hidden_states", "shape"]);
 }
 
@@ -168,11 +175,9 @@ fn not_an_onnx_graph() {
     let dir = tmp.path().join("garbage");
     copy_dir(&fixture("tiny-a"), &dir);
     std::fs::write(dir.join("model.onnx"), b"not a graph").unwrap();
-    let export = dir.join("export.json");
-    let mut e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
-    e["files"].as_object_mut().unwrap().remove("model.onnx");
-    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    edit_export(&dir, |e| {
+        e["files"].as_object_mut().unwrap().remove("model.onnx");
+    });
     fails(&dir, &demo_dataset(), &[], &["model.onnx"]);
 }
 
@@ -181,20 +186,18 @@ fn parity_probe_disagreement_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("probe");
     copy_dir(&fixture("tiny-a"), &dir);
-    let export = dir.join("export.json");
-    let mut e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
-    let nll = e["probes"][1]["nll"].as_f64().unwrap();
-    e["probes"][1]["nll"] = serde_json::json!(nll + 0.01);
-    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    let mut nll = 0.0;
+    edit_export(&dir, |e| {
+        nll = e["probes"][1]["nll"].as_f64().unwrap();
+        e["probes"][1]["nll"] = serde_json::json!(nll + 0.01);
+    });
     fails(&dir, &demo_dataset(), &[], &["parity probe 1", "NLL"]);
 
-    let mut e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
-    e["probes"][1]["nll"] = serde_json::json!(nll);
-    let v = e["probes"][0]["mean_skip_first"][3][5].as_f64().unwrap();
-    e["probes"][0]["mean_skip_first"][3][5] = serde_json::json!(v + 0.001);
-    std::fs::write(&export, serde_json::to_string(&e).unwrap()).unwrap();
+    edit_export(&dir, |e| {
+        e["probes"][1]["nll"] = serde_json::json!(nll);
+        let v = e["probes"][0]["mean_skip_first"][3][5].as_f64().unwrap();
+        e["probes"][0]["mean_skip_first"][3][5] = serde_json::json!(v + 0.001);
+    });
     fails(
         &dir,
         &demo_dataset(),

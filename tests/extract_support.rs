@@ -9,7 +9,13 @@ use std::process::{Command, Output};
 
 /// The repository root (the workspace).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // cargo sets CARGO_MANIFEST_DIR when it runs a test, too; prefer that to the
+    // compile-time value, which is stale when a shared target folder reuses a
+    // test binary built in another checkout (CI's clone, for one).
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()

@@ -180,22 +180,15 @@ pub fn holm(p: &[f64]) -> Vec<f64> {
 
 /// r with each category left out in turn (same order as the input).
 pub fn leave_one_out(x: &[f64], y: &[f64]) -> Vec<f64> {
+    let without = |v: &[f64], skip: usize| -> Vec<f64> {
+        v.iter()
+            .enumerate()
+            .filter(|&(i, _)| i != skip)
+            .map(|(_, &e)| e)
+            .collect()
+    };
     (0..x.len())
-        .map(|skip| {
-            let xs: Vec<f64> = x
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != skip)
-                .map(|(_, v)| *v)
-                .collect();
-            let ys: Vec<f64> = y
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != skip)
-                .map(|(_, v)| *v)
-                .collect();
-            pearson_r(&xs, &ys)
-        })
+        .map(|skip| pearson_r(&without(x, skip), &without(y, skip)))
         .collect()
 }
 

@@ -1,13 +1,20 @@
 //! Grouping statements into right-padded batches of similar length.
 
-/// Orders `items` (indices into `lengths`) by token length, ties by index, and
-/// cuts the order into batches of at most `batch_size`: consecutive lengths
-/// keep padding small.
-pub fn plan(items: &[usize], lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
-    assert!(batch_size > 0, "batch size is positive");
+/// Orders `items` (indices into `lengths`) by token length, ties by index, so
+/// that consecutive statements padded together waste little.
+pub fn by_length(items: &[usize], lengths: &[usize]) -> Vec<usize> {
     let mut order = items.to_vec();
     order.sort_by_key(|&i| (lengths[i], i));
-    order.chunks(batch_size).map(<[usize]>::to_vec).collect()
+    order
+}
+
+/// [`by_length`] cut into batches of at most `batch_size`.
+pub fn plan(items: &[usize], lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    assert!(batch_size > 0, "batch size is positive");
+    by_length(items, lengths)
+        .chunks(batch_size)
+        .map(<[usize]>::to_vec)
+        .collect()
 }
 
 /// One padded batch: `input_ids` and `attention_mask`, row-major `[rows, seq]`.

@@ -364,10 +364,7 @@ fn work(
     let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
     let chunk = batch::chunk_size(n, opts.batch_size);
     // Sorted by length, then cut into chunks of whole batches.
-    let order: Vec<usize> = batch::plan(&todo, &lengths, todo.len().max(1))
-        .into_iter()
-        .flatten()
-        .collect();
+    let order = batch::by_length(&todo, &lengths);
 
     let t0 = Instant::now();
     let mut progress = Progress::new(n, done.len());
