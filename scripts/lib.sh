@@ -9,17 +9,18 @@ BIN=$CARGO_TARGET_DIR/release
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# numpy, scipy and pyarrow run the seed's own analysis code in the parity tests.
+# numpy, scipy and pyarrow run the seed's own analysis code in the parity tests;
+# onnx rewrites fixture graphs (external weights, a perturbed weight) in the provenance tests.
 ensure_python_packages() {
-  if ! python3 -c 'import numpy, scipy, pyarrow' 2>/dev/null; then
-    step "installing numpy, scipy, pyarrow (for the seed-exact comparison)"
-    python3 -m pip install -q numpy scipy pyarrow
+  if ! python3 -c 'import numpy, scipy, pyarrow, onnx' 2>/dev/null; then
+    step "installing numpy, scipy, pyarrow, onnx (for the seed-exact and provenance tests)"
+    python3 -m pip install -q numpy scipy pyarrow onnx
   fi
 }
 
 ensure_onnxruntime() {
   scripts/setup
-  ORT_DYLIB_PATH=$(ls "$ROOT"/.ort/lib/libonnxruntime.so.* | head -n 1)
+  ORT_DYLIB_PATH=$(ls "$ROOT"/.ort/lib/libonnxruntime.so.* "$ROOT"/.ort/lib/libonnxruntime.*.dylib 2>/dev/null | head -n 1)
   export ORT_DYLIB_PATH
 }
 

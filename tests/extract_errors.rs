@@ -16,6 +16,16 @@ fn edit_export(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(&path, serde_json::to_string(&e).unwrap()).unwrap();
 }
 
+/// Records a replaced file's sha256 and size in export.json, as an export of
+/// those bytes would: only later checks can then catch the mismatch.
+fn relist(dir: &Path, name: &str) {
+    let sha = e2e::sha256(&dir.join(name));
+    let bytes = std::fs::metadata(dir.join(name)).unwrap().len();
+    edit_export(dir, |e| {
+        e["files"][name] = serde_json::json!({"sha256": sha, "bytes": bytes});
+    });
+}
+
 /// Runs extract and checks the failure contract; returns the error line.
 fn fails(model: &Path, dataset: &Path, extra: &[&str], expect: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
@@ -163,9 +173,7 @@ fn onnx_outputs_not_as_expected() {
     let dir = tmp.path().join("mixed");
     copy_dir(&fixture("tiny-a"), &dir);
     std::fs::copy(fixture("tiny-b").join("model.onnx"), dir.join("model.onnx")).unwrap();
-    edit_export(&dir, |e| {
-        e["files"].as_object_mut().unwrap().remove("model.onnx");
-    });
+    relist(&dir, "model.onnx");
     fails(&dir, &demo_dataset(), &[], &["hidden_states", "shape"]);
 }
 
@@ -175,9 +183,7 @@ fn not_an_onnx_graph() {
     let dir = tmp.path().join("garbage");
     copy_dir(&fixture("tiny-a"), &dir);
     std::fs::write(dir.join("model.onnx"), b"not a graph").unwrap();
-    edit_export(&dir, |e| {
-        e["files"].as_object_mut().unwrap().remove("model.onnx");
-    });
+    relist(&dir, "model.onnx");
     fails(&dir, &demo_dataset(), &[], &["model.onnx"]);
 }
 

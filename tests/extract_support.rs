@@ -1,8 +1,9 @@
-//! Helpers of the extract end-to-end tests: where the built binaries, the repo,
-//! the fixtures and `../shared` are, running a binary, reading references.
+//! Helpers of the extract end-to-end tests: where the binaries, the repo, the
+//! fixtures and the committed data are, running a binary, reading references.
 //!
-//! The binaries must be built first: `cargo build --release --workspace &&
-//! cargo test --release --workspace`.
+//! The tests run the real binaries. [`binary`] builds them first with the cargo
+//! that runs the tests, in the same profile and target folder, so `cargo test`
+//! alone never tests stale binaries.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -45,26 +46,44 @@ pub fn demo_dataset() -> PathBuf {
     fixtures_dir().join("demo-dataset.json")
 }
 
-/// The data shared beside the repository (`../shared`): the seed dataset and tokenizer.
-pub fn shared_dir() -> PathBuf {
-    repo_root().join("../shared")
+/// The seed's dataset, committed with its source and sha256 (`tests/data/SOURCES.md`).
+pub fn seed_dataset() -> PathBuf {
+    repo_root().join("tests/data/seed-dataset.json")
 }
 
-/// A built binary of this workspace (`extract`, `analyze`), found beside the
-/// test executable: `target/<profile>/deps/<test>` -> `target/<profile>/<name>`.
+/// A binary of this workspace (`extract`, `analyze`, `synth-cache`), built on first
+/// use in this test process: `target/<profile>/deps/<test>` -> `target/<profile>/<name>`.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(build_binaries);
+    let bin = dir.join(name);
+    assert!(bin.is_file(), "{} was not built", bin.display());
+    bin
+}
+
+/// `cargo build` of the workspace's binaries into the folder the test executable
+/// lives in; returns that folder. A no-op when they are up to date.
+fn build_binaries() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let mut dir = exe.parent().expect("deps dir").to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let bin = dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --release --workspace` before `cargo test --release --workspace`",
-        bin.display()
-    );
-    bin
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+    let target_dir = dir.parent().expect("target dir");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(repo_root())
+        .args(["build", "--quiet", "--locked", "--workspace", "--bins"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    // The `dev` profile builds into `debug/`; every other profile into its own name.
+    if profile != "debug" {
+        cmd.args(["--profile", profile]);
+    }
+    let status = cmd.status().expect("cargo starts");
+    assert!(status.success(), "building the binaries failed ({status})");
+    dir
 }
 
 /// Runs a workspace binary to completion.

@@ -1,35 +1,35 @@
-//! An interrupted `extract` resumes from its finished chunks and ends with
-//! files identical to an uninterrupted run's, every statement exactly once.
+//! Crash safety of `extract`, driven by signals alone: a run SIGKILLed at random
+//! moments and resumed each time ends with files identical to an uninterrupted
+//! run's, and no kill ever leaves a folder whose manifest says complete but which
+//! fails validation. Two writers into one cache: the second is refused at once.
 //!
-//! Uses the deepest fixture (tiny-d) on the seed dataset (`../shared/data/dataset.json`,
-//! 460 statements) with batch size 1, so that the run has ~30 chunks and lasts
-//! long enough to be killed midway.
+//! Uses the deepest fixture (tiny-d) on the seed dataset (460 statements) with
+//! batch size 1, so that a run has ~30 chunks and lasts long enough to be killed
+//! in every phase (session start, chunks, assembly, manifest, clean-up). Batch
+//! size 1 also makes the numbers independent of which statements share a batch,
+//! so resumed and uninterrupted runs must agree bit for bit.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{assert_ok, binary, extract_cpu, fixture, shared_dir};
-use schemas::{read_statements, validate_cache, EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE};
+use e2e::{assert_ok, binary, fixture, seed_dataset};
+use schemas::{
+    read_statements, validate_cache, Manifest, EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
+};
 
 const NAME: &str = "m";
 
-fn seed_dataset() -> PathBuf {
-    let p = shared_dir().join("data/dataset.json");
-    assert!(
-        p.is_file(),
-        "{} is missing (the seed dataset beside the repo)",
-        p.display()
-    );
-    p
+fn args(out: &Path) -> Vec<String> {
+    args_with(out, &seed_dataset())
 }
 
-fn args(out: &Path) -> Vec<String> {
+fn args_with(out: &Path, dataset: &Path) -> Vec<String> {
     [
         "--model",
         fixture("tiny-d").to_str().unwrap(),
         "--dataset",
-        seed_dataset().to_str().unwrap(),
+        dataset.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--name",
@@ -42,6 +42,30 @@ fn args(out: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+fn spawn(out: &Path) -> Child {
+    spawn_with(out, &seed_dataset())
+}
+
+fn spawn_with(out: &Path, dataset: &Path) -> Child {
+    Command::new(binary("extract"))
+        .args(args_with(out, dataset))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs to the end; returns the wall time.
+fn complete(out: &Path) -> Duration {
+    let t = Instant::now();
+    let a = Command::new(binary("extract"))
+        .args(args(out))
+        .output()
+        .unwrap();
+    assert_ok(&a, "extract");
+    t.elapsed()
 }
 
 fn finished_chunks(cache: &Path) -> usize {
@@ -58,35 +82,23 @@ fn finished_chunks(cache: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn uninterrupted(out: &Path) {
-    let a = Command::new(binary("extract"))
-        .args(args(out))
-        .output()
-        .unwrap();
-    assert_ok(&a, "uninterrupted run");
+/// The invariant that must hold after any kill: no manifest, or one that says
+/// incomplete, or a cache that validates.
+fn never_complete_and_broken(cache: &Path, when: &str) {
+    let path = cache.join(MANIFEST_FILE);
+    if !path.is_file() {
+        return;
+    }
+    let m = Manifest::read(&path).unwrap_or_else(|e| panic!("{when}: unreadable manifest: {e}"));
+    if m.complete {
+        validate_cache(cache).unwrap_or_else(|e| panic!("{when}: manifest says complete but: {e}"));
+    }
 }
 
-/// Resumes the run in `out` and compares its files with the uninterrupted run's in `reference`.
-fn resume_and_compare(out: &Path, reference: &Path) {
-    let cache = out.join(NAME);
-    assert!(
-        finished_chunks(&cache) >= 1,
-        "the interrupted run left no finished chunk"
-    );
-    assert!(
-        validate_cache(&cache).is_err(),
-        "an interrupted cache must not validate"
-    );
-    let resumed = Command::new(binary("extract"))
-        .args(args(out))
-        .output()
-        .unwrap();
-    assert_ok(&resumed, "resumed run");
-    let stdout = String::from_utf8_lossy(&resumed.stdout);
-    assert!(stdout.contains("resumed from an earlier run"), "{stdout}");
-    assert!(!cache.join(".partial").exists(), ".partial left behind");
-
-    let v = validate_cache(&cache).unwrap();
+/// A completed cache equals the uninterrupted one: data files byte for byte, the
+/// manifest's model, dataset and files, every statement once, nothing left over.
+fn assert_same(cache: &Path, reference: &Path) {
+    let v = validate_cache(cache).unwrap();
     let rows = read_statements(&v.statements_path()).unwrap();
     let ids: Vec<u32> = rows.iter().map(|r| r.statement_id).collect();
     assert_eq!(
@@ -95,100 +107,221 @@ fn resume_and_compare(out: &Path, reference: &Path) {
         "each statement once, in order"
     );
     for f in [STATEMENTS_FILE, EMBEDDINGS_FILE] {
-        let a = std::fs::read(reference.join(NAME).join(f)).unwrap();
+        let a = std::fs::read(reference.join(f)).unwrap();
         let b = std::fs::read(cache.join(f)).unwrap();
-        assert!(
-            a == b,
-            "{f} differs between the resumed and the uninterrupted run"
-        );
+        assert!(a == b, "{f} differs from the uninterrupted run's");
+    }
+    let r = Manifest::read(&reference.join(MANIFEST_FILE)).unwrap();
+    assert_eq!(v.manifest.model, r.model);
+    assert_eq!(v.manifest.dataset, r.dataset);
+    assert_eq!(v.manifest.files, r.files);
+    let chunked: u32 = v.manifest.run.chunks.iter().map(|c| c.n_statements).sum();
+    assert_eq!(
+        chunked, v.manifest.dataset.n_statements,
+        "chunks cover every statement"
+    );
+    assert!(!cache.join(".partial").exists(), ".partial left behind");
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temp files left behind: {leftovers:?}"
+    );
+}
+
+/// xorshift64*: a fixed seed, so that a failing sequence of kill times reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
-/// Kills the child once the first chunk is on disk.
+/// 20 SIGKILLs at random moments of the run, each followed by a resume into the same
+/// folder. When a resume gets to the end before its kill, that folder is compared
+/// and the next kill starts a fresh one.
 #[test]
-fn killed_run_resumes_identically() {
+fn twenty_random_kills_resume_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let wall = complete(&full);
+    let reference = full.join(NAME);
+
+    let seed: u64 = std::env::var("KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_CAFE);
+    eprintln!("kill times from seed {seed} (set KILL_SEED to change), uninterrupted run {wall:?}");
+    let mut rng = Rng(seed);
+    let total_chunks = Manifest::read(&reference.join(MANIFEST_FILE))
+        .unwrap()
+        .run
+        .chunks
+        .len();
+    let (mut folder, mut live_kills, mut compared) = (0, 0, 0);
+    for round in 0..20 {
+        let out = tmp.path().join(format!("cut-{folder}"));
+        let cache = out.join(NAME);
+        // Anywhere in what is left of this run (plus a little past its end), so that
+        // most kills land in a live process and some in its last steps.
+        let left = 1.0 - finished_chunks(&cache) as f64 / total_chunks as f64;
+        let delay = wall.mul_f64(rng.next_f64() * (0.1 + 1.0 * left));
+        let mut child = spawn(&out);
+        std::thread::sleep(delay);
+        let alive = child.try_wait().unwrap().is_none();
+        child.kill().unwrap_or(()); // SIGKILL
+        child.wait().unwrap();
+        let when = format!("kill {round} after {delay:?}");
+        never_complete_and_broken(&cache, &when);
+        if alive {
+            live_kills += 1;
+        }
+        if validate_cache(&cache).is_ok() {
+            // A kill after the final manifest may leave .partial/ or temp files: the
+            // next run finds the cache complete and removes them.
+            complete(&out);
+            assert_same(&cache, &reference);
+            compared += 1;
+            folder += 1;
+        }
+    }
+    // the last folder, resumed to the end
+    let cache = tmp.path().join(format!("cut-{folder}")).join(NAME);
+    complete(cache.parent().unwrap());
+    assert_same(&cache, &reference);
+    compared += 1;
+    eprintln!(
+        "{live_kills} kills hit a running extract; {compared} folders completed and compared"
+    );
+    assert!(
+        live_kills >= 15,
+        "only {live_kills} of 20 kills hit a running extract"
+    );
+}
+
+/// Kills the run once its first chunk is on disk: the resumed run reports what it
+/// reused and ends identical.
+#[test]
+fn killed_after_a_chunk_resumes_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let (full, cut) = (tmp.path().join("full"), tmp.path().join("cut"));
-    uninterrupted(&full);
-
-    let mut child = Command::new(binary("extract"))
-        .args(args(&cut))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    complete(&full);
     let cache = cut.join(NAME);
+    let mut child = spawn(&cut);
     let start = Instant::now();
-    let mut killed = false;
-    loop {
-        if finished_chunks(&cache) >= 1 {
-            killed = child.try_wait().unwrap().is_none();
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        if child.try_wait().unwrap().is_some() || start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    if !killed || cache.join(MANIFEST_FILE).is_file() && validate_cache(&cache).is_ok() {
-        // Finished before it could be killed: interrupt it deterministically instead.
-        eprintln!(
-            "the run finished before the kill; interrupting through EXTRACT_TEST_STOP_AFTER_CHUNKS"
+    while finished_chunks(&cache) < 1 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "extract ended before its first chunk could be seen"
         );
-        std::fs::remove_dir_all(&cut).unwrap();
-        stop_after_two_chunks(&cut);
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no chunk after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
-    resume_and_compare(&cut, &full);
-}
-
-/// Runs extract into `cut` and makes it fail after two chunks through the test hook.
-fn stop_after_two_chunks(cut: &Path) -> std::process::Output {
-    let stopped = Command::new(binary("extract"))
-        .args(args(cut))
-        .env("EXTRACT_TEST_STOP_AFTER_CHUNKS", "2")
-        .output()
-        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert!(
-        !stopped.status.success(),
-        "the test hook did not stop the run"
+        validate_cache(&cache).is_err(),
+        "an interrupted cache must not validate"
     );
-    stopped
-}
-
-/// Stops after two chunks through the test hook (an error mid-run, as a crash
-/// would leave it), then resumes.
-#[test]
-fn stopped_run_resumes_identically() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (full, cut) = (tmp.path().join("full"), tmp.path().join("cut"));
-    uninterrupted(&full);
-    let stopped = stop_after_two_chunks(&cut);
-    let stderr = String::from_utf8_lossy(&stopped.stderr);
-    assert!(
-        stderr.contains("EXTRACT_TEST_STOP_AFTER_CHUNKS"),
-        "{stderr}"
-    );
-    assert_eq!(finished_chunks(&cut.join(NAME)), 2);
-    let m = schemas::Manifest::read(&cut.join(NAME).join(MANIFEST_FILE)).unwrap();
-    assert!(
-        !m.complete,
-        "an interrupted run's manifest says complete: false"
-    );
+    let m = Manifest::read(&cache.join(MANIFEST_FILE)).unwrap();
+    assert!(!m.complete);
 
     // other inputs into the unfinished folder are refused
-    let other = extract_cpu(
-        &fixture("tiny-d"),
-        &seed_dataset(),
-        &cut,
-        NAME,
-        &["--poolings", "mean"],
-    );
+    let other = Command::new(binary("extract"))
+        .args(args(&cut))
+        .args(["--poolings", "mean"])
+        .output()
+        .unwrap();
     assert!(!other.status.success());
-    assert!(String::from_utf8_lossy(&other.stderr).contains("differ"));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("poolings differ"));
+    // other settings are refused unless forced
+    let mut batch2 = args(&cut);
+    let at = batch2.iter().position(|a| a == "--batch-size").unwrap();
+    batch2[at + 1] = "2".into();
+    let other = Command::new(binary("extract"))
+        .args(batch2)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        stderr.contains("batch size 1 -> 2") && stderr.contains("--force-resume"),
+        "{stderr}"
+    );
 
-    resume_and_compare(&cut, &full);
+    let resumed = Command::new(binary("extract"))
+        .args(args(&cut))
+        .output()
+        .unwrap();
+    assert_ok(&resumed, "resumed run");
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(stdout.contains("resumed from an earlier run"), "{stdout}");
+    assert_same(&cache, &full.join(NAME));
+}
+
+/// Two writers into one cache, the second started 0.3, 1 and 2 s after the first:
+/// the second is refused within 3 s naming the holder, and the first's cache is whole.
+#[test]
+fn a_second_writer_is_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = long_dataset(tmp.path());
+    for (k, gap) in [300u64, 1000, 2000].into_iter().enumerate() {
+        let out = tmp.path().join(format!("two-{k}"));
+        let mut first = spawn_with(&out, &dataset);
+        std::thread::sleep(Duration::from_millis(gap));
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first writer ended within {gap} ms: the test needs a longer run"
+        );
+        let t = Instant::now();
+        let second = Command::new(binary("extract"))
+            .args(args_with(&out, &dataset))
+            .output()
+            .unwrap();
+        let took = t.elapsed();
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(
+            !second.status.success(),
+            "second writer after {gap} ms succeeded"
+        );
+        assert!(took < Duration::from_secs(3), "refused only after {took:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("another extract") && stderr.contains(&format!("pid {}", first.id())),
+            "{stderr}"
+        );
+        assert!(first.wait().unwrap().success(), "the first writer failed");
+        validate_cache(&out.join(NAME)).unwrap();
+    }
+}
+
+/// The seed dataset with each pair five times (suffixed to stay distinct): a run
+/// several seconds long, so the first writer is still at work when the second starts.
+fn long_dataset(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(seed_dataset()).unwrap();
+    let mut data: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for category in data.as_object_mut().unwrap().values_mut() {
+        let pairs = category["pairs"].as_array().unwrap().clone();
+        let mut longer = Vec::new();
+        for k in 0..5 {
+            for p in &pairs {
+                let side = |i: usize| format!("{} ({k})", p[i].as_str().unwrap());
+                longer.push(serde_json::json!([side(0), side(1)]));
+            }
+        }
+        category["pairs"] = serde_json::Value::Array(longer);
+    }
+    let path = dir.join("long-dataset.json");
+    std::fs::write(&path, serde_json::to_string(&data).unwrap()).unwrap();
+    path
 }

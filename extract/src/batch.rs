@@ -8,13 +8,62 @@ pub fn by_length(items: &[usize], lengths: &[usize]) -> Vec<usize> {
     order
 }
 
-/// [`by_length`] cut into batches of at most `batch_size`.
-pub fn plan(items: &[usize], lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
-    assert!(batch_size > 0, "batch size is positive");
-    by_length(items, lengths)
-        .chunks(batch_size)
-        .map(<[usize]>::to_vec)
-        .collect()
+/// How statements are grouped into one forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// At most this many statements per batch.
+    pub max_rows: usize,
+    /// At most this many tokens per batch, padding included (rows x longest row),
+    /// when set: short statements then share a pass in large numbers, long ones in
+    /// few, so that each pass does about the same work. A statement longer than the
+    /// budget runs alone.
+    pub max_tokens: Option<usize>,
+}
+
+impl Batching {
+    pub fn rows(max_rows: usize) -> Batching {
+        Batching {
+            max_rows,
+            max_tokens: None,
+        }
+    }
+}
+
+/// [`by_length`] cut into batches under `batching`'s limits.
+pub fn plan(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Vec<usize>> {
+    assert!(batching.max_rows > 0, "batch size is positive");
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for i in by_length(items, lengths) {
+        // Sorted by length, so row i is the longest of the batch it joins.
+        let tokens = (current.len() + 1) * lengths[i];
+        let over_budget = batching.max_tokens.is_some_and(|t| tokens > t);
+        if !current.is_empty() && (current.len() == batching.max_rows || over_budget) {
+            batches.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// Groups batches into chunks (the unit of resumption): whole batches, aiming at
+/// about 30 chunks for `n_statements` and never less than one batch each.
+pub fn chunks(batches: Vec<Vec<usize>>, n_statements: usize) -> Vec<Vec<Vec<usize>>> {
+    let target = n_statements.div_ceil(30).max(1);
+    let mut chunks: Vec<Vec<Vec<usize>>> = Vec::new();
+    let mut size = 0;
+    for b in batches {
+        if size >= target || chunks.is_empty() {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += b.len();
+        chunks.last_mut().expect("pushed above").push(b);
+    }
+    chunks
 }
 
 /// One padded batch: `input_ids` and `attention_mask`, row-major `[rows, seq]`.
@@ -47,13 +96,6 @@ pub fn pad(seqs: &[&[i64]]) -> Padded {
     }
 }
 
-/// Splits work into chunks (the unit of resumption): whole batches, aiming at
-/// about 30 chunks for large datasets and never less than one batch each.
-pub fn chunk_size(n_statements: usize, batch_size: usize) -> usize {
-    let target = n_statements.div_ceil(30).max(1);
-    target.div_ceil(batch_size).max(1) * batch_size
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,10 +104,10 @@ mod tests {
     fn plan_sorts_by_length_and_fills_batches() {
         let lengths = [5, 2, 9, 2, 5, 7, 1];
         let items: Vec<usize> = (0..lengths.len()).collect();
-        let b = plan(&items, &lengths, 3);
+        let b = plan(&items, &lengths, Batching::rows(3));
         assert_eq!(b, vec![vec![6, 1, 3], vec![0, 4, 5], vec![2]]);
         // a subset keeps only its own items
-        let b = plan(&[2, 0, 4], &lengths, 2);
+        let b = plan(&[2, 0, 4], &lengths, Batching::rows(2));
         assert_eq!(b, vec![vec![0, 4], vec![2]]);
     }
 
@@ -81,11 +123,48 @@ mod tests {
     }
 
     #[test]
+    fn token_budget_counts_padding() {
+        let lengths = [5, 2, 9, 2, 5, 7, 1];
+        let items: Vec<usize> = (0..lengths.len()).collect();
+        let budget = Batching {
+            max_rows: 100,
+            max_tokens: Some(10),
+        };
+        // 1,2,2 -> 3 rows x 2 = 6; adding a 5 would be 4 x 5 = 20 > 10
+        assert_eq!(
+            plan(&items, &lengths, budget),
+            vec![vec![6, 1, 3], vec![0, 4], vec![5], vec![2]]
+        );
+        // a statement longer than the budget runs alone
+        let tiny = Batching {
+            max_rows: 100,
+            max_tokens: Some(4),
+        };
+        assert_eq!(plan(&[2, 5], &lengths, tiny), vec![vec![5], vec![2]]);
+        // the row cap still holds
+        let capped = Batching {
+            max_rows: 2,
+            max_tokens: Some(1000),
+        };
+        assert_eq!(plan(&items, &lengths, capped).len(), 4);
+    }
+
+    #[test]
     fn chunks_are_whole_batches() {
-        assert_eq!(chunk_size(460, 32), 32);
-        assert_eq!(chunk_size(460, 1), 16);
-        assert_eq!(chunk_size(460, 4), 16);
-        assert_eq!(chunk_size(10, 32), 32);
-        assert_eq!(chunk_size(0, 8), 8);
+        let batches: Vec<Vec<usize>> = (0..10).map(|i| vec![2 * i, 2 * i + 1]).collect();
+        // 60 statements: target 2 per chunk = one batch each
+        let c = chunks(batches.clone(), 60);
+        assert_eq!(c.len(), 10);
+        // 300 statements: target 10 per chunk = five batches each
+        let c = chunks(batches.clone(), 300);
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|chunk| chunk.len() == 5));
+        assert!(chunks(Vec::new(), 0).is_empty());
+        let flat: Vec<usize> = chunks(batches, 90)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        assert_eq!(flat, (0..20).collect::<Vec<_>>());
     }
 }

@@ -1,32 +1,35 @@
 //! Resumable partial results: each finished chunk of statements is written as
-//! its own pair of Parquet files under `CACHE/NAME/.partial/`
-//! (`chunk-NNNNNN.embeddings.parquet`, one row group per layer, then
-//! `chunk-NNNNNN.statements.parquet`, whose presence marks the chunk done).
-//! `run.json` ties the folder to one set of inputs. At the end the chunks are
-//! merged layer by layer into the final files.
+//! its own files under `CACHE/NAME/.partial/` (`chunk-NNNNNN.embeddings.parquet`,
+//! one row group per layer, then `chunk-NNNNNN.run.json`, how it was computed,
+//! then `chunk-NNNNNN.statements.parquet`, whose presence marks the chunk done).
+//! `run.json` ties the folder to one set of inputs and settings. At the end the
+//! chunks are merged layer by layer into the final files. Everything here runs
+//! under the cache's lock ([`crate::lock`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use schemas::{
-    read_embeddings_layer, read_statements, EmbeddingsWriter, FileEntry, Pooling, StatementRow,
+    read_embeddings_layer, read_statements, ChunkInfo, EmbeddingsWriter, FileEntry, Pooling,
+    StatementRow,
 };
 
 use crate::dataset::Statement;
 
 pub const PARTIAL_DIR: &str = ".partial";
 const RUN_FILE: &str = "run.json";
-const RUN_FORMAT: &str = "extract-partial/1";
+const RUN_FORMAT: &str = "extract-partial/2";
 
-/// What must match for partial results to be reused.
+/// What must match for partial results (or a complete cache) to belong to a run:
+/// the same weights, tokenizer, dataset and output shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunKey {
-    pub format: String,
-    pub onnx_sha256: String,
-    pub tokenizer_sha256: String,
+    /// sha256 of every file of the model directory, by name (external weights included).
+    pub model_files: BTreeMap<String, String>,
+    pub dtype: String,
     pub dataset_sha256: String,
     pub poolings: Vec<String>,
     pub n_layers: u32,
@@ -34,54 +37,83 @@ pub struct RunKey {
 }
 
 impl RunKey {
-    pub fn new(
-        onnx: &str,
-        tokenizer: &str,
-        dataset: &str,
-        poolings: &[Pooling],
-        n_layers: u32,
-        hidden_size: u32,
-    ) -> RunKey {
-        RunKey {
-            format: RUN_FORMAT.to_string(),
-            onnx_sha256: onnx.to_string(),
-            tokenizer_sha256: tokenizer.to_string(),
-            dataset_sha256: dataset.to_string(),
-            poolings: poolings.iter().map(|p| p.as_str().to_string()).collect(),
-            n_layers,
-            hidden_size,
+    /// What differs from `other`, for messages.
+    pub fn differences(&self, other: &RunKey) -> Vec<String> {
+        let mut d: Vec<String> = Vec::new();
+        let names: BTreeSet<&String> = self
+            .model_files
+            .keys()
+            .chain(other.model_files.keys())
+            .collect();
+        for name in names {
+            if self.model_files.get(name) != other.model_files.get(name) {
+                d.push(name.clone());
+            }
         }
-    }
-
-    /// The fields that differ from `other`, for messages.
-    pub fn differences(&self, other: &RunKey) -> Vec<&'static str> {
-        let mut d = Vec::new();
-        if self.onnx_sha256 != other.onnx_sha256 {
-            d.push("model.onnx");
-        }
-        if self.tokenizer_sha256 != other.tokenizer_sha256 {
-            d.push("tokenizer.json");
+        if self.dtype != other.dtype {
+            d.push("dtype".into());
         }
         if self.dataset_sha256 != other.dataset_sha256 {
-            d.push("dataset");
+            d.push("dataset".into());
         }
         if self.poolings != other.poolings {
-            d.push("poolings");
+            d.push("poolings".into());
         }
-        if self.n_layers != other.n_layers
-            || self.hidden_size != other.hidden_size
-            || self.format != other.format
-        {
-            d.push("model shape");
+        if self.n_layers != other.n_layers || self.hidden_size != other.hidden_size {
+            d.push("model shape".into());
         }
         d
     }
 }
 
+/// How the chunks are computed. Chunks of other settings hold the same quantities
+/// but not bit for bit the same numbers, so mixing them takes `--force-resume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub execution_provider: String,
+    pub batch_size: u32,
+    pub max_tokens: Option<u32>,
+}
+
+impl Settings {
+    fn differences(&self, other: &Settings) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.execution_provider != other.execution_provider {
+            d.push(format!(
+                "execution provider {} -> {}",
+                self.execution_provider, other.execution_provider
+            ));
+        }
+        if self.batch_size != other.batch_size {
+            d.push(format!(
+                "batch size {} -> {}",
+                self.batch_size, other.batch_size
+            ));
+        }
+        if self.max_tokens != other.max_tokens {
+            let show = |t: Option<u32>| t.map_or("none".to_string(), |t| t.to_string());
+            d.push(format!(
+                "max tokens {} -> {}",
+                show(self.max_tokens),
+                show(other.max_tokens)
+            ));
+        }
+        d
+    }
+}
+
+/// `.partial/run.json`: ties the folder to one set of inputs and settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RunFile {
+    format: String,
+    key: RunKey,
+    settings: Settings,
+}
+
 /// A finished chunk on disk.
 #[derive(Debug, Clone)]
 pub struct Chunk {
-    pub index: u32,
+    pub info: ChunkInfo,
     pub statements: PathBuf,
     pub embeddings: PathBuf,
     pub rows: Vec<StatementRow>,
@@ -93,61 +125,87 @@ pub struct Partial {
     key: RunKey,
 }
 
-fn chunk_paths(dir: &Path, index: u32) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("chunk-{index:06}.statements.parquet")),
-        dir.join(format!("chunk-{index:06}.embeddings.parquet")),
-    )
+/// A chunk's files: embeddings first, then its run info, then its statements,
+/// whose presence marks the chunk finished.
+struct ChunkPaths {
+    embeddings: PathBuf,
+    info: PathBuf,
+    statements: PathBuf,
+}
+
+fn chunk_paths(dir: &Path, index: u32) -> ChunkPaths {
+    let name = |what: &str| dir.join(format!("chunk-{index:06}.{what}"));
+    ChunkPaths {
+        embeddings: name("embeddings.parquet"),
+        info: name("run.json"),
+        statements: name("statements.parquet"),
+    }
+}
+
+fn start_over(dir: &Path) -> String {
+    format!("delete {} to start over", dir.display())
 }
 
 impl Partial {
-    /// Opens `cache_dir/.partial` (creating it with `run.json` when absent),
-    /// refusing one made for other inputs, dropping unfinished files and
-    /// checking the finished chunks against the dataset.
-    pub fn open(cache_dir: &Path, key: &RunKey, statements: &[Statement]) -> Result<Partial> {
+    /// Opens `cache_dir/.partial` (creating it with `run.json` when absent) while
+    /// the caller holds the cache's lock: refuses one made for other inputs, and one
+    /// made with other settings unless `force`; drops unfinished chunks and temp
+    /// files; checks the finished chunks against the dataset.
+    pub fn open(
+        cache_dir: &Path,
+        key: &RunKey,
+        settings: &Settings,
+        force: bool,
+        statements: &[Statement],
+    ) -> Result<Partial> {
         let dir = cache_dir.join(PARTIAL_DIR);
         let run_path = dir.join(RUN_FILE);
-        if dir.is_dir() && run_path.is_file() {
+        let wanted = RunFile {
+            format: RUN_FORMAT.to_string(),
+            key: key.clone(),
+            settings: settings.clone(),
+        };
+        if run_path.is_file() {
             let text = std::fs::read_to_string(&run_path)
                 .with_context(|| format!("cannot read {}", run_path.display()))?;
-            let found: RunKey = serde_json::from_str(&text).map_err(|e| {
+            let found: RunFile = serde_json::from_str(&text).map_err(|e| {
                 anyhow::anyhow!(
-                    "{}: unreadable ({e}); delete {} to start over",
+                    "{}: unreadable or from an older extract ({e}); {}",
                     run_path.display(),
-                    dir.display()
+                    start_over(&dir)
                 )
             })?;
-            if found != *key {
+            let inputs = found.key.differences(key);
+            if !inputs.is_empty() || found.format != RUN_FORMAT {
                 bail!(
                     "{} holds an unfinished run for other inputs ({} differ); pick another --name or delete that folder",
                     dir.display(),
-                    found.differences(key).join(", ")
+                    inputs.join(", ")
                 );
+            }
+            let changed = found.settings.differences(settings);
+            if !changed.is_empty() {
+                if !force {
+                    bail!(
+                        "{} holds an unfinished run made with other settings ({}); rerun with the earlier settings, or pass --force-resume to combine both (each chunk's provider is recorded in the manifest)",
+                        dir.display(),
+                        changed.join(", ")
+                    );
+                }
+                schemas::write_json(&run_path, &wanted)?;
             }
         } else {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let tmp = dir.join("run.json.tmp");
-            std::fs::write(&tmp, serde_json::to_string_pretty(key)? + "\n")
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &run_path)
-                .with_context(|| format!("cannot write {}", run_path.display()))?;
+            schemas::write_json(&run_path, &wanted)?;
         }
+        schemas::remove_temp_files(&dir)?;
 
         let mut indices = BTreeSet::new();
         for entry in
             std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
         {
-            let path = entry?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("")
-                .to_string();
-            if name.ends_with(".tmp") && name != "run.json.tmp" {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
+            let name = entry?.file_name().to_string_lossy().into_owned();
             if let Some(idx) = name
                 .strip_prefix("chunk-")
                 .and_then(|r| r.split('.').next())
@@ -159,19 +217,20 @@ impl Partial {
         let mut chunks = Vec::new();
         let mut seen = vec![false; statements.len()];
         for index in indices {
-            let (st, emb) = chunk_paths(&dir, index);
-            if !st.is_file() || !emb.is_file() {
+            let paths = chunk_paths(&dir, index);
+            if !paths.statements.is_file() {
                 // never finished: its statements file is written last
-                let _ = std::fs::remove_file(&st);
-                let _ = std::fs::remove_file(&emb);
+                let _ = std::fs::remove_file(&paths.embeddings);
+                let _ = std::fs::remove_file(&paths.info);
                 continue;
             }
-            let rows = read_statements(&st).with_context(|| {
-                format!(
-                    "unusable partial result; delete {} to start over",
-                    dir.display()
-                )
-            })?;
+            let unusable = || format!("unusable partial result; {}", start_over(&dir));
+            let info: ChunkInfo = std::fs::read_to_string(&paths.info)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(serde_json::from_str(&t)?))
+                .with_context(|| format!("{}: cannot read", paths.info.display()))
+                .with_context(unusable)?;
+            let rows = read_statements(&paths.statements).with_context(unusable)?;
             for r in &rows {
                 let id = r.statement_id as usize;
                 let ok = statements.get(id).is_some_and(|s| {
@@ -179,23 +238,23 @@ impl Partial {
                 });
                 if !ok || seen[id] {
                     bail!(
-                        "{}: statement {} does not belong here ({}); delete {} to start over",
-                        st.display(),
+                        "{}: statement {} does not belong here ({}); {}",
+                        paths.statements.display(),
                         r.statement_id,
                         if ok {
                             "seen twice"
                         } else {
                             "not in this dataset"
                         },
-                        dir.display()
+                        start_over(&dir)
                     );
                 }
                 seen[id] = true;
             }
             chunks.push(Chunk {
-                index,
-                statements: st,
-                embeddings: emb,
+                info,
+                statements: paths.statements,
+                embeddings: paths.embeddings,
                 rows,
             });
         }
@@ -223,11 +282,17 @@ impl Partial {
     }
 
     /// Writes a finished chunk: `rows[i]` with `pooled[i]`, the layout of
-    /// [`crate::runtime::BatchResult::pooled`]. Rows are stored by statement id.
-    pub fn write_chunk(&mut self, mut items: Vec<(StatementRow, Vec<f32>)>) -> Result<()> {
+    /// [`crate::runtime::BatchResult::pooled`], computed as `settings` and `device_name` say.
+    /// Rows are stored by statement id.
+    pub fn write_chunk(
+        &mut self,
+        mut items: Vec<(StatementRow, Vec<f32>)>,
+        settings: &Settings,
+        device_name: &str,
+    ) -> Result<()> {
         items.sort_by_key(|(r, _)| r.statement_id);
-        let index = self.chunks.last().map(|c| c.index + 1).unwrap_or(0);
-        let (st, emb) = chunk_paths(&self.dir, index);
+        let index = self.chunks.last().map(|c| c.info.index + 1).unwrap_or(0);
+        let paths = chunk_paths(&self.dir, index);
         let poolings = self.poolings();
         let (l1, h, np) = (
             self.key.n_layers as usize + 1,
@@ -235,7 +300,7 @@ impl Partial {
             poolings.len(),
         );
         let ids: Vec<u32> = items.iter().map(|(r, _)| r.statement_id).collect();
-        let mut writer = EmbeddingsWriter::create(&emb, h, &poolings)?;
+        let mut writer = EmbeddingsWriter::create(&paths.embeddings, h, &poolings)?;
         for l in 0..l1 {
             let blocks: Vec<Vec<f32>> = (0..np)
                 .map(|k| {
@@ -248,15 +313,29 @@ impl Partial {
             writer.write_layer(l as u32, &ids, blocks)?;
         }
         writer.finish()?;
-        let rows: Vec<StatementRow> = items.into_iter().map(|(r, _)| r).collect();
-        schemas::write_statements(&st, &rows)?;
-        self.chunks.push(Chunk {
+        let info = ChunkInfo {
             index,
-            statements: st,
-            embeddings: emb,
+            n_statements: items.len() as u32,
+            execution_provider: settings.execution_provider.clone(),
+            device_name: device_name.to_string(),
+            batch_size: settings.batch_size,
+            max_tokens: settings.max_tokens,
+        };
+        schemas::write_json(&paths.info, &info)?;
+        let rows: Vec<StatementRow> = items.into_iter().map(|(r, _)| r).collect();
+        schemas::write_statements(&paths.statements, &rows)?;
+        self.chunks.push(Chunk {
+            info,
+            statements: paths.statements,
+            embeddings: paths.embeddings,
             rows,
         });
         Ok(())
+    }
+
+    /// What each chunk is, for the manifest.
+    pub fn chunk_infos(&self) -> Vec<ChunkInfo> {
+        self.chunks.iter().map(|c| c.info.clone()).collect()
     }
 
     /// Merges the chunks into `out_dir`'s final files, layer by layer, rows by
@@ -341,7 +420,19 @@ impl Partial {
     }
 
     pub fn remove(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.dir)
-            .with_context(|| format!("cannot remove {}", self.dir.display()))
+        remove_leftovers(self.dir.parent().unwrap_or(Path::new(".")))
     }
+}
+
+/// Removes `.partial/` and temp files from a cache folder whose manifest already
+/// says complete (a run killed after its final manifest leaves them). Only under
+/// the cache's lock.
+pub fn remove_leftovers(cache_dir: &Path) -> Result<()> {
+    let dir = cache_dir.join(PARTIAL_DIR);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    schemas::remove_temp_files(cache_dir)?;
+    schemas::sync_dir(cache_dir).with_context(|| format!("cannot sync {}", cache_dir.display()))
 }

@@ -5,8 +5,10 @@
 pub mod batch;
 pub mod chunks;
 pub mod dataset;
+pub mod lock;
 pub mod model_dir;
 pub mod nll;
+pub mod parity;
 pub mod pooling;
 pub mod probe;
 pub mod run;

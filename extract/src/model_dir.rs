@@ -88,6 +88,8 @@ pub struct ModelDir {
     pub dtype: Dtype,
     pub onnx_sha256: String,
     pub tokenizer_sha256: String,
+    /// sha256 of every file export.json lists, by name (external weights included).
+    pub files: BTreeMap<String, String>,
 }
 
 fn require(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -151,51 +153,137 @@ impl ModelDir {
                 export_path.display()
             );
         }
-        // Every listed file must be present with its recorded size (external data included).
-        for (name, info) in &export.files {
-            let p = dir.join(name);
-            let meta = std::fs::metadata(&p).map_err(|_| {
-                anyhow::anyhow!(
-                    "model directory {} lacks {name} (listed in export.json)",
-                    dir.display()
-                )
-            })?;
-            if meta.len() != info.bytes {
-                bail!("{}: {} bytes but export.json records {}: incomplete copy or a different export", p.display(), meta.len(), info.bytes);
-            }
+        if export.probes.is_empty() {
+            bail!(
+                "{}: holds no parity probes, so extract cannot check that model.onnx computes what transformers does; re-export with scripts/export, which records them",
+                export_path.display()
+            );
         }
-        let hash = |p: &Path| {
-            schemas::sha256_file(p).with_context(|| format!("cannot read {}", p.display()))
-        };
-        let onnx_sha256 = hash(&onnx)?;
-        let tokenizer_sha256 = hash(&tokenizer)?;
-        for (name, sha) in [
-            ("model.onnx", &onnx_sha256),
-            ("tokenizer.json", &tokenizer_sha256),
-        ] {
-            if let Some(info) = export.files.get(name) {
-                if !info.sha256.eq_ignore_ascii_case(sha) {
-                    bail!("{}: sha256 differs from export.json: the file was altered or comes from another export", dir.join(name).display());
-                }
-            }
-        }
+        let files = check_files(dir, &export_path, &export)?;
+        check_config(&dir.join("config.json"), &export_path, &export)?;
         Ok(ModelDir {
             dir: dir.to_path_buf(),
             onnx,
             tokenizer,
+            onnx_sha256: files["model.onnx"].clone(),
+            tokenizer_sha256: files["tokenizer.json"].clone(),
+            files,
             export,
             dtype,
-            onnx_sha256,
-            tokenizer_sha256,
         })
     }
+}
 
-    /// The default cache name: the directory's own name.
-    pub fn default_name(&self) -> String {
-        let canon = self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone());
-        canon
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".to_string())
+/// The default cache name: the model directory's own name.
+pub fn default_name(dir: &Path) -> String {
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".to_string())
+}
+
+/// Files that `export.json` must list (with any external weights and, from newer
+/// exports, `config.json`).
+const REQUIRED_FILES: [&str; 2] = ["model.onnx", "tokenizer.json"];
+
+/// Every file `export.json` lists must be present with its size and sha256, the
+/// required ones must be listed, and no weights file may sit unlisted beside the
+/// graph. Returns the sha256 of each listed file, by name.
+fn check_files(
+    dir: &Path,
+    export_path: &Path,
+    export: &ExportInfo,
+) -> Result<BTreeMap<String, String>> {
+    let reexport = "re-export with scripts/export";
+    if let Some(missing) = REQUIRED_FILES
+        .iter()
+        .find(|n| !export.files.contains_key(**n))
+    {
+        bail!(
+            "{}: its 'files' lists no {missing}, so the model's files cannot be checked; {reexport}",
+            export_path.display()
+        );
     }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let weights =
+            name.ends_with(".data") || name.ends_with(".onnx_data") || name.ends_with(".onnx");
+        if weights && !export.files.contains_key(&name) {
+            bail!(
+                "{}: not listed in export.json's files, so it may come from another export; {reexport} or remove it",
+                dir.join(&name).display()
+            );
+        }
+    }
+    let mut hashes = BTreeMap::new();
+    for (name, info) in &export.files {
+        let p = dir.join(name);
+        let meta = std::fs::metadata(&p).map_err(|_| {
+            anyhow::anyhow!(
+                "model directory {} lacks {name} (listed in export.json)",
+                dir.display()
+            )
+        })?;
+        if meta.len() != info.bytes {
+            bail!(
+                "{}: {} bytes but export.json records {}: incomplete copy or a different export",
+                p.display(),
+                meta.len(),
+                info.bytes
+            );
+        }
+        let sha =
+            schemas::sha256_file(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        if !info.sha256.eq_ignore_ascii_case(&sha) {
+            bail!("{}: sha256 differs from export.json: the file was altered or comes from another export; {reexport}", p.display());
+        }
+        hashes.insert(name.clone(), sha);
+    }
+    Ok(hashes)
+}
+
+/// `config.json` must describe the same model as `export.json`. Looked up at the
+/// top level, then under `text_config` (multimodal families such as Gemma 3).
+fn check_config(config_path: &Path, export_path: &Path, export: &ExportInfo) -> Result<()> {
+    let text = std::fs::read_to_string(config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not valid JSON ({e})", config_path.display()))?;
+    let lookup = |keys: &[&str]| -> Option<u64> {
+        [Some(&config), config.get("text_config")]
+            .into_iter()
+            .flatten()
+            .find_map(|c| keys.iter().find_map(|k| c.get(*k).and_then(|v| v.as_u64())))
+    };
+    let pairs = [
+        (
+            "n_layers",
+            u64::from(export.n_layers),
+            &["num_hidden_layers", "n_layer"][..],
+        ),
+        (
+            "hidden_size",
+            u64::from(export.hidden_size),
+            &["hidden_size", "n_embd"][..],
+        ),
+        (
+            "max_positions",
+            export.max_positions,
+            &["max_position_embeddings", "n_positions"][..],
+        ),
+    ];
+    for (what, want, keys) in pairs {
+        if let Some(have) = lookup(keys) {
+            if have != want {
+                bail!(
+                    "{}: {what} is {want} but {} says {} = {have}: the two files describe different models; re-export with scripts/export",
+                    export_path.display(),
+                    config_path.display(),
+                    keys[0]
+                );
+            }
+        }
+    }
+    Ok(())
 }

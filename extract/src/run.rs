@@ -6,16 +6,18 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use schemas::{
-    DatasetInfo, Manifest, ModelInfo, Pooling, RunInfo, StatementRow, MANIFEST_FILE, SCHEMA_VERSION,
+    DatasetInfo, Manifest, ModelInfo, ParityInfo, Pooling, RunInfo, StatementRow, MANIFEST_FILE,
+    SCHEMA_VERSION,
 };
 
-use crate::batch;
-use crate::chunks::{Partial, RunKey};
+use crate::batch::{self, Batching};
+use crate::chunks::{self, Partial, RunKey, Settings};
 use crate::dataset::{self, Dataset, Statement};
-use crate::model_dir::{Dtype, ModelDir};
+use crate::lock::CacheLock;
+use crate::model_dir::{self, Dtype, ModelDir};
 use crate::probe;
 use crate::runtime::{DeviceChoice, Runtime};
 use crate::tokenize::{self, TextTokenizer};
@@ -27,8 +29,12 @@ pub struct Options {
     pub out: PathBuf,
     pub name: Option<String>,
     pub device: DeviceChoice,
-    pub batch_size: usize,
+    pub batching: Batching,
     pub poolings: Vec<Pooling>,
+    /// Resume chunks made with another provider or batching.
+    pub force_resume: bool,
+    /// Multiplies the parity bound of the probe check (>= 1).
+    pub parity_slack: f64,
 }
 
 /// What happened, for the closing lines.
@@ -50,7 +56,7 @@ pub struct Summary {
     pub provider_note: String,
     pub device_name: String,
     pub ort_version: String,
-    pub probe: Option<probe::ProbeReport>,
+    pub probe: Option<ParityInfo>,
 }
 
 impl Summary {
@@ -63,14 +69,10 @@ impl Summary {
         }
         let mut v = Vec::new();
         if let Some(p) = &self.probe {
-            if p.n_probes > 0 {
-                v.push(format!(
-                    "parity: {} probe(s) agree with transformers (max |diff| embeddings {:.1e}, NLL {:.1e})",
-                    p.n_probes, p.max_emb_diff, p.max_nll_diff
-                ));
-            } else {
-                v.push("parity: export.json holds no probes; not checked".to_string());
-            }
+            v.push(format!(
+                "parity: {} probe(s) agree with transformers (largest relative error: embeddings {:.1e}, NLL {:.1e}; bound {:.1e})",
+                p.n_probes, p.max_embedding_error, p.max_nll_error, p.bound
+            ));
         }
         let rate = if self.seconds > 0.0 {
             self.n_run as f64 / self.seconds
@@ -117,10 +119,34 @@ fn now() -> String {
     chrono::Local::now().to_rfc3339()
 }
 
+/// Cache folder names that would collide with the contract's own names or hide
+/// the cache from readers (which skip dot folders).
+fn check_name(name: &str) -> Result<()> {
+    let reserved = [
+        MANIFEST_FILE,
+        schemas::STATEMENTS_FILE,
+        schemas::EMBEDDINGS_FILE,
+    ];
+    if name.is_empty()
+        || name.starts_with('.')
+        || name.contains(['/', '\\', '\0'])
+        || reserved.contains(&name)
+    {
+        bail!("--name '{name}' is not usable as a cache folder name (no leading '.', no path separators, not a contract file name)");
+    }
+    Ok(())
+}
+
 /// Runs the whole extraction.
 pub fn run(opts: &Options) -> Result<Summary> {
-    if opts.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+    if opts.batching.max_rows == 0 || opts.batching.max_tokens == Some(0) {
+        bail!("--batch-size and --max-tokens must be at least 1");
+    }
+    if !(opts.parity_slack.is_finite() && opts.parity_slack >= 1.0) {
+        bail!(
+            "--parity-slack {} must be a finite number >= 1 (a multiple of the parity bound)",
+            opts.parity_slack
+        );
     }
     let mut poolings: Vec<Pooling> = Vec::new();
     for p in &opts.poolings {
@@ -132,32 +158,61 @@ pub fn run(opts: &Options) -> Result<Summary> {
         bail!("--poolings lists no pooling (mean, mean_skip_first, last)");
     }
     let data = dataset::load(&opts.dataset)?;
-    let model = ModelDir::open(&opts.model)?;
-    let name = opts.name.clone().unwrap_or_else(|| model.default_name());
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        bail!("--name '{name}' is not a usable folder name");
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| model_dir::default_name(&opts.model));
+    check_name(&name)?;
+    if !opts.model.is_dir() {
+        bail!("model directory {} does not exist", opts.model.display());
     }
     let cache_dir = opts.out.join(&name);
-    let key = RunKey::new(
-        &model.onnx_sha256,
-        &model.tokenizer_sha256,
-        &data.sha256,
-        &poolings,
-        model.export.n_layers,
-        model.export.hidden_size,
-    );
+    let created = !cache_dir.exists();
+    // Taken before anything slow (hashing the weights, creating the session), so a
+    // second writer is refused at once.
+    let lock = CacheLock::acquire(&cache_dir)?;
+    let result = run_locked(opts, &data, &name, &cache_dir, &poolings);
+    if result.is_err() && created && !has_chunks(&cache_dir) {
+        // Leave nothing behind unless finished chunks are worth resuming.
+        let _ = std::fs::remove_dir_all(&cache_dir);
+    }
+    drop(lock);
+    result
+}
+
+fn has_chunks(cache_dir: &Path) -> bool {
+    std::fs::read_dir(cache_dir.join(chunks::PARTIAL_DIR))
+        .map(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(".statements.parquet")
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn run_locked(
+    opts: &Options,
+    data: &Dataset,
+    name: &str,
+    cache_dir: &Path,
+    poolings: &[Pooling],
+) -> Result<Summary> {
+    let model = ModelDir::open(&opts.model)?;
+    let key = RunKey {
+        model_files: model.files.clone(),
+        dtype: model.dtype.as_str().to_string(),
+        dataset_sha256: data.sha256.clone(),
+        poolings: poolings.iter().map(|p| p.as_str().to_string()).collect(),
+        n_layers: model.export.n_layers,
+        hidden_size: model.export.hidden_size,
+    };
     let manifest_path = cache_dir.join(MANIFEST_FILE);
     let mut earlier_start = None;
     if manifest_path.is_file() {
         let m = Manifest::read(&manifest_path)?;
-        let found = RunKey::new(
-            &m.model.onnx_sha256,
-            &m.model.tokenizer_sha256,
-            &m.dataset.sha256,
-            &m.poolings(&manifest_path)?,
-            m.model.n_layers,
-            m.model.hidden_size,
-        );
+        let found = key_of(&m, &manifest_path)?;
         let diff = found.differences(&key);
         if !diff.is_empty() {
             bail!(
@@ -167,9 +222,15 @@ pub fn run(opts: &Options) -> Result<Summary> {
             );
         }
         if m.complete {
-            schemas::validate_cache(&cache_dir)?;
+            schemas::validate_cache(cache_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; the cache is marked complete but broken: delete {} and rerun",
+                    cache_dir.display()
+                )
+            })?;
+            chunks::remove_leftovers(cache_dir)?;
             return Ok(Summary {
-                cache_dir,
+                cache_dir: cache_dir.to_path_buf(),
                 already_complete: true,
                 n_statements: data.statements.len(),
                 n_layers: model.export.n_layers,
@@ -186,80 +247,106 @@ pub fn run(opts: &Options) -> Result<Summary> {
         }
         earlier_start = Some(m.run.started);
     }
+    schemas::remove_temp_files(cache_dir)?;
 
     let tok = TextTokenizer::from_file(&model.tokenizer)?;
-    let ids = tokenize::tokenize_all(
-        &tok,
-        &data.statements,
-        &poolings,
-        model.export.max_positions,
-    )?;
+    let ids = tokenize::tokenize_all(&tok, &data.statements, poolings, model.export.max_positions)?;
     let session_start = Instant::now();
     let mut rt = Runtime::new(&model, opts.device)?;
     let session_seconds = session_start.elapsed().as_secs_f64();
-    let probe_report = probe::check(&mut rt, &model, &tok, opts.batch_size)?;
-
-    let created = !cache_dir.exists();
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("cannot create {}", cache_dir.display()))?;
-    let result = work(
-        opts,
-        &data,
-        &model,
-        &name,
-        &cache_dir,
+    let settings = Settings {
+        execution_provider: rt.provider.to_string(),
+        batch_size: opts.batching.max_rows as u32,
+        max_tokens: opts.batching.max_tokens.map(|t| t as u32),
+    };
+    let mut partial = Partial::open(
+        cache_dir,
         &key,
+        &settings,
+        opts.force_resume,
+        &data.statements,
+    )?;
+    let parity = probe::check(&mut rt, &model, &tok, opts.batching, opts.parity_slack)?;
+    let started = earlier_start.unwrap_or_else(now);
+    let mut m = manifest(data, &model, &tok, name, &rt, &settings, poolings, &started)?;
+    m.run.parity = Some(parity.clone());
+    schemas::write_manifest(&manifest_path, &m)?;
+
+    let (n_run, n_resumed, seconds) = work(
+        opts,
+        data,
+        &model,
         &ids,
         &mut rt,
-        &poolings,
-        earlier_start,
-    );
-    match result {
-        Ok((n_run, n_resumed, seconds)) => Ok(Summary {
-            cache_dir,
-            already_complete: false,
-            n_statements: data.statements.len(),
-            n_layers: model.export.n_layers,
-            n_run,
-            n_resumed,
-            seconds,
-            session_seconds,
-            provider: rt.provider.to_string(),
-            provider_note: rt.provider_note.clone(),
-            device_name: rt.device_name.clone(),
-            ort_version: rt.ort_version.clone(),
-            probe: Some(probe_report),
-        }),
-        Err(e) => {
-            // Leave nothing behind unless finished chunks are worth resuming.
-            let partial = cache_dir.join(crate::chunks::PARTIAL_DIR);
-            let has_chunks = std::fs::read_dir(&partial)
-                .map(|d| {
-                    d.filter_map(|e| e.ok()).any(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .ends_with(".statements.parquet")
-                    })
-                })
-                .unwrap_or(false);
-            if created && !has_chunks {
-                let _ = std::fs::remove_dir_all(&cache_dir);
-            }
-            Err(e)
-        }
-    }
+        &settings,
+        poolings,
+        &mut partial,
+    )?;
+    let (st, emb) = partial.assemble(cache_dir, data.statements.len())?;
+    m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
+    m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
+    m.run.chunks = partial.chunk_infos();
+    m.complete = true;
+    m.run.finished = Some(now());
+    schemas::write_manifest(&manifest_path, &m)?;
+    partial.remove()?;
+    Ok(Summary {
+        cache_dir: cache_dir.to_path_buf(),
+        already_complete: false,
+        n_statements: data.statements.len(),
+        n_layers: model.export.n_layers,
+        n_run,
+        n_resumed,
+        seconds,
+        session_seconds,
+        provider: rt.provider.to_string(),
+        provider_note: rt.provider_note.clone(),
+        device_name: rt.device_name.clone(),
+        ort_version: rt.ort_version.clone(),
+        probe: Some(parity),
+    })
 }
 
+/// The inputs a manifest records, in [`RunKey`] form. Caches written before every
+/// model file was recorded name only the graph and the tokenizer.
+fn key_of(m: &Manifest, path: &Path) -> Result<RunKey> {
+    let model_files = if m.model.files.is_empty() {
+        BTreeMap::from([
+            ("model.onnx".to_string(), m.model.onnx_sha256.clone()),
+            (
+                "tokenizer.json".to_string(),
+                m.model.tokenizer_sha256.clone(),
+            ),
+        ])
+    } else {
+        m.model.files.clone()
+    };
+    Ok(RunKey {
+        model_files,
+        dtype: m.model.dtype.clone(),
+        dataset_sha256: m.dataset.sha256.clone(),
+        poolings: m
+            .poolings(path)?
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect(),
+        n_layers: m.model.n_layers,
+        hidden_size: m.model.hidden_size,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn manifest(
     data: &Dataset,
     model: &ModelDir,
+    tok: &TextTokenizer,
     name: &str,
     rt: &Runtime,
-    batch_size: usize,
+    settings: &Settings,
     poolings: &[Pooling],
     started: &str,
-) -> Manifest {
-    Manifest {
+) -> Result<Manifest> {
+    Ok(Manifest {
         schema_version: SCHEMA_VERSION,
         complete: false,
         model: ModelInfo {
@@ -272,6 +359,8 @@ fn manifest(
             dtype: model.dtype.as_str().to_string(),
             onnx_sha256: model.onnx_sha256.clone(),
             tokenizer_sha256: model.tokenizer_sha256.clone(),
+            files: model.files.clone(),
+            adds_bos: Some(tok.adds_bos()?),
         },
         dataset: DatasetInfo {
             path: data.path.display().to_string(),
@@ -279,19 +368,25 @@ fn manifest(
             categories: data.categories.clone(),
             n_pairs: data.n_pairs,
             n_statements: data.statements.len() as u32,
+            statements_sha256: Some(schemas::statements_digest(
+                data.statements.iter().map(|s| (s.id, s.text.as_str())),
+            )),
         },
         run: RunInfo {
             tool: format!("extract {}", env!("CARGO_PKG_VERSION")),
             onnxruntime_version: rt.ort_version.clone(),
             execution_provider: rt.provider.to_string(),
             device_name: rt.device_name.clone(),
-            batch_size: batch_size as u32,
+            batch_size: settings.batch_size,
+            max_tokens: settings.max_tokens,
             poolings: poolings.iter().map(|p| p.as_str().to_string()).collect(),
             started: started.to_string(),
             finished: None,
+            parity: None,
+            chunks: Vec::new(),
         },
         files: BTreeMap::new(),
-    }
+    })
 }
 
 /// Progress on a terminal bar, else a plain line now and then.
@@ -339,71 +434,36 @@ impl Progress {
     }
 }
 
+/// Runs the statements not yet done, chunk by chunk; returns (run now, resumed, seconds).
 #[allow(clippy::too_many_arguments)]
 fn work(
     opts: &Options,
     data: &Dataset,
     model: &ModelDir,
-    name: &str,
-    cache_dir: &Path,
-    key: &RunKey,
     ids: &[Vec<i64>],
     rt: &mut Runtime,
+    settings: &Settings,
     poolings: &[Pooling],
-    earlier_start: Option<String>,
+    partial: &mut Partial,
 ) -> Result<(usize, usize, f64)> {
-    let started = earlier_start.unwrap_or_else(now);
-    let mut m = manifest(data, model, name, rt, opts.batch_size, poolings, &started);
-    let manifest_path = cache_dir.join(MANIFEST_FILE);
-    schemas::write_manifest(&manifest_path, &m)?;
-
-    let mut partial = Partial::open(cache_dir, key, &data.statements)?;
     let done = partial.done();
     let n = data.statements.len();
     let todo: Vec<usize> = (0..n).filter(|i| !done.contains(&(*i as u32))).collect();
     let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-    let chunk = batch::chunk_size(n, opts.batch_size);
-    // Sorted by length, then cut into chunks of whole batches.
-    let order = batch::by_length(&todo, &lengths);
+    let plan = batch::chunks(batch::plan(&todo, &lengths, opts.batching), n);
 
     let t0 = Instant::now();
     let mut progress = Progress::new(n, done.len());
     let mut n_run = 0usize;
-    // Test hook: fail after this many chunks, as an interruption would (tests/resume.rs).
-    let stop_after: Option<usize> = std::env::var("EXTRACT_TEST_STOP_AFTER_CHUNKS")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    for (chunk_no, chunk_items) in order.chunks(chunk).enumerate() {
-        if stop_after == Some(chunk_no) {
-            bail!("stopped after {chunk_no} chunk(s) as EXTRACT_TEST_STOP_AFTER_CHUNKS asks; rerun to resume");
-        }
-        let mut items: Vec<(StatementRow, Vec<f32>)> = Vec::with_capacity(chunk_items.len());
-        for group in chunk_items.chunks(opts.batch_size) {
+    for chunk in plan {
+        let mut items: Vec<(StatementRow, Vec<f32>)> = Vec::new();
+        for group in chunk {
             let seqs: Vec<&[i64]> = group.iter().map(|&i| ids[i].as_slice()).collect();
             let out = rt.run_batch(&batch::pad(&seqs), poolings)?;
             for (row, (&i, pooled)) in group.iter().zip(out.pooled).enumerate() {
                 let s = &data.statements[i];
                 let nll = out.nll_sum[row];
-                let bad_layer = pooled
-                    .iter()
-                    .position(|x| !x.is_finite())
-                    .map(|p| p / (poolings.len() * model.export.hidden_size as usize));
-                if !nll.is_finite() || bad_layer.is_some() {
-                    let what = match bad_layer {
-                        Some(l) => format!("hidden states at layer {l}"),
-                        None => "the NLL".to_string(),
-                    };
-                    let hint = if model.dtype == Dtype::F16 {
-                        " (float16 overflow? export in float32)"
-                    } else {
-                        ""
-                    };
-                    bail!(
-                        "{} ({} tokens): NaN or infinite values in {what}{hint}",
-                        describe(s),
-                        lengths[i]
-                    );
-                }
+                check_finite(s, lengths[i], nll, &pooled, poolings.len(), model)?;
                 items.push((
                     StatementRow {
                         statement_id: s.id,
@@ -420,21 +480,44 @@ fn work(
             }
         }
         n_run += items.len();
-        partial.write_chunk(items)?;
+        partial.write_chunk(items, settings, &rt.device_name)?;
         progress.update(
             done.len() + n_run,
             n_run as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         );
     }
     progress.finish();
-    let seconds = t0.elapsed().as_secs_f64();
+    Ok((n_run, done.len(), t0.elapsed().as_secs_f64()))
+}
 
-    let (st, emb) = partial.assemble(cache_dir, n)?;
-    m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
-    m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
-    m.complete = true;
-    m.run.finished = Some(now());
-    schemas::write_manifest(&manifest_path, &m)?;
-    partial.remove()?;
-    Ok((n_run, done.len(), seconds))
+/// A NaN or infinity anywhere would poison every statistic downstream: refuse it
+/// naming the statement and the layer.
+fn check_finite(
+    s: &Statement,
+    n_tokens: usize,
+    nll: f64,
+    pooled: &[f32],
+    n_poolings: usize,
+    model: &ModelDir,
+) -> Result<()> {
+    let bad_layer = pooled
+        .iter()
+        .position(|x| !x.is_finite())
+        .map(|p| p / (n_poolings * model.export.hidden_size as usize));
+    if nll.is_finite() && bad_layer.is_none() {
+        return Ok(());
+    }
+    let what = match bad_layer {
+        Some(l) => format!("hidden states at layer {l}"),
+        None => "the NLL".to_string(),
+    };
+    let hint = if model.dtype == Dtype::F16 {
+        " (float16 overflow? export in float32)"
+    } else {
+        ""
+    };
+    bail!(
+        "{} ({n_tokens} tokens): NaN or infinite values in {what}{hint}",
+        describe(s)
+    )
 }

@@ -15,7 +15,7 @@ use crate::batch::Padded;
 use crate::model_dir::{Dtype, ModelDir, INPUTS, OUTPUTS};
 use crate::pooling::{pool_into, Elem};
 
-const SETUP_HINT: &str = "run scripts/setup (or scripts/setup --gpu for CUDA) or set ORT_DYLIB_PATH to a libonnxruntime.so";
+const SETUP_HINT: &str = "run scripts/setup (or scripts/setup --gpu for CUDA) or set ORT_DYLIB_PATH to a libonnxruntime.so (.dylib on macOS)";
 
 /// The `--device` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +37,54 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
-/// `libonnxruntime.so*` files in `dir`, the unversioned name first, then the longest.
+/// Whether a file name is ONNX Runtime's main library: `libonnxruntime.so`,
+/// `libonnxruntime.so.1.32.0` (Linux), `libonnxruntime.dylib`,
+/// `libonnxruntime.1.32.0.dylib` (macOS). Provider libraries are not.
+fn is_ort_library(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("libonnxruntime") else {
+        return false;
+    };
+    let version = |v: &str| {
+        v.split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    };
+    rest == ".so"
+        || rest == ".dylib"
+        || rest.strip_prefix(".so.").is_some_and(version)
+        || rest
+            .strip_prefix('.')
+            .and_then(|r| r.strip_suffix(".dylib"))
+            .is_some_and(version)
+}
+
+/// The version in a library's file name, if it carries one.
+fn version_in_name(name: &str) -> Option<String> {
+    if !is_ort_library(name) {
+        return None;
+    }
+    let v = name
+        .strip_prefix("libonnxruntime.so.")
+        .or_else(|| name.strip_prefix("libonnxruntime.")?.strip_suffix(".dylib"))?;
+    Some(v.to_string())
+}
+
+/// The library to load among `names`: the unversioned name first, then the shortest.
+fn pick_library<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .into_iter()
+        .filter(|n| is_ort_library(n))
+        .min_by_key(|n| (n.len(), *n))
+}
+
+/// ONNX Runtime's library in `dir`, by [`pick_library`].
 fn libs_in(dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+    let files: Vec<String> = std::fs::read_dir(dir)
         .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n == "libonnxruntime.so" || n.starts_with("libonnxruntime.so."))
-        })
-        .filter(|p| p.is_file())
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    found.sort_by_key(|p| (p.file_name().map(|n| n.len()).unwrap_or(0), p.clone()));
-    found.into_iter().next()
+    pick_library(files.iter().map(String::as_str)).map(|n| dir.join(n))
 }
 
 /// Where the library comes from, in order: `ORT_DYLIB_PATH`; a project-local
@@ -114,12 +148,8 @@ fn ort_version(lib: &Path) -> String {
         }
     }
     let real = lib.canonicalize().unwrap_or_else(|_| lib.to_path_buf());
-    let name = real
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.strip_prefix("libonnxruntime.so.")
-        .map(str::to_string)
+    real.file_name()
+        .and_then(|n| version_in_name(&n.to_string_lossy()))
         .unwrap_or_else(|| "unknown".to_string())
 }
 
@@ -439,4 +469,62 @@ fn check_rank(outlet: &ort::value::Outlet, rank: usize, onnx: &str) -> Result<()
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_names_of_linux_and_macos() {
+        for good in [
+            "libonnxruntime.so",
+            "libonnxruntime.so.1.32.0",
+            "libonnxruntime.dylib",
+            "libonnxruntime.1.32.0.dylib",
+        ] {
+            assert!(is_ort_library(good), "{good}");
+        }
+        for bad in [
+            "libonnxruntime_providers_shared.so",
+            "libonnxruntime_providers_cuda.so",
+            "libonnxruntime.so.1.32.0.tmp",
+            "libonnxruntime.so.",
+            "libonnxruntime.dll",
+            "libonnxruntime.x.dylib",
+            "onnxruntime.so",
+        ] {
+            assert!(!is_ort_library(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_come_from_the_name() {
+        assert_eq!(
+            version_in_name("libonnxruntime.so.1.32.0").as_deref(),
+            Some("1.32.0")
+        );
+        assert_eq!(
+            version_in_name("libonnxruntime.1.31.1.dylib").as_deref(),
+            Some("1.31.1")
+        );
+        assert_eq!(version_in_name("libonnxruntime.so"), None);
+    }
+
+    #[test]
+    fn the_unversioned_library_is_preferred() {
+        let linux = [
+            "libonnxruntime_providers_shared.so",
+            "libonnxruntime.so.1.32.0",
+            "libonnxruntime.so",
+        ];
+        assert_eq!(pick_library(linux), Some("libonnxruntime.so"));
+        // a Python wheel's capi folder holds only the versioned name
+        let wheel = [
+            "libonnxruntime.1.32.0.dylib",
+            "libonnxruntime_providers_shared.dylib",
+        ];
+        assert_eq!(pick_library(wheel), Some("libonnxruntime.1.32.0.dylib"));
+        assert_eq!(pick_library(["README"]), None);
+    }
 }

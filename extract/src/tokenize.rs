@@ -28,6 +28,21 @@ impl TextTokenizer {
             .map_err(|e| anyhow::anyhow!("cannot tokenize {text:?}: {e}"))?;
         Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
     }
+
+    /// Whether the tokenizer puts special tokens (a BOS) before the text: Gemma's
+    /// and LLaMA's do, Pythia's does not. `mean_skip_first` then drops the BOS
+    /// instead of the first real token.
+    pub fn adds_bos(&self) -> Result<bool> {
+        let probe = "The";
+        let with = self.encode(probe)?;
+        let without = self
+            .inner
+            .encode(probe, false)
+            .map_err(|e| anyhow::anyhow!("cannot tokenize {probe:?}: {e}"))?;
+        let without: Vec<i64> = without.get_ids().iter().map(|&i| i64::from(i)).collect();
+        // Special tokens prepended: the text's own tokens end the sequence.
+        Ok(with.len() > without.len() && with.ends_with(&without))
+    }
 }
 
 /// Fewest tokens a statement needs: the NLL predicts tokens 1.., so it needs 2,

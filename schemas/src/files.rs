@@ -27,3 +27,34 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     }
     Ok(hex::encode(hasher.finalize()))
 }
+
+/// The digest of a dataset's statements as a cache stores them: sha256 (hex) over
+/// `"{statement_id}\t{text}\n"` for each statement in id order (UTF-8). Recorded in the
+/// manifest (`dataset.statements_sha256`) and recomputed by readers.
+pub fn statements_digest<'a>(statements: impl IntoIterator<Item = (u32, &'a str)>) -> String {
+    let mut hasher = Sha256::new();
+    for (id, text) in statements {
+        hasher.update(format!("{id}\t{text}\n").as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Flushes a directory's entries (a rename into it) to disk. Without it a crash of the
+/// machine, not only of the process, could lose a rename that was already reported done.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_digest_is_sha256_of_the_lines() {
+        // printf '0\tHello\n1\tWorld\n' | sha256sum
+        assert_eq!(
+            statements_digest([(0, "Hello"), (1, "World")]),
+            "09236f14af710406ec7f3e4e9d074e63b7ac69c5822b9a4e118293097e983a8c"
+        );
+    }
+}

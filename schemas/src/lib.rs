@@ -19,8 +19,10 @@ pub use contract::{
     SCHEMA_VERSION, STATEMENTS_FILE,
 };
 pub use error::CacheError;
-pub use files::{sha256_file, FileEntry};
-pub use manifest::{DatasetInfo, Manifest, ModelInfo, RunInfo};
+pub use files::{sha256_file, statements_digest, sync_dir, FileEntry};
+pub use manifest::{ChunkInfo, DatasetInfo, Manifest, ModelInfo, ParityInfo, RunInfo};
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
 pub use validate::{validate_cache, ValidCache};
-pub use write::{write_manifest, write_statements, EmbeddingsWriter, StatementRow};
+pub use write::{
+    remove_temp_files, write_json, write_manifest, write_statements, EmbeddingsWriter, StatementRow,
+};

@@ -32,6 +32,16 @@ pub struct ModelInfo {
     pub dtype: String,
     pub onnx_sha256: String,
     pub tokenizer_sha256: String,
+    /// sha256 of every file of the model directory that extract read (graph, external
+    /// weights, tokenizer, config), by file name: two checkpoints of one size can share
+    /// a byte-identical `model.onnx` and differ only in `model.onnx.data`.
+    /// Empty in caches written before it was recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    /// Whether the tokenizer puts a special token (BOS) before every statement, so
+    /// that `mean_skip_first` drops it rather than a real token. Null when unknown.
+    #[serde(default)]
+    pub adds_bos: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +52,11 @@ pub struct DatasetInfo {
     pub categories: Vec<String>,
     pub n_pairs: u32,
     pub n_statements: u32,
+    /// [`crate::statements_digest`] of the statements, so a reader can tell that
+    /// `statements.parquet` holds this dataset's texts in this order even when the
+    /// file's own sha256 in `files` was rewritten. Null in older caches.
+    #[serde(default)]
+    pub statements_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,10 +65,45 @@ pub struct RunInfo {
     pub onnxruntime_version: String,
     pub execution_provider: String,
     pub device_name: String,
+    /// Most statements per forward pass.
     pub batch_size: u32,
+    /// Most tokens per forward pass (padding included), when batches were cut by tokens.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
     pub poolings: Vec<String>,
     pub started: String,
     pub finished: Option<String>,
+    /// The parity pre-check on export.json's probes. Null in older caches.
+    #[serde(default)]
+    pub parity: Option<ParityInfo>,
+    /// Each chunk of statements and the run that made it: a resumed extraction can
+    /// combine chunks of several runs. Empty in older caches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkInfo>,
+}
+
+/// What extract's parity pre-check saw (see `extract/src/parity.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParityInfo {
+    pub n_probes: usize,
+    /// The bound each relative error was held to: the dtype's bound times the slack.
+    pub bound: f64,
+    pub slack: f64,
+    pub max_embedding_error: f64,
+    pub max_nll_error: f64,
+}
+
+/// One chunk of a cache's statements and how it was computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkInfo {
+    pub index: u32,
+    pub n_statements: u32,
+    pub execution_provider: String,
+    pub device_name: String,
+    pub batch_size: u32,
+    /// The token budget per batch, when batches were cut by tokens.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
 }
 
 impl Manifest {

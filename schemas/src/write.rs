@@ -1,5 +1,7 @@
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -12,8 +14,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::{
-    embeddings_schema, sha256_file, statements_schema, CacheError, FileEntry, Manifest, Pooling,
-    Side,
+    embeddings_schema, sha256_file, statements_schema, sync_dir, CacheError, FileEntry, Manifest,
+    Pooling, Side,
 };
 
 /// One statement's row in `statements.parquet`.
@@ -40,17 +42,49 @@ impl StatementRow {
 }
 
 /// Files are written beside their final name and renamed into place, so a
-/// reader never sees a half-written file under the real name.
+/// reader never sees a half-written file under the real name. The temp name is
+/// unique to this process and write (`<name>.<pid>-<n>.tmp`): a fixed name would
+/// let two writers truncate each other's file.
 fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".{}-{n}{TEMP_SUFFIX}", std::process::id()));
     path.with_file_name(name)
+}
+
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes temp files left in `dir` by writers that were killed. Only call it
+/// while holding the folder's lock: another live writer's temp files look the same.
+pub fn remove_temp_files(dir: &Path) -> Result<usize, CacheError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| CacheError::new(dir, format!("cannot list: {e}")))?;
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let is_temp = entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX);
+        if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| CacheError::new(entry.path(), format!("cannot remove: {e}")))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Renames a finished, synced temp file into place and syncs the directory, so
+/// that once this returns the file is on disk under its final name.
+fn rename_durably(tmp: &Path, path: &Path) -> Result<(), CacheError> {
+    std::fs::rename(tmp, path)
+        .map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    sync_dir(dir.unwrap_or(Path::new(".")))
+        .map_err(|e| CacheError::new(path, format!("cannot sync its folder: {e}")))
 }
 
 /// Renames the finished temp file into place and describes it for the manifest.
 fn commit(tmp: &Path, path: &Path, rows: u64) -> Result<FileEntry, CacheError> {
-    std::fs::rename(tmp, path)
-        .map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))?;
+    rename_durably(tmp, path)?;
     let bytes = std::fs::metadata(path)
         .map_err(|e| CacheError::new(path, e.to_string()))?
         .len();
@@ -125,7 +159,9 @@ pub fn write_statements(path: &Path, rows: &[StatementRow]) -> Result<FileEntry,
         close_writer(writer, &tmp)
     });
     match result {
-        Ok(()) => commit(&tmp, path, rows.len() as u64),
+        Ok(()) => commit(&tmp, path, rows.len() as u64).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        }),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(e)
@@ -222,8 +258,11 @@ impl EmbeddingsWriter {
 
     pub fn finish(mut self) -> Result<FileEntry, CacheError> {
         let writer = self.writer.take().expect("writer is open until finish");
-        close_writer(writer, &self.tmp)?;
-        commit(&self.tmp, &self.path, self.rows)
+        close_writer(writer, &self.tmp)
+            .and_then(|()| commit(&self.tmp, &self.path, self.rows))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&self.tmp);
+            })
     }
 }
 
@@ -235,13 +274,26 @@ impl Drop for EmbeddingsWriter {
     }
 }
 
-/// Writes `manifest.json` atomically.
+/// Writes `manifest.json` atomically and durably.
 pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), CacheError> {
+    write_json(path, manifest)
+}
+
+/// Writes a JSON file atomically and durably: synced, renamed, folder synced.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), CacheError> {
     let tmp = temp_path(path);
     let text =
-        serde_json::to_string_pretty(manifest).map_err(|e| CacheError::new(path, e.to_string()))?;
-    std::fs::write(&tmp, text + "\n")
-        .map_err(|e| CacheError::new(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| CacheError::new(path, format!("cannot move into place: {e}")))
+        serde_json::to_string_pretty(value).map_err(|e| CacheError::new(path, e.to_string()))?;
+    let written = File::create(&tmp).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CacheError::new(&tmp, format!("cannot write: {e}")));
+    }
+    rename_durably(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }

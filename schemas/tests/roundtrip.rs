@@ -59,6 +59,8 @@ fn write_cache(dir: &Path) -> Manifest {
             dtype: "float32".into(),
             onnx_sha256: "0".repeat(64),
             tokenizer_sha256: "0".repeat(64),
+            files: [("model.onnx".to_string(), "0".repeat(64))].into(),
+            adds_bos: Some(false),
         },
         dataset: DatasetInfo {
             path: "dataset.json".into(),
@@ -66,6 +68,7 @@ fn write_cache(dir: &Path) -> Manifest {
             categories: vec!["alpha".into(), "beta".into()],
             n_pairs: 2,
             n_statements: 4,
+            statements_sha256: None,
         },
         run: RunInfo {
             tool: "test".into(),
@@ -73,9 +76,12 @@ fn write_cache(dir: &Path) -> Manifest {
             execution_provider: "none".into(),
             device_name: "none".into(),
             batch_size: 1,
+            max_tokens: None,
             poolings: poolings.iter().map(|p| p.to_string()).collect(),
             started: "2026-01-01T00:00:00Z".into(),
             finished: Some("2026-01-01T00:00:01Z".into()),
+            parity: None,
+            chunks: Vec::new(),
         },
         files,
     };
@@ -169,4 +175,44 @@ fn wrong_width_and_incomplete_and_missing_are_refused() {
 
     let empty = tempfile::tempdir().unwrap();
     assert!(refusal(empty.path()).contains("not a model cache"));
+}
+
+/// Caches written before `model.files`, `adds_bos`, `statements_sha256`, `parity`
+/// and `chunks` existed still read: the new keys are optional.
+#[test]
+fn an_older_manifest_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_cache(dir.path());
+    let path = dir.path().join(MANIFEST_FILE);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (section, key) in [
+        ("model", "files"),
+        ("model", "adds_bos"),
+        ("dataset", "statements_sha256"),
+        ("run", "max_tokens"),
+        ("run", "parity"),
+        ("run", "chunks"),
+    ] {
+        v[section].as_object_mut().unwrap().remove(key);
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let read = validate_cache(dir.path()).unwrap().manifest;
+    assert!(read.model.files.is_empty() && read.model.adds_bos.is_none());
+    assert_eq!(read.files, manifest.files);
+}
+
+/// Temp files are unique per write and removable once their writer is gone.
+#[test]
+fn temp_files_are_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cache(dir.path());
+    std::fs::write(dir.path().join("embeddings.parquet.999-0.tmp"), b"half").unwrap();
+    assert_eq!(schemas::remove_temp_files(dir.path()).unwrap(), 1);
+    validate_cache(dir.path()).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }

@@ -260,6 +260,8 @@ fn main() -> Result<()> {
                 dtype: "float32".into(),
                 onnx_sha256: "0".repeat(64),
                 tokenizer_sha256: "0".repeat(64),
+                files: Default::default(),
+                adds_bos: Some(false),
             },
             dataset: DatasetInfo {
                 path: format!("synthetic:{}", args.dataset_tag),
@@ -267,6 +269,9 @@ fn main() -> Result<()> {
                 categories: cat_names.clone(),
                 n_pairs: n_pairs as u32,
                 n_statements: n as u32,
+                statements_sha256: Some(schemas::statements_digest(
+                    rows.iter().map(|r| (r.statement_id, r.text.as_str())),
+                )),
             },
             run: RunInfo {
                 tool: format!(
@@ -278,6 +283,7 @@ fn main() -> Result<()> {
                 execution_provider: "synthetic".into(),
                 device_name: "none".into(),
                 batch_size: 0,
+                max_tokens: None,
                 poolings: args
                     .poolings
                     .iter()
@@ -285,6 +291,8 @@ fn main() -> Result<()> {
                     .collect(),
                 started: now.clone(),
                 finished: Some(now),
+                parity: None,
+                chunks: Vec::new(),
             },
             files: [
                 (STATEMENTS_FILE.to_string(), st_entry),
