@@ -1,9 +1,9 @@
 //! Shared helpers of the end-to-end tests (`e2e` lib).
 //!
-//! The binaries must be built first: `cargo build --release --workspace &&
-//! cargo test --release --workspace`.
+//! The tests run the real binaries, which `binary()` builds first with the same
+//! cargo, profile and target folder.
 
-/// Locating binaries, fixtures and `../shared`; running `extract`; reading references.
+/// Locating (and building) binaries, fixtures and the committed data; running `extract`; reading references.
 pub mod extract_support;
 pub use extract_support::*;
 
