@@ -60,7 +60,7 @@ fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
 #[test]
 fn truncated_parquet_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     let emb = cache.join("b/embeddings.parquet");
     let len = std::fs::metadata(&emb).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&emb).unwrap();
@@ -76,7 +76,7 @@ fn truncated_parquet_is_refused() {
 #[test]
 fn tampered_manifest_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     edit_manifest(&cache.join("a"), |v| {
         v["files"]["statements.parquet"]["sha256"] = Value::from("0".repeat(64))
     });
@@ -87,7 +87,7 @@ fn tampered_manifest_is_refused() {
         &["a/statements.parquet", "sha256"],
     );
     let tmp2 = tempfile::tempdir().unwrap();
-    let cache2 = cache_with(tmp2.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache2 = cache_with(tmp2.path(), "a:3:8:1000,b:4:8:2000", &[]);
     std::fs::write(cache2.join("a/manifest.json"), "{ not json").unwrap();
     expect_error(
         &cache2,
@@ -100,7 +100,7 @@ fn tampered_manifest_is_refused() {
 #[test]
 fn missing_layers_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     // The manifest claims one more layer than embeddings.parquet holds.
     edit_manifest(&cache.join("b"), |v| {
         let n = v["model"]["n_layers"].as_u64().unwrap() + 1;
@@ -119,12 +119,12 @@ fn missing_layers_are_refused() {
 #[test]
 fn mixed_datasets_need_the_flag() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000", &[]);
     synth_cache(
         &cache,
         &[
             "--models",
-            "b:4:8:20",
+            "b:4:8:2000",
             "--categories",
             "5,4,6",
             "--seed",
@@ -150,7 +150,7 @@ fn mixed_datasets_need_the_flag() {
 #[test]
 fn unknown_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     expect_error(
         &cache,
         &tmp.path().join("out"),
@@ -162,7 +162,7 @@ fn unknown_model_is_refused() {
 #[test]
 fn single_model_gets_results_without_verdict() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     let out = tmp.path().join("out");
     let (ok, stdout, err) = analyze(&cache, &out, &["--models", "b"]);
     assert!(ok, "{err}");
@@ -211,7 +211,7 @@ fn missing_parameter_counts_fall_back_and_say_so() {
 #[test]
 fn export_writes_safetensors() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000", &[]);
     let out = tmp.path().join("st");
     let o = run_cmd(
         &binary("analyze"),
@@ -238,4 +238,119 @@ fn export_writes_safetensors() {
     let meta = meta.metadata().clone().unwrap();
     let cats: Vec<String> = serde_json::from_str(&meta["category"]).unwrap();
     assert_eq!(cats.len(), 30);
+}
+
+#[test]
+fn a_backup_copy_of_a_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    e2e::copy_dir(&cache.join("a"), &cache.join("a-backup"));
+    let err = expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["same model", "a-backup"],
+    );
+    assert!(
+        err.contains(&format!("{} and", cache.join("a").display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_symlinked_model_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    std::os::unix::fs::symlink(cache.join("b"), cache.join("b-link")).unwrap();
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["same folder", "symlink", "b-link"],
+    );
+}
+
+#[test]
+fn a_model_named_twice_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &["--models", "a,a"],
+        &["--models names 'a' twice"],
+    );
+}
+
+#[test]
+fn an_implausible_parameter_count_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    edit_manifest(&cache.join("a"), |v| {
+        v["model"]["n_parameters"] = Value::from(1_000_000_000_000u64)
+    });
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &[
+            "a/manifest.json",
+            "n_parameters = 1000000000000",
+            "implausible",
+        ],
+    );
+}
+
+/// The report says where the order comes from, and notes counts against the shapes.
+#[test]
+fn the_model_order_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    // b is four times wider but its recorded count puts it first.
+    let cache = cache_with(tmp.path(), "a:3:8:5000,b:3:32:4000", &[]);
+    let out = tmp.path().join("out");
+    let (ok, _, err) = analyze(&cache, &out, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("b is ordered before a by n_parameters"),
+        "{err}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("The order comes from `model.n_parameters`"));
+}
+
+fn statements_digest(rows: &[schemas::StatementRow]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut rows: Vec<&schemas::StatementRow> = rows.iter().collect();
+    rows.sort_by_key(|r| r.statement_id);
+    for r in rows {
+        h.update(format!("{}\t{}\n", r.statement_id, r.text).as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+#[test]
+fn statements_that_do_not_match_the_digest_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let st = cache.join("a/statements.parquet");
+    let mut rows = schemas::read_statements(&st).unwrap();
+    let digest = statements_digest(&rows);
+    edit_manifest(&cache.join("a"), |v| {
+        v["dataset"]["statements_sha256"] = Value::from(digest.clone())
+    });
+    let (ok, _, err) = analyze(&cache, &tmp.path().join("out"), &[]);
+    assert!(ok, "the recorded digest matches: {err}");
+    // Another file with the file hash in the manifest fixed to match it.
+    rows[7].text = "a statement from another dataset".into();
+    let entry = schemas::write_statements(&st, &rows).unwrap();
+    edit_manifest(&cache.join("a"), |v| {
+        v["files"]["statements.parquet"] = serde_json::to_value(&entry).unwrap()
+    });
+    expect_error(
+        &cache,
+        &tmp.path().join("out2"),
+        &[],
+        &["a/statements.parquet", "statements_sha256", &digest],
+    );
 }

@@ -177,6 +177,7 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         settings.models.as_deref(),
         settings.allow_mixed_datasets,
     )?;
+    warnings.extend(crate::size::order_notes(&models));
     for m in &models {
         if !m.cache.poolings.contains(&settings.pooling) {
             bail!(

@@ -6,13 +6,17 @@ pub mod analysis;
 pub mod bootstrap;
 pub mod correlation;
 pub mod csv;
+pub mod digest;
 pub mod export;
+pub mod extras;
+pub mod identity;
 pub mod load;
 pub mod pairs;
 pub mod peaks;
 pub mod plots;
 pub mod report;
 pub mod results;
+pub mod size;
 pub mod uniformity;
 
 pub use analysis::{analyze, Analysis, Settings};

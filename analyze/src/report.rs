@@ -192,6 +192,10 @@ pub fn render(a: &Analysis) -> String {
     let _ = writeln!(r, "## Models (ordered by parameter count)\n");
     let _ = writeln!(
         r,
+        "The order comes from `model.n_parameters` in each cache's manifest.json (refused when implausible for the recorded n_layers and hidden_size); a manifest without it is ordered by n_layers·hidden², marked estimated.\n"
+    );
+    let _ = writeln!(
+        r,
         "| Model | Cache folder | Layers | Hidden | Parameters | Dataset sha256 | Extracted on |"
     );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|");
