@@ -240,6 +240,29 @@ fn export_writes_safetensors() {
     assert_eq!(cats.len(), 30);
 }
 
+/// Runs `analyze` with exactly `args`; returns (success, stdout, stderr).
+fn analyze_raw(args: &[&str]) -> (bool, String, String) {
+    let o = run_cmd(&binary("analyze"), args);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The failure contract for a raw run: non-zero exit, one line, no panic, `must_contain`.
+fn expect_raw_error(args: &[&str], must_contain: &[&str]) -> String {
+    let (ok, _, err) = analyze_raw(args);
+    assert!(!ok, "analyze {args:?} should have failed");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    for m in must_contain {
+        assert!(err.contains(m), "message lacks '{m}': {err}");
+    }
+    err
+}
+
 #[test]
 fn a_backup_copy_of_a_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -280,6 +303,44 @@ fn a_model_named_twice_is_refused() {
         &["--models", "a,a"],
         &["--models names 'a' twice"],
     );
+}
+
+#[test]
+fn fewer_than_three_categories_are_refused() {
+    for cats in ["5", "5,4"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        synth_cache(
+            &cache,
+            &["--models", "a:3:8:1000,b:4:8:2000", "--categories", cats],
+        );
+        expect_error(
+            &cache,
+            &tmp.path().join("out"),
+            &[],
+            &["a/manifest.json", "needs at least 3"],
+        );
+        assert!(!tmp.path().join("out").exists());
+    }
+}
+
+#[test]
+fn stability_threshold_must_be_finite_and_positive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("out");
+    let (c, o) = (cache.to_str().unwrap(), out.to_str().unwrap());
+    for v in ["-5", "0", "NaN", "nan", "inf", "-inf", "ten"] {
+        expect_raw_error(
+            &["--cache", c, "--out", o, "--stability-threshold", v],
+            &["--stability-threshold", v],
+        );
+        let eq = format!("--stability-threshold={v}");
+        expect_raw_error(&["--cache", c, "--out", o, &eq], &["--stability-threshold"]);
+    }
+    assert!(!out.exists());
+    let (ok, _, err) = analyze(&cache, &out, &["--stability-threshold", "2.5"]);
+    assert!(ok, "{err}");
 }
 
 #[test]
@@ -352,5 +413,58 @@ fn statements_that_do_not_match_the_digest_are_refused() {
         &tmp.path().join("out2"),
         &[],
         &["a/statements.parquet", "statements_sha256", &digest],
+    );
+}
+
+#[test]
+fn no_permutations_with_many_categories_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "a:3:8:1000,b:4:8:2000",
+            "--categories",
+            "3,3,3,3,3,3,3,3,3",
+        ],
+    );
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &["--permutations", "0"],
+        &["--permutations 0", "9 categories"],
+    );
+    // Up to 8 categories every ordering is used and the flag does not matter.
+    let small = cache_with(&tmp.path().join("small"), "a:3:8:1000,b:4:8:2000", &[]);
+    let (ok, _, err) = analyze(&small, &tmp.path().join("out2"), &["--permutations", "0"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn the_small_n_caveat_depends_on_n() {
+    let tmp = tempfile::tempdir().unwrap();
+    let few = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("out");
+    let (ok, stdout, err) = analyze(&few, &out, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("only 3 categories (df = 1)") && stdout.contains("1/3! = 0.167"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("p-values are weak"), "{stdout}");
+    let many = tmp.path().join("many");
+    let cats = vec!["2"; 40].join(",");
+    synth_cache(
+        &many,
+        &["--models", "a:3:8:1000,b:4:8:2000", "--categories", &cats],
+    );
+    let (ok, stdout, err) = analyze(&many, &tmp.path().join("out2"), &["--permutations", "999"]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("Each r rests on 40 categories (df = 38)")
+            && stdout.contains("1/(999 + 1) = 0.001 (Monte Carlo)")
+            && !stdout.contains("weak"),
+        "{stdout}"
     );
 }
