@@ -468,3 +468,102 @@ fn the_small_n_caveat_depends_on_n() {
         "{stdout}"
     );
 }
+
+#[test]
+fn out_among_the_caches_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let model = tmp.path().join("models/m");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("export.json"), "{}").unwrap();
+    std::fs::write(model.join("model.onnx"), "").unwrap();
+    let c = cache.to_str().unwrap();
+    let cases = [
+        (cache.clone(), "is the --cache folder"),
+        (cache.join("results"), "inside the --cache folder"),
+        (cache.join("a"), "inside the --cache folder"),
+        (tmp.path().to_path_buf(), "holds the --cache folder"),
+        (model.join("results"), "it holds export.json"),
+    ];
+    for (out, want) in &cases {
+        let o = out.to_str().unwrap();
+        expect_raw_error(&["--cache", c, "--out", o], &["--out", want]);
+        expect_raw_error(
+            &[
+                "export",
+                "--format",
+                "safetensors",
+                "--cache",
+                c,
+                "--out",
+                o,
+            ],
+            &["--out", want],
+        );
+    }
+    assert!(!cache.join("results").exists() && !model.join("results").exists());
+    // A folder of the user's own is not replaced either.
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+    expect_raw_error(
+        &["--cache", c, "--out", mine.to_str().unwrap()],
+        &["already holds 'notes.txt'"],
+    );
+    assert!(mine.join("notes.txt").is_file());
+}
+
+/// Entries of `dir` by name.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A write that fails half way (here the file size limit, as a full disk would)
+/// leaves the previous output as it was and no temporary folder.
+#[test]
+fn a_failed_write_leaves_the_previous_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("out");
+    let (ok, _, err) = analyze(&cache, &out, &["--seed", "1"]);
+    assert!(ok, "{err}");
+    let before: Vec<(String, Vec<u8>)> = names(&out)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
+        .collect();
+    assert!(before.len() >= 7, "{before:?}");
+    // SIGXFSZ ignored: writing past `ulimit -f` then fails with EFBIG ("File too large").
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2; exec '{}' --cache '{}' --out '{}' --bootstrap 50 --seed 2",
+        binary("analyze").display(),
+        cache.display(),
+        out.display()
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write") || err.contains("File too large"),
+        "{err}"
+    );
+    let after: Vec<(String, Vec<u8>)> = names(&out)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
+        .collect();
+    assert!(before == after, "the previous output changed");
+    assert_eq!(names(tmp.path()), ["cache", "out"], "leftovers");
+    // A successful rerun replaces it whole.
+    let (ok, _, err) = analyze(&cache, &out, &["--seed", "2"]);
+    assert!(ok, "{err}");
+    assert_eq!(names(tmp.path()), ["cache", "out"]);
+}

@@ -159,7 +159,10 @@ fn main() -> ExitCode {
                 e.models.as_deref(),
                 e.allow_mixed_datasets,
             )
-            .map(|paths| {
+            .map(|(paths, notes)| {
+                for n in notes {
+                    eprintln!("note: {n}");
+                }
                 for p in paths {
                     println!("wrote {}", p.display());
                 }
