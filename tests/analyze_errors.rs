@@ -463,7 +463,7 @@ fn the_small_n_caveat_depends_on_n() {
     assert!(ok, "{err}");
     assert!(
         stdout.contains("Each r rests on 40 categories (df = 38)")
-            && stdout.contains("1/(999 + 1) = 0.001 (Monte Carlo)")
+            && stdout.contains("1/(999 + 1) = 1.0e-3 (Monte Carlo)")
             && !stdout.contains("weak"),
         "{stdout}"
     );

@@ -156,12 +156,20 @@ fn critical_r(n: usize) -> f64 {
 /// attainable permutation p (1/n! exact, 1/(draws + 1) Monte Carlo).
 fn small_n_sentence(a: &Analysis) -> String {
     let n = a.categories.len();
+    // Two significant digits: 1/6! = 1.4e-3 must not read as 0.001.
+    let two = |v: f64| {
+        if v < 0.01 {
+            format!("{v:.1e}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
     let floor = match a.permutation_kind {
-        PermutationKind::Exact => format!("1/{n}! = {}", pv(1.0 / a.n_permutations as f64)),
+        PermutationKind::Exact => format!("1/{n}! = {}", two(1.0 / a.n_permutations as f64)),
         PermutationKind::MonteCarlo => format!(
             "1/({} + 1) = {} (Monte Carlo)",
             a.n_permutations,
-            pv(1.0 / (a.n_permutations + 1) as f64)
+            two(1.0 / (a.n_permutations + 1) as f64)
         ),
     };
     format!(
