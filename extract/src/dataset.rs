@@ -58,13 +58,71 @@ impl<'de> Deserialize<'de> for Categories {
                             "category '{name}' appears twice"
                         )));
                     }
-                    let def = map.next_value::<Value>()?;
+                    let def = map.next_value::<Strict>()?.0;
                     out.push((name, def));
                 }
                 Ok(Categories(out))
             }
         }
         deserializer.deserialize_map(V)
+    }
+}
+
+/// A JSON value whose objects may not repeat a key: serde_json's `Value` keeps the
+/// last of `"pairs": [...], "pairs": [...]` silently, dropping the first list.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Strict, E> {
+                Ok(Strict(Value::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Strict, E> {
+                Ok(Strict(Value::String(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Strict, E> {
+                Ok(Strict(Value::String(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Strict, E> {
+                Ok(Strict(Value::Null))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Strict(v)) = seq.next_element::<Strict>()? {
+                    out.push(v);
+                }
+                Ok(Strict(Value::Array(out)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!(
+                            "key '{key}' appears twice in one object"
+                        )));
+                    }
+                    let Strict(v) = map.next_value::<Strict>()?;
+                    out.insert(key, v);
+                }
+                Ok(Strict(Value::Object(out)))
+            }
+        }
+        deserializer.deserialize_any(V)
     }
 }
 
@@ -333,6 +391,10 @@ mod tests {
             ),
             ("[]".into(), "expected an object mapping category names"),
             ("{\"c\": ".into(), "EOF"),
+            (
+                format!(r#"{{"c": {{"pairs": {two}, "pairs": []}}}}"#),
+                "key 'pairs' appears twice in one object",
+            ),
         ];
         for (json, want) in cases {
             let e = err(&json);
