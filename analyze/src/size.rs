@@ -71,18 +71,14 @@ pub fn order_notes(models: &[ModelCache]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Built from JSON so that keys added to `ModelInfo` later need no change here.
     fn info(n_layers: u32, hidden: u32, n: Option<u64>) -> schemas::ModelInfo {
-        schemas::ModelInfo {
-            id: "m".into(),
-            revision: None,
-            display_name: "m".into(),
-            n_layers,
-            hidden_size: hidden,
-            n_parameters: n,
-            dtype: "float32".into(),
-            onnx_sha256: "0".repeat(64),
-            tokenizer_sha256: "0".repeat(64),
-        }
+        serde_json::from_value(serde_json::json!({
+            "id": "m", "revision": null, "display_name": "m",
+            "n_layers": n_layers, "hidden_size": hidden, "n_parameters": n,
+            "dtype": "float32", "onnx_sha256": "0".repeat(64), "tokenizer_sha256": "0".repeat(64)
+        }))
+        .expect("a valid ModelInfo")
     }
 
     #[test]
