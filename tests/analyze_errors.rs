@@ -60,7 +60,7 @@ fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
 #[test]
 fn truncated_parquet_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     let emb = cache.join("b/embeddings.parquet");
     let len = std::fs::metadata(&emb).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&emb).unwrap();
@@ -76,7 +76,7 @@ fn truncated_parquet_is_refused() {
 #[test]
 fn tampered_manifest_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     edit_manifest(&cache.join("a"), |v| {
         v["files"]["statements.parquet"]["sha256"] = Value::from("0".repeat(64))
     });
@@ -87,7 +87,7 @@ fn tampered_manifest_is_refused() {
         &["a/statements.parquet", "sha256"],
     );
     let tmp2 = tempfile::tempdir().unwrap();
-    let cache2 = cache_with(tmp2.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache2 = cache_with(tmp2.path(), "a:3:8:1000,b:4:8:2000", &[]);
     std::fs::write(cache2.join("a/manifest.json"), "{ not json").unwrap();
     expect_error(
         &cache2,
@@ -100,7 +100,7 @@ fn tampered_manifest_is_refused() {
 #[test]
 fn missing_layers_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     // The manifest claims one more layer than embeddings.parquet holds.
     edit_manifest(&cache.join("b"), |v| {
         let n = v["model"]["n_layers"].as_u64().unwrap() + 1;
@@ -119,12 +119,12 @@ fn missing_layers_are_refused() {
 #[test]
 fn mixed_datasets_need_the_flag() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000", &[]);
     synth_cache(
         &cache,
         &[
             "--models",
-            "b:4:8:20",
+            "b:4:8:2000",
             "--categories",
             "5,4,6",
             "--seed",
@@ -150,7 +150,7 @@ fn mixed_datasets_need_the_flag() {
 #[test]
 fn unknown_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     expect_error(
         &cache,
         &tmp.path().join("out"),
@@ -162,7 +162,7 @@ fn unknown_model_is_refused() {
 #[test]
 fn single_model_gets_results_without_verdict() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10,b:4:8:20", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
     let out = tmp.path().join("out");
     let (ok, stdout, err) = analyze(&cache, &out, &["--models", "b"]);
     assert!(ok, "{err}");
@@ -211,7 +211,7 @@ fn missing_parameter_counts_fall_back_and_say_so() {
 #[test]
 fn export_writes_safetensors() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = cache_with(tmp.path(), "a:3:8:10", &[]);
+    let cache = cache_with(tmp.path(), "a:3:8:1000", &[]);
     let out = tmp.path().join("st");
     let o = run_cmd(
         &binary("analyze"),
@@ -238,4 +238,332 @@ fn export_writes_safetensors() {
     let meta = meta.metadata().clone().unwrap();
     let cats: Vec<String> = serde_json::from_str(&meta["category"]).unwrap();
     assert_eq!(cats.len(), 30);
+}
+
+/// Runs `analyze` with exactly `args`; returns (success, stdout, stderr).
+fn analyze_raw(args: &[&str]) -> (bool, String, String) {
+    let o = run_cmd(&binary("analyze"), args);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The failure contract for a raw run: non-zero exit, one line, no panic, `must_contain`.
+fn expect_raw_error(args: &[&str], must_contain: &[&str]) -> String {
+    let (ok, _, err) = analyze_raw(args);
+    assert!(!ok, "analyze {args:?} should have failed");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    for m in must_contain {
+        assert!(err.contains(m), "message lacks '{m}': {err}");
+    }
+    err
+}
+
+#[test]
+fn a_backup_copy_of_a_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    e2e::copy_dir(&cache.join("a"), &cache.join("a-backup"));
+    let err = expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["same model", "a-backup"],
+    );
+    assert!(
+        err.contains(&format!("{} and", cache.join("a").display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_symlinked_model_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    std::os::unix::fs::symlink(cache.join("b"), cache.join("b-link")).unwrap();
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["same folder", "symlink", "b-link"],
+    );
+}
+
+#[test]
+fn a_model_named_twice_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &["--models", "a,a"],
+        &["--models names 'a' twice"],
+    );
+}
+
+#[test]
+fn fewer_than_three_categories_are_refused() {
+    for cats in ["5", "5,4"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        synth_cache(
+            &cache,
+            &["--models", "a:3:8:1000,b:4:8:2000", "--categories", cats],
+        );
+        expect_error(
+            &cache,
+            &tmp.path().join("out"),
+            &[],
+            &["a/manifest.json", "needs at least 3"],
+        );
+        assert!(!tmp.path().join("out").exists());
+    }
+}
+
+#[test]
+fn stability_threshold_must_be_finite_and_positive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("out");
+    let (c, o) = (cache.to_str().unwrap(), out.to_str().unwrap());
+    for v in ["-5", "0", "NaN", "nan", "inf", "-inf", "ten"] {
+        expect_raw_error(
+            &["--cache", c, "--out", o, "--stability-threshold", v],
+            &["--stability-threshold", v],
+        );
+        let eq = format!("--stability-threshold={v}");
+        expect_raw_error(&["--cache", c, "--out", o, &eq], &["--stability-threshold"]);
+    }
+    assert!(!out.exists());
+    let (ok, _, err) = analyze(&cache, &out, &["--stability-threshold", "2.5"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn an_implausible_parameter_count_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    edit_manifest(&cache.join("a"), |v| {
+        v["model"]["n_parameters"] = Value::from(1_000_000_000_000u64)
+    });
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &[
+            "a/manifest.json",
+            "n_parameters = 1000000000000",
+            "implausible",
+        ],
+    );
+}
+
+/// The report says where the order comes from, and notes counts against the shapes.
+#[test]
+fn the_model_order_is_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    // b is four times wider but its recorded count puts it first.
+    let cache = cache_with(tmp.path(), "a:3:8:5000,b:3:32:4000", &[]);
+    let out = tmp.path().join("out");
+    let (ok, _, err) = analyze(&cache, &out, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("b is ordered before a by n_parameters"),
+        "{err}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("The order comes from `model.n_parameters`"));
+}
+
+fn statements_digest(rows: &[schemas::StatementRow]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut rows: Vec<&schemas::StatementRow> = rows.iter().collect();
+    rows.sort_by_key(|r| r.statement_id);
+    for r in rows {
+        h.update(format!("{}\t{}\n", r.statement_id, r.text).as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+#[test]
+fn statements_that_do_not_match_the_digest_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let st = cache.join("a/statements.parquet");
+    let mut rows = schemas::read_statements(&st).unwrap();
+    let digest = statements_digest(&rows);
+    edit_manifest(&cache.join("a"), |v| {
+        v["dataset"]["statements_sha256"] = Value::from(digest.clone())
+    });
+    let (ok, _, err) = analyze(&cache, &tmp.path().join("out"), &[]);
+    assert!(ok, "the recorded digest matches: {err}");
+    // Another file with the file hash in the manifest fixed to match it.
+    rows[7].text = "a statement from another dataset".into();
+    let entry = schemas::write_statements(&st, &rows).unwrap();
+    edit_manifest(&cache.join("a"), |v| {
+        v["files"]["statements.parquet"] = serde_json::to_value(&entry).unwrap()
+    });
+    expect_error(
+        &cache,
+        &tmp.path().join("out2"),
+        &[],
+        &["a/statements.parquet", "statements_sha256", &digest],
+    );
+}
+
+#[test]
+fn no_permutations_with_many_categories_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "a:3:8:1000,b:4:8:2000",
+            "--categories",
+            "3,3,3,3,3,3,3,3,3",
+        ],
+    );
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &["--permutations", "0"],
+        &["--permutations 0", "9 categories"],
+    );
+    // Up to 8 categories every ordering is used and the flag does not matter.
+    let small = cache_with(&tmp.path().join("small"), "a:3:8:1000,b:4:8:2000", &[]);
+    let (ok, _, err) = analyze(&small, &tmp.path().join("out2"), &["--permutations", "0"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn the_small_n_caveat_depends_on_n() {
+    let tmp = tempfile::tempdir().unwrap();
+    let few = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("out");
+    let (ok, stdout, err) = analyze(&few, &out, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("only 3 categories (df = 1)") && stdout.contains("1/3! = 0.167"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("p-values are weak"), "{stdout}");
+    let many = tmp.path().join("many");
+    let cats = vec!["2"; 40].join(",");
+    synth_cache(
+        &many,
+        &["--models", "a:3:8:1000,b:4:8:2000", "--categories", &cats],
+    );
+    let (ok, stdout, err) = analyze(&many, &tmp.path().join("out2"), &["--permutations", "999"]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("Each r rests on 40 categories (df = 38)")
+            && stdout.contains("1/(999 + 1) = 1.0e-3 (Monte Carlo)")
+            && !stdout.contains("weak"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn out_among_the_caches_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let model = tmp.path().join("models/m");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("export.json"), "{}").unwrap();
+    std::fs::write(model.join("model.onnx"), "").unwrap();
+    let c = cache.to_str().unwrap();
+    let cases = [
+        (cache.clone(), "is the --cache folder"),
+        (cache.join("results"), "inside the --cache folder"),
+        (cache.join("a"), "inside the --cache folder"),
+        (tmp.path().to_path_buf(), "holds the --cache folder"),
+        (model.join("results"), "it holds export.json"),
+    ];
+    for (out, want) in &cases {
+        let o = out.to_str().unwrap();
+        expect_raw_error(&["--cache", c, "--out", o], &["--out", want]);
+        expect_raw_error(
+            &[
+                "export",
+                "--format",
+                "safetensors",
+                "--cache",
+                c,
+                "--out",
+                o,
+            ],
+            &["--out", want],
+        );
+    }
+    assert!(!cache.join("results").exists() && !model.join("results").exists());
+    // A folder of the user's own is not replaced either.
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+    expect_raw_error(
+        &["--cache", c, "--out", mine.to_str().unwrap()],
+        &["already holds 'notes.txt'"],
+    );
+    assert!(mine.join("notes.txt").is_file());
+}
+
+/// Entries of `dir` by name.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A write that fails half way (here the file size limit, as a full disk would)
+/// leaves the previous output as it was and no temporary folder.
+#[test]
+fn a_failed_write_leaves_the_previous_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("out");
+    let (ok, _, err) = analyze(&cache, &out, &["--seed", "1"]);
+    assert!(ok, "{err}");
+    let before: Vec<(String, Vec<u8>)> = names(&out)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
+        .collect();
+    assert!(before.len() >= 7, "{before:?}");
+    // SIGXFSZ ignored: writing past `ulimit -f` then fails with EFBIG ("File too large").
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2; exec '{}' --cache '{}' --out '{}' --bootstrap 50 --seed 2",
+        binary("analyze").display(),
+        cache.display(),
+        out.display()
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write") || err.contains("File too large"),
+        "{err}"
+    );
+    let after: Vec<(String, Vec<u8>)> = names(&out)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(out.join(&n)).unwrap()))
+        .collect();
+    assert!(before == after, "the previous output changed");
+    assert_eq!(names(tmp.path()), ["cache", "out"], "leftovers");
+    // A successful rerun replaces it whole.
+    let (ok, _, err) = analyze(&cache, &out, &["--seed", "2"]);
+    assert!(ok, "{err}");
+    assert_eq!(names(tmp.path()), ["cache", "out"]);
 }

@@ -70,7 +70,16 @@ fn malformed_dataset_names_file_and_location() {
         tmp.path(),
         "{\"cat\": {\"pairs\": [[\"a\", \"b\"],\n  [\"c\"]]}}",
     );
-    fails(&fixture("tiny-a"), &p, &[], &["bad-dataset.json", "line 2"]);
+    fails(
+        &fixture("tiny-a"),
+        &p,
+        &[],
+        &[
+            "bad-dataset.json",
+            "category 'cat' pair 1",
+            "exactly [A, B]",
+        ],
+    );
     let p = dataset_file(tmp.path(), "{\"cat\": {\"pairs\": [[\"a\", \"b\"]");
     fails(&fixture("tiny-a"), &p, &[], &["bad-dataset.json", "EOF"]);
 }
@@ -102,7 +111,7 @@ fn category_without_pairs_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let p = dataset_file(
         tmp.path(),
-        r#"{"good": {"pairs": [["Water is wet", "Water is dry"]]}, "hollow": {"description": "x", "pairs": []}}"#,
+        r#"{"good": {"pairs": [["Water is wet", "Water is dry"], ["Ice is cold", "Ice is hot"]]}, "hollow": {"description": "x", "pairs": []}}"#,
     );
     fails(&fixture("tiny-a"), &p, &[], &["'hollow' has no pairs"]);
 }
@@ -112,13 +121,15 @@ fn statement_too_short() {
     let tmp = tempfile::tempdir().unwrap();
     let p = dataset_file(
         tmp.path(),
-        r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["The sky is blue", ""]]}}"#,
+        r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["The sky is blue", "The"]]}}"#,
     );
+    // An empty statement is refused with the dataset (dataset_shape_errors_...); a
+    // one-token one only once tokenized.
     fails(
         &fixture("tiny-a"),
         &p,
         &[],
-        &["statement 3", "0 token", "NLL needs at least 2"],
+        &["statement 3", "1 token", "NLL needs at least 2"],
     );
 }
 
@@ -128,7 +139,9 @@ fn statement_longer_than_context() {
     let long = "the river was cold this morning ".repeat(200);
     let p = dataset_file(
         tmp.path(),
-        &format!(r#"{{"c": {{"pairs": [["{long}", "Water is dry"]]}}}}"#),
+        &format!(
+            r#"{{"c": {{"pairs": [["{long}", "Water is dry"], ["Ice is cold", "Ice is hot"]]}}}}"#
+        ),
     );
     fails(
         &fixture("tiny-a"),
@@ -299,4 +312,74 @@ fn existing_cache_of_other_inputs_is_refused() {
         std::fs::read(tmp.path().join(NAME).join(schemas::MANIFEST_FILE)).unwrap()
     );
     schemas::validate_cache(&tmp.path().join(NAME)).unwrap();
+}
+
+/// Dataset shapes that would make a cache `analyze` refuses, or that serde reports
+/// by position only: refused before any model work, naming the category and pair.
+#[test]
+fn dataset_shape_errors_name_category_and_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let two = r#"[["Water is wet", "Water is dry"], ["Ice is cold", "Ice is hot"]]"#;
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!(r#"{{"good": {{"pairs": {two}}}, "lonely": {{"pairs": [["Snow is white", "Snow is black"]]}}}}"#),
+            vec!["category 'lonely' has 1 pair", "at least 2 pairs"],
+        ),
+        (
+            format!(r#"{{"good": {{"pairs": {two}}}, "": {{"pairs": {two}}}}}"#),
+            vec!["category name is empty"],
+        ),
+        (
+            r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["Ice is cold", "Ice is hot", "Ice is warm"]]}}"#.to_string(),
+            vec!["category 'c' pair 1", "has 3 elements", "a pair is exactly [A, B]"],
+        ),
+        (
+            r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["Ice is cold", 3]]}}"#.to_string(),
+            vec!["category 'c' pair 1", "side B is a number", "a statement is a string"],
+        ),
+        (
+            r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["Ice is cold", "  "]]}}"#.to_string(),
+            vec!["category 'c' pair 1", "side B is an empty statement"],
+        ),
+        (
+            format!(r#"{{"c": {{"pairs": {two}}}, "c": {{"pairs": {two}}}}}"#),
+            vec!["category 'c' appears twice"],
+        ),
+        (
+            format!(r#"[{{"c": {{"pairs": {two}}}}}]"#),
+            vec!["expected an object mapping category names"],
+        ),
+        (String::new(), vec!["the dataset file is empty"]),
+    ];
+    for (text, expect) in cases {
+        let p = dataset_file(tmp.path(), &text);
+        let mut all = vec!["bad-dataset.json"];
+        all.extend(expect);
+        fails(&fixture("tiny-a"), &p, &[], &all);
+    }
+}
+
+/// A UTF-8 byte order mark (Notepad, Excel) is skipped; the recorded sha256 is still
+/// that of the file's bytes.
+#[test]
+fn dataset_with_a_byte_order_mark_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(std::fs::read(demo_dataset()).unwrap());
+    let p = tmp.path().join("bom-dataset.json");
+    std::fs::write(&p, &bytes).unwrap();
+    let out = extract_cpu(
+        &fixture("tiny-a"),
+        &p,
+        tmp.path(),
+        NAME,
+        &["--poolings", "mean"],
+    );
+    e2e::assert_ok(&out, "dataset with a BOM");
+    let m = schemas::validate_cache(&tmp.path().join(NAME))
+        .unwrap()
+        .manifest;
+    use sha2::Digest;
+    assert_eq!(m.dataset.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(m.dataset.categories.len(), 6);
 }

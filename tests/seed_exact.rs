@@ -140,7 +140,7 @@ fn check(step: &str, pooling: &str) {
         &cache,
         &[
             "--models",
-            "tiny-s:6:24:1000,tiny-m:8:40:8000,tiny-l:12:56:30000,tiny-xl:13:64:90000",
+            "tiny-s:6:24:50000,tiny-m:8:40:180000,tiny-l:12:56:500000,tiny-xl:13:64:700000",
             "--categories",
             "30,20,50,50,50,30",
             "--seed",

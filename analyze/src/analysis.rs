@@ -12,7 +12,9 @@ use schemas::Pooling;
 use serde::Serialize;
 
 use crate::bootstrap::{bootstrap_r, percentile, BootInput, Resamples};
-use crate::correlation::{holm, leave_one_out, pearson, spearman, PermutationKind, Permutations};
+use crate::correlation::{
+    holm, leave_one_out, pearson, spearman, PermutationKind, Permutations, MAX_EXACT,
+};
 use crate::load::{discover, read_layer, read_statements, ModelCache, Statements};
 use crate::pairs::pair_level;
 use crate::peaks::{
@@ -168,6 +170,33 @@ struct Loaded {
     grams: Vec<Vec<Vec<CategoryGram>>>,
 }
 
+/// Fewer categories leave r undefined (1), or ±1 by construction (2): no verdict
+/// can rest on them.
+pub const MIN_CATEGORIES: usize = 3;
+
+/// The refusals that depend on the dataset rather than on one cache: too few
+/// categories, and Monte Carlo permutations asked with no draws.
+fn check_design(models: &[ModelCache], settings: &Settings) -> Result<()> {
+    let m = &models[0];
+    let cats = &m.manifest().dataset.categories;
+    if cats.len() < MIN_CATEGORIES {
+        bail!(
+            "{}: the dataset has {} categor{} ({}); r across categories needs at least {MIN_CATEGORIES} (with 2 it is ±1 by construction); extract with a dataset of {MIN_CATEGORIES} or more categories",
+            m.cache.dir.join(schemas::MANIFEST_FILE).display(),
+            cats.len(),
+            if cats.len() == 1 { "y" } else { "ies" },
+            cats.join(", ")
+        );
+    }
+    if cats.len() > MAX_EXACT && settings.permutations == 0 {
+        bail!(
+            "--permutations 0: with {} categories (more than {MAX_EXACT}) permutation p-values are Monte Carlo and need draws; pass --permutations 1000 or more (default 10000)",
+            cats.len()
+        );
+    }
+    Ok(())
+}
+
 pub fn analyze(settings: &Settings) -> Result<Analysis> {
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
@@ -177,6 +206,8 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         settings.models.as_deref(),
         settings.allow_mixed_datasets,
     )?;
+    check_design(&models, settings)?;
+    warnings.extend(crate::size::order_notes(&models));
     for m in &models {
         if !m.cache.poolings.contains(&settings.pooling) {
             bail!(

@@ -107,7 +107,10 @@ pub fn all_permutations(n: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// Orderings to test against: all n! for n <= 8, else `draws` seeded shuffles.
+/// Up to this many categories every ordering is tested (8! = 40320), beyond it Monte Carlo.
+pub const MAX_EXACT: usize = 8;
+
+/// Orderings to test against: all n! for n <= MAX_EXACT, else `draws` seeded shuffles.
 pub struct Permutations {
     pub kind: PermutationKind,
     pub orders: Vec<Vec<usize>>,
@@ -115,7 +118,7 @@ pub struct Permutations {
 
 impl Permutations {
     pub fn new(n: usize, draws: usize, seed: u64) -> Self {
-        if n <= 8 {
+        if n <= MAX_EXACT {
             Self {
                 kind: PermutationKind::Exact,
                 orders: all_permutations(n),

@@ -6,29 +6,33 @@ pub mod analysis;
 pub mod bootstrap;
 pub mod correlation;
 pub mod csv;
+pub mod digest;
 pub mod export;
+pub mod extras;
+pub mod identity;
 pub mod load;
+pub mod output;
 pub mod pairs;
 pub mod peaks;
 pub mod plots;
 pub mod report;
 pub mod results;
+pub mod size;
 pub mod uniformity;
 
 pub use analysis::{analyze, Analysis, Settings};
 
-/// Runs the analysis and writes every output into `settings.out`.
+/// Runs the analysis and writes every output into `settings.out`, all or nothing
+/// (see `output`); notes on the way out join the analysis' warnings.
 pub fn run(settings: &Settings) -> anyhow::Result<Analysis> {
-    let a = analyze(settings)?;
-    std::fs::create_dir_all(&settings.out).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: cannot create output folder: {e}",
-            settings.out.display()
-        )
+    output::check(&settings.out, &settings.cache, output::Kind::Analysis)?;
+    let mut a = analyze(settings)?;
+    let ((), notes) = output::write_atomically(&settings.out, output::Kind::Analysis, |dir| {
+        results::write(&a, dir)?;
+        csv::write(&a, dir)?;
+        report::write(&a, dir)?;
+        plots::write(&a, dir)
     })?;
-    results::write(&a, &settings.out)?;
-    csv::write(&a, &settings.out)?;
-    report::write(&a, &settings.out)?;
-    plots::write(&a, &settings.out)?;
+    a.warnings.extend(notes);
     Ok(a)
 }

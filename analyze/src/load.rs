@@ -18,6 +18,8 @@ pub struct ModelCache {
     pub size: u64,
     /// True when the manifest gave no parameter count and `n_layers * hidden^2` stands in.
     pub size_estimated: bool,
+    /// Manifest keys newer than the `schemas` structs (digest, model files).
+    pub extras: crate::extras::Extras,
 }
 
 impl ModelCache {
@@ -35,8 +37,9 @@ impl ModelCache {
     }
 }
 
-/// Finds the model directories under `cache` (or the named ones), validates each
-/// and orders them by parameter count.
+/// Finds the model directories under `cache` (or the named ones), validates each,
+/// refuses one model counted twice (`identity`) and implausible sizes (`size`), and
+/// orders them by parameter count.
 pub fn discover(
     cache: &Path,
     only: Option<&[String]>,
@@ -63,6 +66,7 @@ pub fn discover(
     }
     dirs.sort();
     if let Some(only) = only {
+        crate::identity::check_names(only)?;
         let mut chosen = Vec::new();
         for want in only {
             match dirs.iter().find(|(n, _)| n == want) {
@@ -85,6 +89,7 @@ pub fn discover(
             cache.display()
         );
     }
+    crate::identity::check_same_folders(&dirs)?;
     // Validation hashes every file; models are independent, so check them in parallel
     // and report the first failure in folder order.
     let checked: Vec<Result<ValidCache>> = dirs
@@ -94,21 +99,19 @@ pub fn discover(
     let mut models = Vec::new();
     for ((name, _), cache) in dirs.into_iter().zip(checked) {
         let cache = cache?;
-        let m = &cache.manifest.model;
-        let (size, size_estimated) = match m.n_parameters {
-            Some(n) => (n, false),
-            None => (
-                u64::from(m.n_layers) * u64::from(m.hidden_size).pow(2),
-                true,
-            ),
-        };
+        let manifest_path = cache.dir.join(schemas::MANIFEST_FILE);
+        let (size, size_estimated) =
+            crate::size::size_for_ordering(&manifest_path, &cache.manifest.model)?;
+        let extras = crate::extras::read(&cache.dir)?;
         models.push(ModelCache {
             name,
             cache,
             size,
             size_estimated,
+            extras,
         });
     }
+    crate::identity::check_same_weights(&models)?;
     let first = &models[0];
     for m in &models[1..] {
         let (a, b) = (&first.manifest().dataset, &m.manifest().dataset);
@@ -227,6 +230,13 @@ pub fn read_statements(model: &ModelCache) -> Result<Statements> {
         .map_err(err)?
         .into_no_null_iter()
         .collect();
+
+    let rows: Vec<(u32, &str)> = ids
+        .iter()
+        .copied()
+        .zip(text.iter().map(String::as_str))
+        .collect();
+    crate::digest::check(&path, model.extras.statements_sha256.as_deref(), &rows)?;
 
     let categories = model.manifest().dataset.categories.clone();
     let mut sides: Vec<BTreeMap<u32, SidesOfPair>> = vec![BTreeMap::new(); categories.len()];

@@ -53,7 +53,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Peak-position std (points of % depth) below which peaks count as stable (the seed's 10).
-    #[arg(long, default_value_t = 10.0)]
+    // allow_hyphen_values: `--stability-threshold -5` (or -inf) reaches the parser and
+    // is refused with its reason rather than read as an unknown flag `-5`.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_finite, allow_hyphen_values = true)]
     stability_threshold: f64,
     /// Compare models extracted from different datasets (different dataset sha256).
     #[arg(long)]
@@ -85,6 +87,19 @@ struct ExportArgs {
     allow_mixed_datasets: bool,
 }
 
+/// `--stability-threshold`: a std of peak positions is >= 0, so a threshold <= 0 or
+/// NaN always says "shifts" and infinity always "stable".
+fn positive_finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of depth points, e.g. 10".to_string())?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err("must be a finite number > 0 (points of % depth; the seed used 10)".into());
+    }
+    Ok(v)
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = analyze::Settings {
         cache: args.cache.expect("required by clap"),
@@ -108,8 +123,34 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses the command line; a usage error becomes one line (clap's first line, which
+/// names the flag and the problem) and exit status 2; help and version print as usual.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error");
+            eprintln!("{first} (see analyze --help)");
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result = match cli.command {
         Some(Command::Export(e)) => match e.format {
             Format::Safetensors => analyze::export::export_safetensors(
@@ -118,7 +159,10 @@ fn main() -> ExitCode {
                 e.models.as_deref(),
                 e.allow_mixed_datasets,
             )
-            .map(|paths| {
+            .map(|(paths, notes)| {
+                for n in notes {
+                    eprintln!("note: {n}");
+                }
                 for p in paths {
                     println!("wrote {}", p.display());
                 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::analysis::{Analysis, PoolingResult, StabilityBootstrap};
+use crate::correlation::PermutationKind;
 
 fn f3(v: f64) -> String {
     if v.is_finite() {
@@ -130,13 +131,58 @@ pub fn answer_paragraph(a: &Analysis) -> String {
             st.share_stable * 100.0
         );
     }
-    let _ = write!(
-        s,
-        ". Each r rests on only {} categories (df = {}), so single-layer p-values are weak; see the Holm-corrected and permutation p-values below.",
-        a.categories.len(),
-        a.categories.len().saturating_sub(2)
-    );
+    let _ = write!(s, ". {}", small_n_sentence(a));
     s
+}
+
+/// Below this many categories a single layer's r says little (|r| > 0.63 is needed
+/// for p < 0.05 at n = 10), and the report says so.
+const FEW_CATEGORIES: usize = 10;
+
+/// |r| needed for a two-sided p < 0.05 over `n` points (t with n - 2 df).
+fn critical_r(n: usize) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let df = n.saturating_sub(2) as f64;
+    match StudentsT::new(0.0, 1.0, df) {
+        Ok(t) => {
+            let t = t.inverse_cdf(0.975);
+            t / (df + t * t).sqrt()
+        }
+        Err(_) => f64::NAN,
+    }
+}
+
+/// What n categories allow: the |r| a single layer needs and the smallest
+/// attainable permutation p (1/n! exact, 1/(draws + 1) Monte Carlo).
+fn small_n_sentence(a: &Analysis) -> String {
+    let n = a.categories.len();
+    // Two significant digits: 1/6! = 1.4e-3 must not read as 0.001.
+    let two = |v: f64| {
+        if v < 0.01 {
+            format!("{v:.1e}")
+        } else {
+            format!("{v:.3}")
+        }
+    };
+    let floor = match a.permutation_kind {
+        PermutationKind::Exact => format!("1/{n}! = {}", two(1.0 / a.n_permutations as f64)),
+        PermutationKind::MonteCarlo => format!(
+            "1/({} + 1) = {} (Monte Carlo)",
+            a.n_permutations,
+            two(1.0 / (a.n_permutations + 1) as f64)
+        ),
+    };
+    format!(
+        "Each r rests on {}{n} categories (df = {}): at one layer |r| must exceed {:.3} for p < 0.05, and the smallest attainable permutation p is {floor}{}; see the Holm-corrected and permutation p-values below.",
+        if n < FEW_CATEGORIES { "only " } else { "" },
+        n.saturating_sub(2),
+        critical_r(n),
+        if n < FEW_CATEGORIES {
+            ", so single-layer p-values are weak"
+        } else {
+            ""
+        }
+    )
 }
 
 fn seed_interpretation(p: &PoolingResult) -> String {
@@ -190,6 +236,10 @@ pub fn render(a: &Analysis) -> String {
     }
 
     let _ = writeln!(r, "## Models (ordered by parameter count)\n");
+    let _ = writeln!(
+        r,
+        "The order comes from `model.n_parameters` in each cache's manifest.json (refused when implausible for the recorded n_layers and hidden_size); a manifest without it is ordered by n_layers·hidden², marked estimated.\n"
+    );
     let _ = writeln!(
         r,
         "| Model | Cache folder | Layers | Hidden | Parameters | Dataset sha256 | Extracted on |"
@@ -279,8 +329,8 @@ pub fn render(a: &Analysis) -> String {
         r,
         "r and p: Pearson over categories (seed-exact). p Holm: Holm-corrected across this model's layers. perm p: {} permutation p ({} orderings of the category preferences). CI: 2.5–97.5 percentile of {} stratified pair-bootstrap resamples. LOCO: range of r with one category left out. pair r: Pearson over pairs (n = {}) of the centroid asymmetry with the pair's preference.\n",
         match a.permutation_kind {
-            crate::correlation::PermutationKind::Exact => "exact",
-            crate::correlation::PermutationKind::MonteCarlo => "Monte Carlo",
+            PermutationKind::Exact => "exact",
+            PermutationKind::MonteCarlo => "Monte Carlo",
         },
         a.n_permutations,
         a.settings.bootstrap,
@@ -381,4 +431,16 @@ pub fn render(a: &Analysis) -> String {
 pub fn write(a: &Analysis, out: &Path) -> Result<()> {
     let path = out.join("report.md");
     std::fs::write(&path, render(a)).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::critical_r;
+
+    #[test]
+    fn critical_r_matches_the_tables() {
+        // Two-sided 5% critical values of Pearson r: df 4 -> 0.811, df 28 -> 0.361.
+        assert!((critical_r(6) - 0.811).abs() < 1e-3);
+        assert!((critical_r(30) - 0.361).abs() < 1e-3);
+    }
 }

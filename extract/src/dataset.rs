@@ -1,5 +1,8 @@
 //! The seed's dataset schema: `{category: {description, expected_effect, pairs: [[A, B], ...]}}`.
 //!
+//! Every shape error is refused here, before any model is loaded, naming the file,
+//! the category and the pair: a cache that `analyze` would refuse costs GPU time.
+//!
 //! Categories keep their JSON order; statement ids run 0.. in the order
 //! category, pair, A then B.
 
@@ -9,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::Value;
 
 use schemas::Side;
 
@@ -32,19 +36,9 @@ pub struct Dataset {
     pub statements: Vec<Statement>,
 }
 
-#[derive(Debug, Deserialize)]
-struct CategoryDef {
-    #[allow(dead_code)]
-    #[serde(default)]
-    description: Option<String>,
-    #[allow(dead_code)]
-    #[serde(default)]
-    expected_effect: Option<String>,
-    pairs: Vec<(String, String)>,
-}
-
-/// The top-level object, in file order (duplicate category names are refused).
-struct Categories(Vec<(String, CategoryDef)>);
+/// The top-level object, in file order (duplicate category names are refused; serde_json's
+/// own map would silently keep the last one).
+struct Categories(Vec<(String, Value)>);
 
 impl<'de> Deserialize<'de> for Categories {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -57,14 +51,14 @@ impl<'de> Deserialize<'de> for Categories {
                 )
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Categories, A::Error> {
-                let mut out: Vec<(String, CategoryDef)> = Vec::new();
+                let mut out: Vec<(String, Value)> = Vec::new();
                 while let Some(name) = map.next_key::<String>()? {
                     if out.iter().any(|(n, _)| *n == name) {
                         return Err(de::Error::custom(format!(
                             "category '{name}' appears twice"
                         )));
                     }
-                    let def = map.next_value::<CategoryDef>()?;
+                    let def = map.next_value::<Strict>()?.0;
                     out.push((name, def));
                 }
                 Ok(Categories(out))
@@ -74,8 +68,174 @@ impl<'de> Deserialize<'de> for Categories {
     }
 }
 
+/// A JSON value whose objects may not repeat a key: serde_json's `Value` keeps the
+/// last of `"pairs": [...], "pairs": [...]` silently, dropping the first list.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Strict, E> {
+                Ok(Strict(Value::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Strict, E> {
+                Ok(Strict(Value::from(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Strict, E> {
+                Ok(Strict(Value::String(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Strict, E> {
+                Ok(Strict(Value::String(v)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Strict, E> {
+                Ok(Strict(Value::Null))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Strict(v)) = seq.next_element::<Strict>()? {
+                    out.push(v);
+                }
+                Ok(Strict(Value::Array(out)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!(
+                            "key '{key}' appears twice in one object"
+                        )));
+                    }
+                    let Strict(v) = map.next_value::<Strict>()?;
+                    out.insert(key, v);
+                }
+                Ok(Strict(Value::Object(out)))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Uniformity is a mean over pairs of positions within a category, so a category
+/// needs two pairs; refusing here saves the forward passes `analyze` would refuse.
+pub const MIN_PAIRS: usize = 2;
+
+/// The UTF-8 byte order mark some editors (Notepad, Excel exports) put first; JSON
+/// forbids it, but the text after it is fine, so it is skipped.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// JSON type of a value, for messages.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks one category's definition and returns its pairs as (A, B) texts.
+fn category_pairs(cat: &str, def: &Value) -> std::result::Result<Vec<(String, String)>, String> {
+    if cat.trim().is_empty() {
+        return Err(format!(
+            "a category name is empty ('{cat}'); name every category"
+        ));
+    }
+    let obj = def.as_object().ok_or_else(|| {
+        format!(
+            "category '{cat}' is {}; expected an object {{description, expected_effect, pairs}}",
+            kind(def)
+        )
+    })?;
+    for key in ["description", "expected_effect"] {
+        match obj.get(key) {
+            None | Some(Value::Null) | Some(Value::String(_)) => {}
+            Some(v) => {
+                return Err(format!(
+                    "category '{cat}': '{key}' is {}; expected a string",
+                    kind(v)
+                ))
+            }
+        }
+    }
+    let pairs = match obj.get("pairs") {
+        Some(Value::Array(p)) => p,
+        Some(v) => {
+            return Err(format!(
+                "category '{cat}': 'pairs' is {}; expected a list of [A, B] pairs",
+                kind(v)
+            ))
+        }
+        None => {
+            return Err(format!(
+                "category '{cat}' has no 'pairs' key; expected a list of [A, B] pairs"
+            ))
+        }
+    };
+    if pairs.is_empty() {
+        return Err(format!("category '{cat}' has no pairs"));
+    }
+    if pairs.len() < MIN_PAIRS {
+        return Err(format!(
+            "category '{cat}' has {} pair; uniformity needs at least {MIN_PAIRS} pairs per category",
+            pairs.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(pairs.len());
+    for (i, pair) in pairs.iter().enumerate() {
+        let where_ = format!("category '{cat}' pair {i} (counting from 0)");
+        let items = match pair {
+            Value::Array(items) if items.len() == 2 => items,
+            Value::Array(items) => {
+                return Err(format!(
+                    "{where_} has {} element{}; a pair is exactly [A, B]",
+                    items.len(),
+                    if items.len() == 1 { "" } else { "s" }
+                ))
+            }
+            v => return Err(format!("{where_} is {}; a pair is exactly [A, B]", kind(v))),
+        };
+        let text = |side: &str, item: &Value| -> std::result::Result<String, String> {
+            let t = item.as_str().ok_or_else(|| {
+                format!(
+                    "{where_} side {side} is {}; a statement is a string",
+                    kind(item)
+                )
+            })?;
+            if t.trim().is_empty() {
+                return Err(format!("{where_} side {side} is an empty statement"));
+            }
+            Ok(t.to_string())
+        };
+        let (a, b) = (text("A", &items[0])?, text("B", &items[1])?);
+        if a == b {
+            return Err(format!(
+                "{where_} has the same text on both sides; a pair contrasts two statements"
+            ));
+        }
+        out.push((a, b));
+    }
+    Ok(out)
+}
+
 /// Parses dataset JSON; `name` is used in messages.
 pub fn parse(bytes: &[u8], name: &str) -> Result<(Vec<String>, u32, Vec<Statement>)> {
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        bail!("{name}: the dataset file is empty");
+    }
     let cats: Categories = serde_json::from_slice(bytes)
         .map_err(|e| anyhow::anyhow!("{name}: not a dataset in the seed schema ({e})"))?;
     if cats.0.is_empty() {
@@ -85,10 +245,8 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<(Vec<String>, u32, Vec<Statemen
     let mut categories = Vec::new();
     let mut n_pairs = 0u32;
     for (cat, def) in cats.0 {
-        if def.pairs.is_empty() {
-            bail!("{name}: category '{cat}' has no pairs");
-        }
-        for (i, (a, b)) in def.pairs.into_iter().enumerate() {
+        let pairs = category_pairs(&cat, &def).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        for (i, (a, b)) in pairs.into_iter().enumerate() {
             for (side, text) in [(Side::A, a), (Side::B, b)] {
                 statements.push(Statement {
                     id: statements.len() as u32,
@@ -126,10 +284,10 @@ mod tests {
     #[test]
     fn keeps_order_and_numbers_statements() {
         let json = br#"{"zeta": {"description": "d", "expected_effect": "e", "pairs": [["a0","b0"],["a1","b1"]]},
-                        "alpha": {"pairs": [["x","y"]]}}"#;
+                        "alpha": {"pairs": [["x","y"],["z","w"]]}}"#;
         let (cats, n_pairs, st) = parse(json, "d.json").unwrap();
         assert_eq!(cats, vec!["zeta", "alpha"]);
-        assert_eq!(n_pairs, 3);
+        assert_eq!(n_pairs, 4);
         let got: Vec<_> = st
             .iter()
             .map(|s| {
@@ -151,32 +309,96 @@ mod tests {
                 (3, "zeta", 1, Side::B, "b1"),
                 (4, "alpha", 0, Side::A, "x"),
                 (5, "alpha", 0, Side::B, "y"),
+                (6, "alpha", 1, Side::A, "z"),
+                (7, "alpha", 1, Side::B, "w"),
             ]
         );
     }
 
     #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let mut json = b"\xEF\xBB\xBF".to_vec();
+        json.extend_from_slice(br#"{"c": {"pairs": [["a","b"],["c","d"]]}}"#);
+        let (cats, n_pairs, _) = parse(&json, "d.json").unwrap();
+        assert_eq!((cats, n_pairs), (vec!["c".to_string()], 2));
+    }
+
+    fn err(json: &str) -> String {
+        let e = parse(json.as_bytes(), "d.json").unwrap_err().to_string();
+        assert!(e.starts_with("d.json: "), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        e
+    }
+
+    #[test]
     fn errors_name_the_problem() {
-        let e = parse(b"{}", "d.json").unwrap_err().to_string();
-        assert!(e.contains("d.json") && e.contains("no categories"), "{e}");
-        let e = parse(br#"{"c": {"pairs": []}}"#, "d.json")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("'c' has no pairs"), "{e}");
-        let e = parse(b"{\"c\": {\"pairs\": [[\"a\"]]}}", "d.json")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("d.json") && e.contains("line 1"), "{e}");
-        let e = parse(b"{\"c\": ", "d.json").unwrap_err().to_string();
-        assert!(e.contains("EOF"), "{e}");
-        let e = parse(
-            br#"{"c": {"pairs": [["a","b"]]}, "c": {"pairs": [["a","b"]]}}"#,
-            "d.json",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("twice"), "{e}");
-        let e = parse(b"[]", "d.json").unwrap_err().to_string();
-        assert!(e.contains("seed schema"), "{e}");
+        let two = r#"[["a","b"],["c","d"]]"#;
+        let cases: Vec<(String, &str)> =
+            vec![
+            ("{}".into(), "no categories"),
+            ("".into(), "file is empty"),
+            ("  \n".into(), "file is empty"),
+            (r#"{"c": {"pairs": []}}"#.into(), "'c' has no pairs"),
+            (
+                r#"{"c": {"pairs": [["a","b"]]}}"#.into(),
+                "'c' has 1 pair; uniformity needs at least 2 pairs",
+            ),
+            (
+                format!(r#"{{"": {{"pairs": {two}}}}}"#),
+                "category name is empty",
+            ),
+            (
+                format!(r#"{{" ": {{"pairs": {two}}}}}"#),
+                "category name is empty",
+            ),
+            (
+                r#"{"c": {"pairs": [["a","b"],["c","d","e"]]}}"#.into(),
+                "category 'c' pair 1 (counting from 0) has 3 elements; a pair is exactly [A, B]",
+            ),
+            (
+                r#"{"c": {"pairs": [["a"],["c","d"]]}}"#.into(),
+                "category 'c' pair 0 (counting from 0) has 1 element; a pair is exactly [A, B]",
+            ),
+            (
+                r#"{"c": {"pairs": [["a","b"],"c d"]}}"#.into(),
+                "pair 1 (counting from 0) is a string; a pair is exactly [A, B]",
+            ),
+            (
+                r#"{"c": {"pairs": [["a","b"],["c",7]]}}"#.into(),
+                "pair 1 (counting from 0) side B is a number; a statement is a string",
+            ),
+            (
+                r#"{"c": {"pairs": [["a","b"],[" ","d"]]}}"#.into(),
+                "pair 1 (counting from 0) side A is an empty statement",
+            ),
+            (
+                r#"{"c": {"pairs": [["a","b"],["d","d"]]}}"#.into(),
+                "same text on both sides",
+            ),
+            (
+                r#"{"c": {"pairs": {"a": "b"}}}"#.into(),
+                "'pairs' is an object; expected a list of [A, B] pairs",
+            ),
+            (r#"{"c": {"pair": []}}"#.into(), "'c' has no 'pairs' key"),
+            (r#"{"c": [["a","b"]]}"#.into(), "'c' is a list; expected an object"),
+            (
+                format!(r#"{{"c": {{"description": 3, "pairs": {two}}}}}"#),
+                "'description' is a number; expected a string",
+            ),
+            (
+                format!(r#"{{"c": {{"pairs": {two}}}, "c": {{"pairs": {two}}}}}"#),
+                "category 'c' appears twice",
+            ),
+            ("[]".into(), "expected an object mapping category names"),
+            ("{\"c\": ".into(), "EOF"),
+            (
+                format!(r#"{{"c": {{"pairs": {two}, "pairs": []}}}}"#),
+                "key 'pairs' appears twice in one object",
+            ),
+        ];
+        for (json, want) in cases {
+            let e = err(&json);
+            assert!(e.contains(want), "{json}: {e}");
+        }
     }
 }

@@ -134,6 +134,16 @@ fn parse() -> Result<Args> {
     })
 }
 
+/// A stand-in for the sha256 of model.onnx: sha256 of the model's spec and seed.
+fn model_hash(spec: &Spec, seed: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let text = format!(
+        "synthetic|{}|{}|{}|{seed}",
+        spec.name, spec.layers, spec.hidden
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 fn main() -> Result<()> {
     let args = parse()?;
     let cat_names: Vec<String> = (0..args.categories.len())
@@ -258,7 +268,9 @@ fn main() -> Result<()> {
                 hidden_size: hidden as u32,
                 n_parameters: spec.params,
                 dtype: "float32".into(),
-                onnx_sha256: "0".repeat(64),
+                // Each synthetic model gets its own "weights" hash, as real ones do, so
+                // that analyze's duplicate check sees a copied folder as a copy.
+                onnx_sha256: model_hash(spec, args.seed),
                 tokenizer_sha256: "0".repeat(64),
                 files: Default::default(),
                 adds_bos: Some(false),

@@ -1,0 +1,322 @@
+//! The `--out` folder of `analyze` and `analyze export`: where it may lie, and how it
+//! is written. Everything goes into a temporary folder beside it, which is renamed
+//! into place only once complete, so a failure (full disk, unwritable file) leaves
+//! the previous output untouched and nothing half-written behind.
+
+use std::ffi::OsStr;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+
+/// Which marker makes `dir` a cache folder (a `manifest.json` that reads as a cache
+/// manifest) or a model folder (`export.json` beside `model.onnx`); these generic
+/// names alone would also match unrelated projects.
+fn folder_marker(dir: &Path) -> Option<&'static str> {
+    let manifest = dir.join(schemas::MANIFEST_FILE);
+    if manifest.is_file() && schemas::Manifest::read(&manifest).is_ok() {
+        return Some(schemas::MANIFEST_FILE);
+    }
+    if dir.join("export.json").is_file() && dir.join("model.onnx").is_file() {
+        return Some("export.json");
+    }
+    None
+}
+
+/// What an output folder holds, so that an existing one is replaced only when it is
+/// an earlier output of the same command.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// `analyze`: results.json, report.md, layer_correlations.csv, plots.
+    Analysis,
+    /// `analyze export`: one `.safetensors` file per model.
+    Export,
+}
+
+impl Kind {
+    fn owns(self, name: &str) -> bool {
+        match self {
+            Kind::Analysis => {
+                matches!(
+                    name,
+                    "results.json" | "report.md" | "layer_correlations.csv"
+                ) || name.ends_with(".png")
+                    || name.ends_with(".svg")
+            }
+            Kind::Export => name.ends_with(".safetensors"),
+        }
+    }
+}
+
+/// `p` made absolute with symlinks resolved as far as it exists (the rest is
+/// appended lexically), so that containment can be compared.
+fn resolve(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut existing = abs.clone();
+    let mut rest: Vec<&OsStr> = Vec::new();
+    let mut comps = abs.components().rev();
+    while std::fs::canonicalize(&existing).is_err() {
+        match comps.next() {
+            Some(c) => rest.push(c.as_os_str()),
+            None => break,
+        }
+        if !existing.pop() {
+            break;
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for c in rest.iter().rev() {
+        match Path::new(c).components().next() {
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::CurDir) | None => {}
+            Some(_) => out.push(c),
+        }
+    }
+    out
+}
+
+/// Checks, before any work, that `out` may be written: `check_place` and, where it
+/// exists, that it holds only an earlier output of `kind`.
+pub fn check(out: &Path, cache: &Path, kind: Kind) -> Result<()> {
+    check_place(out, cache)?;
+    check_replaceable(out, kind)
+}
+
+/// Refuses an `--out` that would mix results with caches: the `--cache` folder
+/// itself, a folder inside it or around it, or a folder in a cache or model folder.
+pub fn check_place(out: &Path, cache: &Path) -> Result<()> {
+    let (o, c) = (resolve(out), resolve(cache));
+    if o == c {
+        bail!(
+            "--out {} is the --cache folder; write the results to a folder of their own",
+            out.display()
+        );
+    }
+    if o.starts_with(&c) {
+        bail!(
+            "--out {} lies inside the --cache folder {}; the next analysis would take it for a model; write the results outside the cache",
+            out.display(),
+            cache.display()
+        );
+    }
+    if c.starts_with(&o) {
+        bail!(
+            "--out {} holds the --cache folder {}; --out is replaced as a whole, which would delete the caches; choose another folder",
+            out.display(),
+            cache.display()
+        );
+    }
+    for dir in o.ancestors() {
+        if let Some(marker) = folder_marker(dir) {
+            bail!(
+                "--out {} lies in {}, a cache or model folder (it holds {marker}); write the results outside it",
+                out.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to replace an existing `out` that holds anything `kind` did not write.
+fn check_replaceable(out: &Path, kind: Kind) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        bail!("--out {} exists and is not a folder", out.display());
+    }
+    let entries =
+        std::fs::read_dir(out).map_err(|e| anyhow!("--out {}: cannot list: {e}", out.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| anyhow!("--out {}: cannot list: {e}", out.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        if !is_file || !kind.owns(&name) {
+            bail!(
+                "--out {} already holds '{name}', which this command does not write; the folder is replaced as a whole, so choose a new or empty folder",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Flushes every file in `dir` and the folder itself to disk, so that the rename
+/// publishes complete files even across a crash.
+fn sync_all(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes the output through `write` (given the temporary folder) and renames the
+/// result to `out`, replacing an earlier output: the old folder is renamed aside,
+/// the new one in, then the old one removed. On any failure the temporary folder is
+/// removed and `out` is as before. Returns notes (a leftover that could not be removed).
+pub fn write_atomically<T>(
+    out: &Path,
+    kind: Kind,
+    write: impl FnOnce(&Path) -> Result<T>,
+) -> Result<(T, Vec<String>)> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| anyhow!("--out {} does not end in a folder name", out.display()))?
+        .to_string_lossy()
+        .into_owned();
+    check_replaceable(out, kind)?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| {
+        anyhow!(
+            "{}: cannot create the folder for --out: {e}",
+            parent.display()
+        )
+    })?;
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+    let old = parent.join(format!(".{name}.old-{pid}"));
+    // Leftovers of a killed earlier run with the same pid; ours by name.
+    for stale in [&tmp, &old] {
+        if stale.exists() {
+            let _ = std::fs::remove_dir_all(stale);
+        }
+    }
+    std::fs::create_dir(&tmp).map_err(|e| {
+        anyhow!(
+            "{}: cannot create a temporary folder for --out: {e}; choose an --out in a writable folder",
+            tmp.display()
+        )
+    })?;
+    let written = write(&tmp).and_then(|v| {
+        sync_all(&tmp).map_err(|e| anyhow!("{}: cannot flush to disk: {e}", tmp.display()))?;
+        Ok(v)
+    });
+    let value = match written {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    let replacing = out.exists();
+    if replacing {
+        if let Err(e) = std::fs::rename(out, &old) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            bail!(
+                "--out {}: cannot move the earlier output aside: {e}; it is unchanged",
+                out.display()
+            );
+        }
+    }
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        if replacing {
+            let _ = std::fs::rename(&old, out);
+        }
+        bail!(
+            "--out {}: cannot move the new output into place: {e}; the earlier output is unchanged",
+            out.display()
+        );
+    }
+    let _ = std::fs::File::open(&parent).and_then(|d| d.sync_all());
+    let mut notes = Vec::new();
+    if replacing {
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            notes.push(format!(
+                "{}: the earlier output, moved aside, could not be removed ({e}); delete it by hand",
+                old.display()
+            ));
+        }
+    }
+    Ok((value, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_beside_the_cache_is_fine_and_in_or_around_it_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        std::fs::create_dir_all(cache.join("m")).unwrap();
+        check_place(&tmp.path().join("out"), &cache).unwrap();
+        let cases = [
+            (cache.clone(), "is the --cache folder"),
+            (cache.join("results"), "inside the --cache folder"),
+            (cache.join("x/../results"), "inside the --cache folder"),
+            (tmp.path().to_path_buf(), "holds the --cache folder"),
+        ];
+        for (out, want) in cases {
+            let e = check_place(&out, &cache).unwrap_err().to_string();
+            assert!(e.contains(want), "{}: {e}", out.display());
+        }
+        let model = tmp.path().join("models/pythia");
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::write(model.join("export.json"), "{}").unwrap();
+        // export.json alone is someone else's file name too.
+        check_place(&model.join("res"), &cache).unwrap();
+        std::fs::write(model.join("model.onnx"), "").unwrap();
+        let e = check_place(&model.join("res"), &cache)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cache or model folder (it holds export.json)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn replaces_an_earlier_output_and_keeps_it_on_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let write = |text: &'static str| {
+            move |dir: &Path| -> Result<()> {
+                std::fs::write(dir.join("report.md"), text)?;
+                Ok(())
+            }
+        };
+        write_atomically(&out, Kind::Analysis, write("one")).unwrap();
+        write_atomically(&out, Kind::Analysis, write("two")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("report.md")).unwrap(),
+            "two"
+        );
+        let e = write_atomically(&out, Kind::Analysis, |dir: &Path| -> Result<()> {
+            std::fs::write(dir.join("results.json"), "{")?;
+            bail!("disk full")
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(
+            std::fs::read_to_string(out.join("report.md")).unwrap(),
+            "two"
+        );
+        assert!(!out.join("results.json").exists());
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary folders left behind");
+    }
+
+    #[test]
+    fn a_folder_with_other_files_is_not_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
+        let e = write_atomically(tmp.path(), Kind::Export, |_: &Path| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already holds 'notes.txt'"), "{e}");
+        assert!(tmp.path().join("notes.txt").is_file());
+    }
+}
