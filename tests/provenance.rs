@@ -291,3 +291,34 @@ fn resume_on_another_provider_needs_force() {
     );
     validate_cache(&out.join(NAME)).unwrap();
 }
+
+/// The report says per model what `mean_skip_first` drops, from the manifest's
+/// `adds_bos`: the BOS for a Gemma-like tokenizer (tiny-m), a real token for Pythia's.
+#[test]
+fn the_report_says_what_mean_skip_first_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let caches = tmp.path().join("caches");
+    for name in ["tiny-a", "tiny-m"] {
+        let out = extract_cpu(&fixture(name), &demo_dataset(), &caches, name, &[]);
+        assert_ok(&out, name);
+    }
+    let results = tmp.path().join("results");
+    let out = e2e::run(
+        "analyze",
+        &[
+            "--cache",
+            caches.to_str().unwrap(),
+            "--out",
+            results.to_str().unwrap(),
+            "--bootstrap",
+            "0",
+        ],
+    );
+    assert_ok(&out, "analyze");
+    let report = std::fs::read_to_string(results.join("report.md")).unwrap();
+    assert!(
+        report.contains("for tiny-m it drops the BOS token")
+            && report.contains("for tiny-a it drops the first *real* token"),
+        "{report}"
+    );
+}

@@ -6,18 +6,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use sha2::{Digest, Sha256};
 
-/// The digest of `(statement_id, text)` rows; they are sorted by id first, so the
-/// file's row order does not matter.
+/// [`schemas::statements_digest`] of `(statement_id, text)` rows, sorted by id
+/// first so that the file's row order does not matter.
 pub fn statements_digest(rows: &[(u32, &str)]) -> String {
-    let mut sorted: Vec<&(u32, &str)> = rows.iter().collect();
+    let mut sorted: Vec<(u32, &str)> = rows.to_vec();
     sorted.sort_by_key(|(id, _)| *id);
-    let mut h = Sha256::new();
-    for (id, text) in sorted {
-        h.update(format!("{id}\t{text}\n").as_bytes());
-    }
-    hex::encode(h.finalize())
+    schemas::statements_digest(sorted)
 }
 
 /// Compares the digest of the rows with the manifest's `recorded` one; older

@@ -49,10 +49,10 @@ pub fn same_model(a: &ModelCache, b: &ModelCache) -> bool {
     if ma.onnx_sha256 != mb.onnx_sha256 {
         return false;
     }
-    match (&a.extras.model_files, &b.extras.model_files) {
-        (Some(fa), Some(fb)) => fa == fb,
-        _ => !matches!((&ma.revision, &mb.revision), (Some(ra), Some(rb)) if ra != rb),
+    if !ma.files.is_empty() && !mb.files.is_empty() {
+        return ma.files == mb.files;
     }
+    !matches!((&ma.revision, &mb.revision), (Some(ra), Some(rb)) if ra != rb)
 }
 
 /// Refuses two caches of the same model, naming both folders.

@@ -8,7 +8,6 @@ pub mod correlation;
 pub mod csv;
 pub mod digest;
 pub mod export;
-pub mod extras;
 pub mod identity;
 pub mod load;
 pub mod output;

@@ -18,8 +18,6 @@ pub struct ModelCache {
     pub size: u64,
     /// True when the manifest gave no parameter count and `n_layers * hidden^2` stands in.
     pub size_estimated: bool,
-    /// Manifest keys newer than the `schemas` structs (digest, model files).
-    pub extras: crate::extras::Extras,
 }
 
 impl ModelCache {
@@ -102,13 +100,11 @@ pub fn discover(
         let manifest_path = cache.dir.join(schemas::MANIFEST_FILE);
         let (size, size_estimated) =
             crate::size::size_for_ordering(&manifest_path, &cache.manifest.model)?;
-        let extras = crate::extras::read(&cache.dir)?;
         models.push(ModelCache {
             name,
             cache,
             size,
             size_estimated,
-            extras,
         });
     }
     crate::identity::check_same_weights(&models)?;
@@ -236,7 +232,8 @@ pub fn read_statements(model: &ModelCache) -> Result<Statements> {
         .copied()
         .zip(text.iter().map(String::as_str))
         .collect();
-    crate::digest::check(&path, model.extras.statements_sha256.as_deref(), &rows)?;
+    let recorded = model.manifest().dataset.statements_sha256.as_deref();
+    crate::digest::check(&path, recorded, &rows)?;
 
     let categories = model.manifest().dataset.categories.clone();
     let mut sides: Vec<BTreeMap<u32, SidesOfPair>> = vec![BTreeMap::new(); categories.len()];

@@ -185,6 +185,24 @@ fn small_n_sentence(a: &Analysis) -> String {
     )
 }
 
+/// What `mean_skip_first` drops, per model: the BOS where the tokenizer adds one
+/// (Gemma, LLaMA), the first real token where it does not (Pythia), as each
+/// manifest records it.
+fn first_token_note(a: &Analysis) -> String {
+    a.models
+        .iter()
+        .map(|m| {
+            let what = match m.manifest.model.adds_bos {
+                Some(true) => "the BOS token (its tokenizer adds one)",
+                Some(false) => "the first *real* token (its tokenizer adds no BOS)",
+                None => "the first token, BOS or not (the cache predates the record)",
+            };
+            format!("for {} it drops {what}", m.display)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn seed_interpretation(p: &PoolingResult) -> String {
     // The notebook's section 7 template, filled in.
     let mut t = String::from(
@@ -411,13 +429,14 @@ pub fn render(a: &Analysis) -> String {
     let _ = writeln!(
         r,
         "\n## Notes on the method and the seed's quirks\n\n\
-- **Pooling.** `mean_skip_first` reproduces the seed's `hidden_states[l][0, 1:, :].mean(0)`. The seed meant to skip a BOS token, but the Pythia tokenizer adds none, so this drops the first *real* token of every statement. `--pooling mean` (all tokens) and `--pooling last` (last token) are a flag away, and `--all-poolings` reports the cache's other poolings beside it as a sensitivity check.\n\
+- **Pooling.** `mean_skip_first` reproduces the seed's `hidden_states[l][0, 1:, :].mean(0)`. The seed meant to skip a BOS token; what it drops depends on the tokenizer: {}. `--pooling mean` (all tokens) and `--pooling last` (last token) are a flag away, and `--all-poolings` reports the cache's other poolings beside it as a sensitivity check.\n\
 - **Max positive r vs |r|.** The seed tracks the *max positive* r (and calls it the peak), although the question asks where |r| peaks; when all r are negative its \"peak\" is the least negative layer. Both are reported; the answer above uses |r|.\n\
 - **Layer sampling.** The seed samples every 4th layer plus the last (`--layer-step 4` reproduces it exactly); this run used step {}. Coarse sampling quantises peak positions to 4/n_layers of depth, which alone can move the std across the threshold.\n\
 - **n = categories.** The seed's Pearson r runs over {} category means, so p uses {} degrees of freedom and one category can carry the whole correlation (see the leave-one-category-out range). The permutation p-value is exact for up to 8 categories (all n! orderings), otherwise Monte Carlo.\n\
 - **Bootstrap.** Pairs are resampled with replacement within each category (stratified, seed {}), and the same resample is applied to every model, since all models saw the same dataset. Uniformity of a resample reuses the Gram matrices: for counts w, the sum over position pairs is (wᵀGw − Σ wᵢGᵢᵢ)/2, divided by n(n−1)/2, exactly the seed's `uniformity_score` on the resampled set.\n\
 - **Pair-level view.** For pair i of category c: d_i = cos(a_i, m_A,c) − cos(b_i, m_B,c), where m_S,c is the arithmetic mean of the normalised vectors x/(|x| + 1e-10) of all side-S statements of category c (pair i included) at that layer and pooling, and cos is computed on the normalised vectors. d_i is correlated with the pair's preference NLL(B) − NLL(A) over all {} pairs.\n\
 - **Verdict.** Population std (ddof 0) of the peak positions across models, `std < {}` → stable (the seed's rule, `--stability-threshold`).\n",
+        first_token_note(a),
         a.settings.layer_step,
         a.categories.len(),
         a.categories.len().saturating_sub(2),
