@@ -20,7 +20,12 @@ ensure_python_packages() {
 
 ensure_onnxruntime() {
   scripts/setup
-  ORT_DYLIB_PATH=$(ls "$ROOT"/.ort/lib/libonnxruntime.so.* "$ROOT"/.ort/lib/libonnxruntime.*.dylib 2>/dev/null | head -n 1)
+  local libs=()
+  shopt -s nullglob
+  libs=("$ROOT"/.ort/lib/libonnxruntime.so.* "$ROOT"/.ort/lib/libonnxruntime.*.dylib)
+  shopt -u nullglob
+  [[ ${#libs[@]} -gt 0 ]] || { echo "scripts/setup installed no ONNX Runtime library into .ort/lib" >&2; exit 1; }
+  ORT_DYLIB_PATH=${libs[0]}
   export ORT_DYLIB_PATH
 }
 
