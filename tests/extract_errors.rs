@@ -3,28 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use e2e::{copy_dir, demo_dataset, extract_cpu, fixture};
+use e2e::{copy_dir, demo_dataset, edit_export, extract_cpu, fixture, relist};
 
 const NAME: &str = "m";
-
-/// Rewrites the model directory's export.json through `edit`.
-fn edit_export(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = dir.join("export.json");
-    let mut e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    edit(&mut e);
-    std::fs::write(&path, serde_json::to_string(&e).unwrap()).unwrap();
-}
-
-/// Records a replaced file's sha256 and size in export.json, as an export of
-/// those bytes would: only later checks can then catch the mismatch.
-fn relist(dir: &Path, name: &str) {
-    let sha = e2e::sha256(&dir.join(name));
-    let bytes = std::fs::metadata(dir.join(name)).unwrap().len();
-    edit_export(dir, |e| {
-        e["files"][name] = serde_json::json!({"sha256": sha, "bytes": bytes});
-    });
-}
 
 /// Runs extract and checks the failure contract; returns the error line.
 fn fails(model: &Path, dataset: &Path, extra: &[&str], expect: &[&str]) -> String {

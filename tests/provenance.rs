@@ -10,28 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{assert_ok, binary, copy_dir, demo_dataset, extract_cpu, fixture, repo_root, sha256};
+use e2e::{
+    assert_ok, binary, copy_dir, demo_dataset, extract_cpu, fixture, relist, repo_root, sha256,
+};
 use schemas::{validate_cache, Manifest, MANIFEST_FILE};
 
 const NAME: &str = "m";
-
-fn edit_export(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = dir.join("export.json");
-    let mut e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    edit(&mut e);
-    std::fs::write(&path, serde_json::to_string(&e).unwrap()).unwrap();
-}
-
-/// Records a file's current sha256 and size in export.json, as an export of those
-/// bytes would.
-fn relist(dir: &Path, name: &str) {
-    let sha = sha256(&dir.join(name));
-    let bytes = std::fs::metadata(dir.join(name)).unwrap().len();
-    edit_export(dir, |e| {
-        e["files"][name] = serde_json::json!({"sha256": sha, "bytes": bytes});
-    });
-}
 
 fn python(script: &str, args: &[&Path]) {
     let out = Command::new("python3")
