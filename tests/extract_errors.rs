@@ -364,3 +364,124 @@ fn dataset_with_a_byte_order_mark_is_read() {
     assert_eq!(m.dataset.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
     assert_eq!(m.dataset.categories.len(), 6);
 }
+
+/// A u32 overflow used to be recorded as a wrapped batch size (4294967296 -> 0).
+#[test]
+fn batch_size_beyond_u32_is_refused() {
+    for bad in ["4294967296", "4294967297", "-1"] {
+        fails(
+            &fixture("tiny-a"),
+            &demo_dataset(),
+            &["--batch-size", bad],
+            &["--batch-size"],
+        );
+    }
+    fails(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        &["--max-tokens", "0"],
+        &["--max-tokens"],
+    );
+}
+
+/// Without `files`, no hash would be checked: another model's graph could pass.
+#[test]
+fn export_without_files_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("nofiles");
+    copy_dir(&fixture("tiny-a"), &dir);
+    edit_export(&dir, |e| {
+        e.as_object_mut().unwrap().remove("files");
+    });
+    fails(
+        &dir,
+        &demo_dataset(),
+        &[],
+        &["export.json", "lists no model.onnx"],
+    );
+}
+
+/// Without probes, nothing shows that the graph computes what transformers does.
+#[test]
+fn export_without_probes_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("noprobes");
+    copy_dir(&fixture("tiny-a"), &dir);
+    edit_export(&dir, |e| {
+        e["probes"] = serde_json::json!([]);
+    });
+    fails(
+        &dir,
+        &demo_dataset(),
+        &[],
+        &["export.json", "no parity probes"],
+    );
+}
+
+/// config.json and export.json must describe the same model.
+#[test]
+fn config_disagreeing_with_export_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (key, value, expect) in [
+        ("num_hidden_layers", 24, "n_layers is 6"),
+        ("max_position_embeddings", 4, "max_positions is 128"),
+        ("hidden_size", 48, "hidden_size is 32"),
+    ] {
+        let dir = tmp.path().join(key);
+        copy_dir(&fixture("tiny-a"), &dir);
+        let path = dir.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        c[key] = serde_json::json!(value);
+        std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
+        relist(&dir, "config.json");
+        fails(&dir, &demo_dataset(), &[], &["config.json", expect]);
+    }
+}
+
+/// Names that collide with the contract's own, or hide the cache from readers.
+#[test]
+fn reserved_cache_names_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in [".partial", ".hidden", "manifest.json", "a/b"] {
+        let out = e2e::run(
+            "extract",
+            &[
+                "--model",
+                fixture("tiny-a").to_str().unwrap(),
+                "--dataset",
+                demo_dataset().to_str().unwrap(),
+                "--out",
+                tmp.path().to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--name",
+                bad,
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--name {bad} accepted");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("--name") && stderr.contains("not usable"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn parity_slack_must_be_at_least_one() {
+    for bad in ["0.5", "NaN", "inf", "-5"] {
+        fails(
+            &fixture("tiny-a"),
+            &demo_dataset(),
+            &["--parity-slack", bad],
+            &["--parity-slack"],
+        );
+    }
+}

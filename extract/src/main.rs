@@ -28,11 +28,11 @@ struct Cli {
     device: DeviceChoice,
     /// Most statements per forward pass (grouped by token length, right-padded)
     /// [default: 32, or no limit but --max-tokens when that is given].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
     /// Most tokens per forward pass, padding included: batches of many short or few
     /// long statements, each about the same work.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     max_tokens: Option<u32>,
     /// Poolings to store, comma-separated.
     #[arg(
@@ -47,7 +47,7 @@ struct Cli {
     force_resume: bool,
     /// Accept parity-probe errors up to this multiple of the parity bound (see
     /// extract/src/parity.rs); recorded in the manifest.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     parity_slack: f64,
 }
 
