@@ -189,15 +189,27 @@ fn small_n_sentence(a: &Analysis) -> String {
 /// (Gemma, LLaMA), the first real token where it does not (Pythia), as each
 /// manifest records it.
 fn first_token_note(a: &Analysis) -> String {
-    a.models
+    let groups = [
+        (Some(true), "the BOS token (their tokenizer adds one)"),
+        (
+            Some(false),
+            "the first *real* token (their tokenizer adds no BOS)",
+        ),
+        (
+            None,
+            "the first token, BOS or not (their caches predate the record)",
+        ),
+    ];
+    groups
         .iter()
-        .map(|m| {
-            let what = match m.manifest.model.adds_bos {
-                Some(true) => "the BOS token (its tokenizer adds one)",
-                Some(false) => "the first *real* token (its tokenizer adds no BOS)",
-                None => "the first token, BOS or not (the cache predates the record)",
-            };
-            format!("for {} it drops {what}", m.display)
+        .filter_map(|(adds_bos, what)| {
+            let names: Vec<&str> = a
+                .models
+                .iter()
+                .filter(|m| m.manifest.model.adds_bos == *adds_bos)
+                .map(|m| m.display.as_str())
+                .collect();
+            (!names.is_empty()).then(|| format!("for {} it drops {what}", names.join(", ")))
         })
         .collect::<Vec<_>>()
         .join("; ")
