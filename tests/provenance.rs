@@ -306,3 +306,23 @@ fn the_report_says_what_mean_skip_first_drops() {
         "{report}"
     );
 }
+
+/// A complete cache written before `model.files` was recorded is still recognised
+/// as this model's: a rerun finds it complete instead of refusing "other inputs".
+#[test]
+fn a_cache_from_before_model_files_is_still_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("c");
+    assert_ok(
+        &extract_cpu(&fixture("tiny-a"), &demo_dataset(), &out, NAME, &[]),
+        "extract",
+    );
+    let path = out.join(NAME).join(MANIFEST_FILE);
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["model"].as_object_mut().unwrap().remove("files");
+    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let again = extract_cpu(&fixture("tiny-a"), &demo_dataset(), &out, NAME, &[]);
+    assert_ok(&again, "rerun on the older cache");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already holds a complete cache"));
+}

@@ -213,7 +213,14 @@ fn run_locked(
     if manifest_path.is_file() {
         let m = Manifest::read(&manifest_path)?;
         let found = key_of(&m, &manifest_path)?;
-        let diff = found.differences(&key);
+        // A cache from before every model file was recorded names only these two.
+        let mut comparable = key.clone();
+        if m.model.files.is_empty() {
+            comparable
+                .model_files
+                .retain(|name, _| found.model_files.contains_key(name));
+        }
+        let diff = found.differences(&comparable);
         if !diff.is_empty() {
             bail!(
                 "{} holds a cache of other inputs ({} differ); pick another --name or delete that folder",
