@@ -90,6 +90,7 @@ pub fn discover(
     crate::identity::check_same_folders(&dirs)?;
     // Validation hashes every file; models are independent, so check them in parallel
     // and report the first failure in folder order.
+    let cache_root = cache;
     let checked: Vec<Result<ValidCache>> = dirs
         .par_iter()
         .map(|(_, dir)| schemas::validate_cache(dir).map_err(|e| anyhow!("{e}")))
@@ -98,6 +99,17 @@ pub fn discover(
     for ((name, _), cache) in dirs.into_iter().zip(checked) {
         let cache = cache?;
         let manifest_path = cache.dir.join(schemas::MANIFEST_FILE);
+        // A shard holds a slice of the statements: analysed alone it would silently
+        // be another, smaller dataset.
+        if let Some(shard) = cache.manifest.run.shard {
+            bail!(
+                "{}: a shard cache (shard {}/{} of one extraction), not a whole model; join the shards with `extract merge --out CACHE --name NAME SHARD_DIR...` and move the shard folders out of {}",
+                cache.dir.display(),
+                shard.index,
+                shard.count,
+                cache_root.display()
+            );
+        }
         let (size, size_estimated) =
             crate::size::size_for_ordering(&manifest_path, &cache.manifest.model)?;
         models.push(ModelCache {

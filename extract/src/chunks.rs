@@ -18,6 +18,7 @@ use schemas::{
 };
 
 use crate::dataset::Statement;
+use crate::shard::Shard;
 
 pub const PARTIAL_DIR: &str = ".partial";
 const RUN_FILE: &str = "run.json";
@@ -34,6 +35,9 @@ pub struct RunKey {
     pub poolings: Vec<String>,
     pub n_layers: u32,
     pub hidden_size: u32,
+    /// `(index, count)` of a shard cache (`--shard`); absent for a whole cache.
+    #[serde(default)]
+    pub shard: Option<(u32, u32)>,
 }
 
 impl RunKey {
@@ -61,6 +65,9 @@ impl RunKey {
         }
         if self.n_layers != other.n_layers || self.hidden_size != other.hidden_size {
             d.push("model shape".into());
+        }
+        if self.shard != other.shard {
+            d.push("shard".into());
         }
         d
     }
@@ -216,6 +223,7 @@ impl Partial {
         }
         let mut chunks = Vec::new();
         let mut seen = vec![false; statements.len()];
+        let shard = key.shard.map(|(index, count)| Shard { index, count });
         for index in indices {
             let paths = chunk_paths(&dir, index);
             if !paths.statements.is_file() {
@@ -235,7 +243,7 @@ impl Partial {
                 let id = r.statement_id as usize;
                 let ok = statements.get(id).is_some_and(|s| {
                     s.text == r.text && s.side == r.side && s.category == r.category
-                });
+                }) && shard.is_none_or(|s| s.contains(r.statement_id));
                 if !ok || seen[id] {
                     bail!(
                         "{}: statement {} does not belong here ({}); {}",
@@ -244,7 +252,7 @@ impl Partial {
                         if ok {
                             "seen twice"
                         } else {
-                            "not in this dataset"
+                            "not in this dataset or shard"
                         },
                         start_over(&dir)
                     );
@@ -320,6 +328,7 @@ impl Partial {
             device_name: device_name.to_string(),
             batch_size: settings.batch_size,
             max_tokens: settings.max_tokens,
+            shard: None,
         };
         schemas::write_json(&paths.info, &info)?;
         let rows: Vec<StatementRow> = items.into_iter().map(|(r, _)| r).collect();
@@ -339,82 +348,30 @@ impl Partial {
     }
 
     /// Merges the chunks into `out_dir`'s final files, layer by layer, rows by
-    /// statement id; every statement must be present exactly once.
-    pub fn assemble(&self, out_dir: &Path, n_statements: usize) -> Result<(FileEntry, FileEntry)> {
-        let poolings = self.poolings();
-        let (l1, h) = (
-            self.key.n_layers as usize + 1,
-            self.key.hidden_size as usize,
-        );
+    /// statement id; every statement of `ids` (ascending) must be present exactly once.
+    pub fn assemble(&self, out_dir: &Path, ids: &[u32]) -> Result<(FileEntry, FileEntry)> {
         let mut rows: Vec<StatementRow> = self
             .chunks
             .iter()
             .flat_map(|c| c.rows.iter().cloned())
             .collect();
         rows.sort_by_key(|r| r.statement_id);
-        if rows.len() != n_statements
-            || rows
-                .iter()
-                .enumerate()
-                .any(|(i, r)| r.statement_id as usize != i)
-        {
+        if !rows.iter().map(|r| r.statement_id).eq(ids.iter().copied()) {
             bail!(
                 "{}: the chunks do not hold every statement exactly once; delete it and rerun",
                 self.dir.display()
             );
         }
-        let emb_path = out_dir.join(schemas::EMBEDDINGS_FILE);
-        let mut writer = EmbeddingsWriter::create(&emb_path, h, &poolings)?;
-        for l in 0..l1 {
-            let mut blocks = Vec::with_capacity(self.chunks.len());
-            for c in &self.chunks {
-                let b = read_embeddings_layer(&c.embeddings, l, &poolings)?;
-                if b.layer as usize != l || b.statement_ids.len() != c.rows.len() {
-                    bail!(
-                        "{}: row group {l} is not layer {l} of this chunk; delete {} and rerun",
-                        c.embeddings.display(),
-                        self.dir.display()
-                    );
-                }
-                blocks.push(b);
-            }
-            // (statement id, block, row)
-            let mut order: Vec<(u32, usize, usize)> = blocks
-                .iter()
-                .enumerate()
-                .flat_map(|(bi, b)| {
-                    b.statement_ids
-                        .iter()
-                        .enumerate()
-                        .map(move |(ri, &id)| (id, bi, ri))
-                })
-                .collect();
-            order.sort_unstable();
-            if order.len() != n_statements
-                || order
-                    .iter()
-                    .enumerate()
-                    .any(|(i, &(id, _, _))| id as usize != i)
-            {
-                bail!(
-                    "{}: layer {l} does not hold every statement exactly once; delete it and rerun",
-                    self.dir.display()
-                );
-            }
-            let ids: Vec<u32> = order.iter().map(|&(id, _, _)| id).collect();
-            let vectors: Vec<Vec<f32>> = poolings
-                .iter()
-                .map(|p| {
-                    let mut v = Vec::with_capacity(n_statements * h);
-                    for &(_, bi, ri) in &order {
-                        v.extend_from_slice(&blocks[bi].vectors[p][ri * h..(ri + 1) * h]);
-                    }
-                    v
-                })
-                .collect();
-            writer.write_layer(l as u32, &ids, vectors)?;
-        }
-        let emb = writer.finish()?;
+        let sources: Vec<PathBuf> = self.chunks.iter().map(|c| c.embeddings.clone()).collect();
+        let emb = combine_layers(
+            &out_dir.join(schemas::EMBEDDINGS_FILE),
+            &sources,
+            ids,
+            &self.poolings(),
+            self.key.n_layers as usize + 1,
+            self.key.hidden_size as usize,
+        )
+        .with_context(|| format!("delete {} and rerun", self.dir.display()))?;
         let st = schemas::write_statements(&out_dir.join(schemas::STATEMENTS_FILE), &rows)?;
         Ok((st, emb))
     }
@@ -422,6 +379,58 @@ impl Partial {
     pub fn remove(self) -> Result<()> {
         remove_leftovers(self.dir.parent().unwrap_or(Path::new(".")))
     }
+}
+
+/// Writes `out` from embeddings files that each hold some statements of every
+/// layer (one row group per layer): layer by layer, rows by statement id, so the
+/// result is byte for byte what one writer of all rows would produce. Every id of
+/// `ids` (ascending) must be in exactly one source.
+pub fn combine_layers(
+    out: &Path,
+    sources: &[PathBuf],
+    ids: &[u32],
+    poolings: &[Pooling],
+    n_layer_rows: usize,
+    hidden: usize,
+) -> Result<FileEntry> {
+    let mut writer = EmbeddingsWriter::create(out, hidden, poolings)?;
+    for l in 0..n_layer_rows {
+        let mut blocks = Vec::with_capacity(sources.len());
+        for src in sources {
+            let b = read_embeddings_layer(src, l, poolings)?;
+            if b.layer as usize != l {
+                bail!("{}: row group {l} is not layer {l}", src.display());
+            }
+            blocks.push(b);
+        }
+        // (statement id, block, row)
+        let mut order: Vec<(u32, usize, usize)> = blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(bi, b)| {
+                b.statement_ids
+                    .iter()
+                    .enumerate()
+                    .map(move |(ri, &id)| (id, bi, ri))
+            })
+            .collect();
+        order.sort_unstable();
+        if !order.iter().map(|&(id, _, _)| id).eq(ids.iter().copied()) {
+            bail!("layer {l} of the sources does not hold every statement exactly once");
+        }
+        let vectors: Vec<Vec<f32>> = poolings
+            .iter()
+            .map(|p| {
+                let mut v = Vec::with_capacity(ids.len() * hidden);
+                for &(_, bi, ri) in &order {
+                    v.extend_from_slice(&blocks[bi].vectors[p][ri * hidden..(ri + 1) * hidden]);
+                }
+                v
+            })
+            .collect();
+        writer.write_layer(l as u32, ids, vectors)?;
+    }
+    Ok(writer.finish()?)
 }
 
 /// Removes `.partial/` and temp files from a cache folder whose manifest already

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod chunks;
 pub mod dataset;
 pub mod lock;
+pub mod merge;
 pub mod model_dir;
 pub mod nll;
 pub mod parity;
@@ -13,6 +14,7 @@ pub mod pooling;
 pub mod probe;
 pub mod run;
 pub mod runtime;
+pub mod shard;
 pub mod tokenize;
 pub mod util;
 

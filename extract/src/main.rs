@@ -1,25 +1,34 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use extract::batch::Batching;
+use extract::merge::MergeOptions;
 use extract::runtime::DeviceChoice;
+use extract::shard::Shard;
 use schemas::Pooling;
 
 /// Run an ONNX-exported model over a statement dataset once and cache every
 /// layer's pooled embeddings and each statement's NLL as Parquet.
 #[derive(Parser, Debug)]
-#[command(name = "extract", version)]
+#[command(
+    name = "extract",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Model directory written by scripts/export (model.onnx, tokenizer.json, config.json, export.json).
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required = true)]
+    model: Option<PathBuf>,
     /// Dataset JSON in the seed schema: {category: {description, expected_effect, pairs: [[A, B], ...]}}.
-    #[arg(long)]
-    dataset: PathBuf,
+    #[arg(long, required = true)]
+    dataset: Option<PathBuf>,
     /// Cache root; the cache goes to OUT/NAME.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
     /// Cache folder name [default: the model directory's name].
     #[arg(long)]
     name: Option<String>,
@@ -49,6 +58,27 @@ struct Cli {
     /// extract/src/parity.rs); recorded in the manifest.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     parity_slack: f64,
+    /// Extract only shard I of N (0-based): the pairs whose global index % N == I,
+    /// into OUT/NAME.shard-I-of-N; join the shards with `extract merge`.
+    #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
+    shard: Option<Shard>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Join the complete shard caches of one extraction (extract --shard) into the
+    /// cache an unsharded run writes.
+    Merge {
+        /// Cache root; the merged cache goes to OUT/NAME.
+        #[arg(long)]
+        out: PathBuf,
+        /// Merged cache folder name.
+        #[arg(long)]
+        name: String,
+        /// The shard cache folders, every shard of the split exactly once.
+        #[arg(value_name = "SHARD_DIR", required = true)]
+        shards: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,10 +93,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Merge { out, name, shards }) = cli.command {
+        return finish(extract::merge::merge(&MergeOptions { out, name, shards }).map(|l| vec![l]));
+    }
+    // clap requires these without a subcommand; no panic if that ever changes.
+    let (Some(model), Some(dataset), Some(out)) = (cli.model, cli.dataset, cli.out) else {
+        eprintln!("error: --model, --dataset and --out are required (see --help)");
+        return ExitCode::from(2);
+    };
     let opts = extract::Options {
-        model: cli.model,
-        dataset: cli.dataset,
-        out: cli.out,
+        model,
+        dataset,
+        out,
         name: cli.name,
         device: cli.device,
         batching: Batching {
@@ -80,10 +118,16 @@ fn main() -> ExitCode {
         poolings: cli.poolings,
         force_resume: cli.force_resume,
         parity_slack: cli.parity_slack,
+        shard: cli.shard,
     };
-    match extract::run(&opts) {
-        Ok(summary) => {
-            for line in summary.lines() {
+    finish(extract::run(&opts).map(|summary| summary.lines()))
+}
+
+/// Prints the closing lines, or the error on one line.
+fn finish(result: anyhow::Result<Vec<String>>) -> ExitCode {
+    match result {
+        Ok(lines) => {
+            for line in lines {
                 println!("{line}");
             }
             ExitCode::SUCCESS

@@ -20,6 +20,7 @@ use crate::lock::CacheLock;
 use crate::model_dir::{self, Dtype, ModelDir};
 use crate::probe;
 use crate::runtime::{DeviceChoice, Runtime};
+use crate::shard::Shard;
 use crate::tokenize::{self, TextTokenizer};
 
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Options {
     pub force_resume: bool,
     /// Multiplies the parity bound of the probe check (>= 1).
     pub parity_slack: f64,
+    /// Extract only this slice of the pairs, into `NAME.shard-I-of-N`.
+    pub shard: Option<Shard>,
 }
 
 /// What happened, for the closing lines.
@@ -121,7 +124,7 @@ fn now() -> String {
 
 /// Cache folder names that would collide with the contract's own names or hide
 /// the cache from readers (which skip dot folders).
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let reserved = [
         MANIFEST_FILE,
         schemas::STATEMENTS_FILE,
@@ -163,6 +166,10 @@ pub fn run(opts: &Options) -> Result<Summary> {
         .clone()
         .unwrap_or_else(|| model_dir::default_name(&opts.model));
     check_name(&name)?;
+    let name = match opts.shard {
+        Some(shard) => shard.folder_name(&name),
+        None => name,
+    };
     if !opts.model.is_dir() {
         bail!("model directory {} does not exist", opts.model.display());
     }
@@ -207,6 +214,12 @@ fn run_locked(
         poolings: poolings.iter().map(|p| p.as_str().to_string()).collect(),
         n_layers: model.export.n_layers,
         hidden_size: model.export.hidden_size,
+        shard: opts.shard.map(|s| (s.index, s.count)),
+    };
+    // The statements this cache holds, by global id (= index into data.statements).
+    let ids: Vec<u32> = match opts.shard {
+        Some(shard) => shard.ids(data.statements.len()),
+        None => (0..data.statements.len() as u32).collect(),
     };
     let manifest_path = cache_dir.join(MANIFEST_FILE);
     let mut earlier_start = None;
@@ -239,7 +252,7 @@ fn run_locked(
             return Ok(Summary {
                 cache_dir: cache_dir.to_path_buf(),
                 already_complete: true,
-                n_statements: data.statements.len(),
+                n_statements: ids.len(),
                 n_layers: model.export.n_layers,
                 n_run: 0,
                 n_resumed: 0,
@@ -257,7 +270,8 @@ fn run_locked(
     schemas::remove_temp_files(cache_dir)?;
 
     let tok = TextTokenizer::from_file(&model.tokenizer)?;
-    let ids = tokenize::tokenize_all(&tok, &data.statements, poolings, model.export.max_positions)?;
+    let tokens =
+        tokenize::tokenize_all(&tok, &data.statements, poolings, model.export.max_positions)?;
     let session_start = Instant::now();
     let mut rt = Runtime::new(&model, opts.device)?;
     let session_seconds = session_start.elapsed().as_secs_f64();
@@ -277,19 +291,21 @@ fn run_locked(
     let started = earlier_start.unwrap_or_else(now);
     let mut m = manifest(data, &model, &tok, name, &rt, &settings, poolings, &started)?;
     m.run.parity = Some(parity.clone());
+    m.run.shard = opts.shard.map(|s| s.info(ids.len() as u32));
     schemas::write_manifest(&manifest_path, &m)?;
 
     let (n_run, n_resumed, seconds) = work(
         opts,
         data,
         &model,
+        &tokens,
         &ids,
         &mut rt,
         &settings,
         poolings,
         &mut partial,
     )?;
-    let (st, emb) = partial.assemble(cache_dir, data.statements.len())?;
+    let (st, emb) = partial.assemble(cache_dir, &ids)?;
     m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
     m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
     m.run.chunks = partial.chunk_infos();
@@ -300,7 +316,7 @@ fn run_locked(
     Ok(Summary {
         cache_dir: cache_dir.to_path_buf(),
         already_complete: false,
-        n_statements: data.statements.len(),
+        n_statements: ids.len(),
         n_layers: model.export.n_layers,
         n_run,
         n_resumed,
@@ -316,7 +332,7 @@ fn run_locked(
 
 /// The inputs a manifest records, in [`RunKey`] form. Caches written before every
 /// model file was recorded name only the graph and the tokenizer.
-fn key_of(m: &Manifest, path: &Path) -> Result<RunKey> {
+pub(crate) fn key_of(m: &Manifest, path: &Path) -> Result<RunKey> {
     let model_files = if m.model.files.is_empty() {
         BTreeMap::from([
             ("model.onnx".to_string(), m.model.onnx_sha256.clone()),
@@ -339,6 +355,7 @@ fn key_of(m: &Manifest, path: &Path) -> Result<RunKey> {
             .collect(),
         n_layers: m.model.n_layers,
         hidden_size: m.model.hidden_size,
+        shard: m.run.shard.map(|s| (s.index, s.count)),
     })
 }
 
@@ -391,6 +408,7 @@ fn manifest(
             finished: None,
             parity: None,
             chunks: Vec::new(),
+            shard: None,
         },
         files: BTreeMap::new(),
     })
@@ -447,16 +465,21 @@ fn work(
     opts: &Options,
     data: &Dataset,
     model: &ModelDir,
-    ids: &[Vec<i64>],
+    tokens: &[Vec<i64>],
+    ids: &[u32],
     rt: &mut Runtime,
     settings: &Settings,
     poolings: &[Pooling],
     partial: &mut Partial,
 ) -> Result<(usize, usize, f64)> {
     let done = partial.done();
-    let n = data.statements.len();
-    let todo: Vec<usize> = (0..n).filter(|i| !done.contains(&(*i as u32))).collect();
-    let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let n = ids.len();
+    let todo: Vec<usize> = ids
+        .iter()
+        .filter(|i| !done.contains(i))
+        .map(|&i| i as usize)
+        .collect();
+    let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let plan = batch::chunks(batch::plan(&todo, &lengths, opts.batching), n);
 
     let t0 = Instant::now();
@@ -465,7 +488,7 @@ fn work(
     for chunk in plan {
         let mut items: Vec<(StatementRow, Vec<f32>)> = Vec::new();
         for group in chunk {
-            let seqs: Vec<&[i64]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+            let seqs: Vec<&[i64]> = group.iter().map(|&i| tokens[i].as_slice()).collect();
             let out = rt.run_batch(&batch::pad(&seqs), poolings)?;
             for (row, (&i, pooled)) in group.iter().zip(out.pooled).enumerate() {
                 let s = &data.statements[i];

@@ -20,7 +20,7 @@ pub use contract::{
 };
 pub use error::CacheError;
 pub use files::{sha256_file, statements_digest, sync_dir, FileEntry};
-pub use manifest::{ChunkInfo, DatasetInfo, Manifest, ModelInfo, ParityInfo, RunInfo};
+pub use manifest::{ChunkInfo, DatasetInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo};
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
 pub use validate::{validate_cache, ValidCache};
 pub use write::{

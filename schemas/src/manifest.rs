@@ -80,6 +80,22 @@ pub struct RunInfo {
     /// combine chunks of several runs. Empty in older caches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkInfo>,
+    /// Set only in a shard cache (`extract --shard`): which slice of the dataset it
+    /// holds. Absent in whole caches, merged ones included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+}
+
+/// A shard cache holds the statements of the global pairs `p` with
+/// `p % count == index`, under their global statement ids; `dataset.n_pairs` and
+/// `dataset.n_statements` still describe the whole dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub index: u32,
+    pub count: u32,
+    /// Statements in this shard: the row count of `statements.parquet` and of each
+    /// layer of `embeddings.parquet`.
+    pub n_statements: u32,
 }
 
 /// What extract's parity pre-check saw (see `extract/src/parity.rs`).
@@ -104,9 +120,21 @@ pub struct ChunkInfo {
     /// The token budget per batch, when batches were cut by tokens.
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// In a merged cache, the shard the chunk was computed in (its `index` counts
+    /// within that shard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 impl Manifest {
+    /// Rows per layer in this cache: the shard's statements in a shard cache, else
+    /// the whole dataset's.
+    pub fn n_rows(&self) -> u32 {
+        self.run
+            .shard
+            .map_or(self.dataset.n_statements, |s| s.n_statements)
+    }
+
     pub fn read(path: &Path) -> Result<Manifest, CacheError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CacheError::new(path, format!("cannot read: {e}")))?;

@@ -64,7 +64,7 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
     if poolings.is_empty() {
         return Err(CacheError::new(&manifest_path, "lists no poolings"));
     }
-    let n_statements = u64::from(manifest.dataset.n_statements);
+    let n_statements = u64::from(manifest.n_rows());
     let n_layer_rows = u64::from(manifest.model.n_layers) + 1;
 
     let statements = check_file(

@@ -82,6 +82,7 @@ fn write_cache(dir: &Path) -> Manifest {
             finished: Some("2026-01-01T00:00:01Z".into()),
             parity: None,
             chunks: Vec::new(),
+            shard: None,
         },
         files,
     };

@@ -305,6 +305,7 @@ fn main() -> Result<()> {
                 finished: Some(now),
                 parity: None,
                 chunks: Vec::new(),
+                shard: None,
             },
             files: [
                 (STATEMENTS_FILE.to_string(), st_entry),
