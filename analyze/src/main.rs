@@ -46,6 +46,12 @@ struct RunArgs {
     /// Pooling that answers the question: mean_skip_first (seed-compatible), mean or last.
     #[arg(long, default_value = "mean_skip_first")]
     pooling: Pooling,
+    /// Cosine arithmetic: exact (float64) or seed (the notebook's float32 kernel, for parity with its numbers).
+    #[arg(long, default_value = "exact")]
+    arithmetic: analyze::uniformity::Arithmetic,
+    /// Pair-level view: take cosines around the raw normalised vectors (none) or centre them on the category mean (category).
+    #[arg(long, default_value = "none")]
+    pair_centring: analyze::pairs::Centring,
     /// Stratified pair-bootstrap resamples (0 turns the bootstrap off).
     #[arg(long, default_value_t = 10_000)]
     bootstrap: usize,
@@ -107,6 +113,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         models: args.models,
         layer_step: args.layer_step,
         pooling: args.pooling,
+        arithmetic: args.arithmetic,
+        pair_centring: args.pair_centring,
         bootstrap: args.bootstrap,
         seed: args.seed,
         stability_threshold: args.stability_threshold,

@@ -9,6 +9,7 @@
 mod contract;
 mod error;
 mod files;
+pub mod gram;
 mod manifest;
 mod read;
 mod validate;

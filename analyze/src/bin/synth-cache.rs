@@ -6,14 +6,16 @@
 //! coefficient `a` moves with the category's preference times a layer profile
 //! `k(t)` (a bump at a model-dependent depth, a negative lobe near the top), so
 //! UA correlates with preference positively mid-depth and negatively late.
+//! With `--massive count:scale`, a few fixed dimensions carry values in the
+//! thousands in every statement, as in trained LMs: cosines then sit near 1 and
+//! float32 arithmetic shows in the sixth digit of r.
 //!
-//! `synth-cache --out CACHE [--models name:layers:hidden[:params],...]
-//!  [--categories 30,20,50,50,50,30] [--seed 7] [--poolings mean,mean_skip_first,last]
-//!  [--dataset-tag synthetic-v1] [--no-params]`
+//! `synth-cache --help` lists the options.
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::Parser;
 use rayon::prelude::*;
 use schemas::{
     write_manifest, write_statements, DatasetInfo, EmbeddingsWriter, Manifest, ModelInfo, Pooling,
@@ -55,6 +57,7 @@ fn unit_vector(hidden: usize, seed: u64) -> Vec<f64> {
     v.into_iter().map(|x| x / n).collect()
 }
 
+#[derive(Clone)]
 struct Spec {
     name: String,
     layers: u32,
@@ -62,76 +65,81 @@ struct Spec {
     params: Option<u64>,
 }
 
-struct Args {
-    out: PathBuf,
-    models: Vec<Spec>,
-    categories: Vec<usize>,
-    seed: u64,
-    poolings: Vec<Pooling>,
-    dataset_tag: String,
+/// `name:layers:hidden[:params]`
+fn parse_spec(m: &str) -> Result<Spec, String> {
+    let f: Vec<&str> = m.split(':').collect();
+    if !(3..=4).contains(&f.len()) {
+        return Err(format!(
+            "model spec '{m}' must be name:layers:hidden[:params]"
+        ));
+    }
+    let num = |what: &str, v: &str| -> Result<u64, String> {
+        v.parse()
+            .map_err(|_| format!("model spec '{m}': {what} '{v}' is not a whole number"))
+    };
+    Ok(Spec {
+        name: f[0].to_string(),
+        layers: num("layers", f[1])? as u32,
+        hidden: num("hidden", f[2])? as usize,
+        params: f.get(3).map(|p| num("params", p)).transpose()?,
+    })
 }
 
-fn parse() -> Result<Args> {
-    let mut out = None;
-    let mut models = DEFAULT_MODELS.to_string();
-    let mut categories = "30,20,50,50,50,30".to_string();
-    let mut seed = 7u64;
-    let mut poolings = "mean,mean_skip_first,last".to_string();
-    let mut tag = "synthetic-v1".to_string();
-    let mut no_params = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
-        match a.as_str() {
-            "--out" => out = Some(PathBuf::from(val()?)),
-            "--models" => models = val()?,
-            "--categories" => categories = val()?,
-            "--seed" => seed = val()?.parse().context("--seed")?,
-            "--poolings" => poolings = val()?,
-            "--dataset-tag" => tag = val()?,
-            "--no-params" => no_params = true,
-            "-h" | "--help" => {
-                println!("synth-cache --out CACHE [--models name:layers:hidden[:params],...] [--categories 30,20,50,50,50,30] [--seed 7] [--poolings mean,mean_skip_first,last] [--dataset-tag T] [--no-params]\ndefault models: {DEFAULT_MODELS}");
-                std::process::exit(0);
-            }
-            _ => bail!("unknown argument '{a}' (see --help)"),
-        }
+/// Massive activations as trained LMs have them: `count` fixed dimensions whose
+/// value is about `scale` in every statement (`count:scale`).
+#[derive(Clone, Copy)]
+struct Massive {
+    count: usize,
+    scale: f64,
+}
+
+fn parse_massive(s: &str) -> Result<Massive, String> {
+    let (c, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' must be count:scale, e.g. 3:3000"))?;
+    let count = c.parse().map_err(|_| format!("'{c}' is not a count"))?;
+    let scale: f64 = v.parse().map_err(|_| format!("'{v}' is not a number"))?;
+    if !scale.is_finite() {
+        return Err(format!("scale '{v}' must be finite"));
     }
-    let models = models
-        .split(',')
-        .map(|m| {
-            let f: Vec<&str> = m.split(':').collect();
-            if f.len() < 3 {
-                bail!("model spec '{m}' must be name:layers:hidden[:params]");
-            }
-            Ok(Spec {
-                name: f[0].to_string(),
-                layers: f[1].parse().context("layers")?,
-                hidden: f[2].parse().context("hidden")?,
-                params: if no_params {
-                    None
-                } else {
-                    f.get(3).map(|p| p.parse()).transpose().context("params")?
-                },
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let categories = categories
-        .split(',')
-        .map(|c| c.parse::<usize>().context("--categories"))
-        .collect::<Result<Vec<_>>>()?;
-    let poolings = poolings
-        .split(',')
-        .map(|p| p.parse::<Pooling>().map_err(|e| anyhow!(e)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Args {
-        out: out.ok_or_else(|| anyhow!("--out is required"))?,
-        models,
-        categories,
-        seed,
-        poolings,
-        dataset_tag: tag,
-    })
+    Ok(Massive { count, scale })
+}
+
+/// Writes a synthetic cache (one folder per model) with a planted UA–preference
+/// structure, deterministic from --seed.
+#[derive(Parser)]
+#[command(
+    name = "synth-cache",
+    version,
+    about = "Writes a synthetic cache with a planted UA-preference structure (tests and benchmarks)"
+)]
+struct Args {
+    /// Cache folder to write (one folder per model).
+    #[arg(long)]
+    out: PathBuf,
+    /// Models as name:layers:hidden[:params], comma-separated (default: the four Pythia shapes).
+    #[arg(long, value_delimiter = ',', value_parser = parse_spec, default_value = DEFAULT_MODELS)]
+    models: Vec<Spec>,
+    /// Pairs per category, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "30,20,50,50,50,30")]
+    categories: Vec<usize>,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mean,mean_skip_first,last"
+    )]
+    poolings: Vec<Pooling>,
+    /// Names the synthetic dataset (part of its sha256).
+    #[arg(long, default_value = "synthetic-v1")]
+    dataset_tag: String,
+    /// Leave n_parameters out of the manifests (analyze then orders by n_layers·hidden²).
+    #[arg(long)]
+    no_params: bool,
+    /// Plant massive activations: count:scale (e.g. 3:3000), in every layer after the first.
+    #[arg(long, value_parser = parse_massive)]
+    massive: Option<Massive>,
 }
 
 /// A stand-in for the sha256 of model.onnx: sha256 of the model's spec and seed.
@@ -145,7 +153,12 @@ fn model_hash(spec: &Spec, seed: u64) -> String {
 }
 
 fn main() -> Result<()> {
-    let args = parse()?;
+    let mut args = Args::parse();
+    if args.no_params {
+        for m in &mut args.models {
+            m.params = None;
+        }
+    }
     let cat_names: Vec<String> = (0..args.categories.len())
         .map(|c| format!("category_{c}"))
         .collect();
@@ -248,6 +261,13 @@ fn main() -> Result<()> {
                             for d in 0..hidden {
                                 let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
                                 out[d] = (scale * (u[d] + a * v[d]) + sigma * noise) as f32;
+                            }
+                            if let Some(m) = args.massive.filter(|_| layer > 0) {
+                                // Fixed dimensions (the first `count`), about `scale`,
+                                // varying by 1% between statements.
+                                for o in out.iter_mut().take(m.count) {
+                                    *o = (m.scale * (1.0 + 0.01 * normal(&mut lay))) as f32;
+                                }
                             }
                         });
                     block
