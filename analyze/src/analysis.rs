@@ -385,33 +385,34 @@ fn model_entry(l: &Loaded) -> ModelEntry {
     }
 }
 
-/// One note per model and pooling whose r is NaN at some layer, naming the layers
-/// and what the seed's peak rule then does.
+/// One note per model and pooling whose r is NaN at some layer.
 fn nan_warnings(results: &[PoolingResult]) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in results {
-        for m in &p.models {
-            let layers: Vec<u32> = m.layers.iter().map(|s| s.layer).collect();
-            let r: Vec<f64> = m.layers.iter().map(|s| s.r).collect();
-            let nan = nan_layers(&layers, &r);
-            if nan.is_empty() {
-                continue;
-            }
-            let first = if nan[0] == layers[0] {
-                "; r is NaN at the first sampled layer, so, as Python's max() in the seed, every peak of this model is that layer (r = NaN)".to_string()
-            } else {
-                "; as in the seed (Python's max()), a NaN never counts as a peak".to_string()
-            };
-            out.push(format!(
-                "{} ({}): r is NaN at layer{} {} (UA or the preferences are constant across categories){first}",
-                m.model,
-                p.pooling,
-                if nan.len() == 1 { "" } else { "s" },
-                nan.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-            ));
-        }
-    }
-    out
+    results
+        .iter()
+        .flat_map(|p| {
+            p.models.iter().filter_map(|m| {
+                let layers: Vec<u32> = m.layers.iter().map(|s| s.layer).collect();
+                let r: Vec<f64> = m.layers.iter().map(|s| s.r).collect();
+                nan_note(&format!("{} ({})", m.model, p.pooling), &layers, &r)
+            })
+        })
+        .collect()
+}
+
+/// Names the layers whose r is NaN and what the seed's peak rule then does.
+fn nan_note(what: &str, layers: &[u32], r: &[f64]) -> Option<String> {
+    let nan = nan_layers(layers, r);
+    let first = *nan.first()?;
+    let rule = if first == layers[0] {
+        "r is NaN at the first sampled layer, so, as Python's max() in the seed, every peak of this model is that layer (r = NaN)"
+    } else {
+        "as in the seed (Python's max()), a NaN never counts as a peak"
+    };
+    Some(format!(
+        "{what}: r is NaN at layer{} {} (UA or the preferences are constant across categories); {rule}",
+        if nan.len() == 1 { "" } else { "s" },
+        nan.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 fn stability(peaks: &[Vec<f64>], n: usize, threshold: f64) -> Option<StabilityBootstrap> {
@@ -625,7 +626,24 @@ fn analyze_pooling(
 
 #[cfg(test)]
 mod tests {
-    use super::sampled_layers;
+    use super::{nan_note, sampled_layers};
+
+    #[test]
+    fn nan_layers_are_named_with_the_rule_that_applies() {
+        let nan = f64::NAN;
+        assert_eq!(nan_note("m", &[0, 4], &[0.1, 0.2]), None);
+        let later = nan_note("m (mean)", &[0, 4, 8], &[0.1, nan, nan]).unwrap();
+        assert!(
+            later.starts_with("m (mean): r is NaN at layers 4, 8"),
+            "{later}"
+        );
+        assert!(later.contains("never counts as a peak"), "{later}");
+        let first = nan_note("m", &[0, 4], &[nan, 0.3]).unwrap();
+        assert!(
+            first.contains("every peak of this model is that layer"),
+            "{first}"
+        );
+    }
 
     #[test]
     fn seed_layer_sampling() {
