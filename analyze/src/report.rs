@@ -36,13 +36,15 @@ fn pct(v: f64) -> String {
     }
 }
 
+/// What the share of resamples in which the verdict is "stable" says: a frequency
+/// over resampled datasets, not the probability that the peaks are stable.
 fn robustness(s: &StabilityBootstrap) -> &'static str {
     if s.share_stable >= 0.95 {
-        "robustly stable"
+        "stable in at least 95% of resamples"
     } else if s.share_stable <= 0.05 {
-        "robustly shifting"
+        "shifting in at least 95% of resamples"
     } else {
-        "not settled by these data"
+        "split between resamples, so these data do not settle it"
     }
 }
 
