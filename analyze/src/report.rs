@@ -437,6 +437,7 @@ pub fn render(a: &Analysis) -> String {
         "## The seed's interpretation (notebook section 7, filled in)\n"
     );
     r.push_str(&seed_interpretation(p));
+    let _ = write!(r, "\n{}", crate::plots::figure_list());
 
     let _ = writeln!(
         r,
