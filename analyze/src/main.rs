@@ -127,7 +127,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("note: {w}");
     }
     println!("{}", analyze::report::answer_paragraph(&a));
-    println!("wrote {}/{{results.json, report.md, layer_correlations.csv, scaling_comparison.png/svg, peak_positions.png/svg}}", settings.out.display());
+    println!(
+        "wrote {}/{{results.json, report.md, layer_correlations.csv, {}}}",
+        settings.out.display(),
+        analyze::plots::figure_files()
+    );
     Ok(())
 }
 

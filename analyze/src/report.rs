@@ -276,6 +276,7 @@ pub fn render(a: &Analysis) -> String {
         "## The seed's interpretation (notebook section 7, filled in)\n"
     );
     r.push_str(&seed_interpretation(p));
+    let _ = write!(r, "\n{}", crate::plots::figure_list());
     method_notes(&mut r, a);
     r
 }
