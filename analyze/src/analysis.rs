@@ -12,6 +12,7 @@ use schemas::Pooling;
 use serde::Serialize;
 
 use crate::bootstrap::{bootstrap_r, percentile, BootInput, Resamples};
+use crate::cka;
 use crate::correlation::{
     holm, leave_one_out, pearson, spearman, PermutationKind, Permutations, MAX_EXACT,
 };
@@ -148,6 +149,8 @@ pub struct Analysis {
     pub permutation_kind: PermutationKind,
     pub n_permutations: usize,
     pub poolings: Vec<PoolingResult>,
+    /// Layers of each model matched to the largest model's by representation (CKA).
+    pub cka: cka::Alignment,
     pub warnings: Vec<String>,
     pub timings_s: BTreeMap<String, f64>,
 }
@@ -161,6 +164,7 @@ impl Analysis {
 /// Thread-seconds spent reading Parquet and building Gram matrices (for the benchmark).
 static READ_NS: AtomicU64 = AtomicU64::new(0);
 static GRAM_NS: AtomicU64 = AtomicU64::new(0);
+static CKA_NS: AtomicU64 = AtomicU64::new(0);
 
 struct Loaded {
     model: ModelCache,
@@ -168,6 +172,25 @@ struct Loaded {
     layers: Vec<u32>,
     /// grams[pooling][layer_index][category]
     grams: Vec<Vec<Vec<CategoryGram>>>,
+}
+
+/// One layer read once: its category Grams, and its packed CKA Gram when asked for.
+struct LayerRead {
+    grams: Vec<CategoryGram>,
+    cka: Option<Vec<f64>>,
+}
+
+fn read_layer_grams(l: &Loaded, layer: u32, p: Pooling, want_cka: bool) -> Result<LayerRead> {
+    let t = Instant::now();
+    let m = read_layer(&l.model, &l.stmts, layer, p)?;
+    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let t = Instant::now();
+    let grams = category_grams(&m, l.model.hidden(), &l.stmts.pairs);
+    GRAM_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let t = Instant::now();
+    let cka = want_cka.then(|| cka::packed_gram(&m, l.stmts.ids.len(), l.model.hidden()));
+    CKA_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok(LayerRead { grams, cka })
 }
 
 /// Fewer categories leave r undefined (1), or ±1 by construction (2): no verdict
@@ -267,23 +290,30 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
+    // CKA needs a second model, and only the primary pooling: its Grams ride along
+    // with the first read of each layer.
+    let with_cka = loaded.len() >= 2;
+    let mut cka_grams = Vec::new();
     for l in &mut loaded {
         let mut per_pooling = Vec::new();
-        for &p in &poolings {
-            let grams: Result<Vec<Vec<CategoryGram>>> = l
+        for (pi, &p) in poolings.iter().enumerate() {
+            let want_cka = with_cka && pi == 0;
+            let read: Result<Vec<LayerRead>> = l
                 .layers
                 .par_iter()
-                .map(|&layer| {
-                    let t = Instant::now();
-                    let m = read_layer(&l.model, &l.stmts, layer, p)?;
-                    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    let t = Instant::now();
-                    let g = category_grams(&m, l.model.hidden(), &l.stmts.pairs);
-                    GRAM_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                    Ok(g)
-                })
+                .map(|&layer| read_layer_grams(l, layer, p, want_cka))
                 .collect();
-            per_pooling.push(grams?);
+            let (grams, packed): (Vec<_>, Vec<_>) =
+                read?.into_iter().map(|r| (r.grams, r.cka)).unzip();
+            if want_cka {
+                let packed = packed.into_iter().flatten().collect();
+                cka_grams.push(cka::ModelGrams::new(
+                    l.model.display().to_string(),
+                    l.layers.clone(),
+                    packed,
+                ));
+            }
+            per_pooling.push(grams);
         }
         l.grams = per_pooling;
     }
@@ -296,6 +326,14 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         "gram_cpu".into(),
         GRAM_NS.swap(0, Ordering::Relaxed) as f64 * 1e-9,
     );
+    timings.insert(
+        "cka_gram_cpu".into(),
+        CKA_NS.swap(0, Ordering::Relaxed) as f64 * 1e-9,
+    );
+    let t = Instant::now();
+    let cka_pairs = cka::all_pairs(&cka_grams);
+    drop(cka_grams);
+    timings.insert("cka_pairs".into(), t.elapsed().as_secs_f64());
 
     let t2 = Instant::now();
     let categories = loaded[0].stmts.categories.clone();
@@ -314,6 +352,12 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         ));
     }
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
+    let cka = cka::alignment(
+        settings.pooling,
+        loaded[0].stmts.ids.len(),
+        cka_pairs,
+        &results[0].models,
+    );
     timings.insert("total".into(), t0.elapsed().as_secs_f64());
 
     let models = loaded
@@ -342,6 +386,7 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         permutation_kind: perms.kind,
         n_permutations: perms.orders.len(),
         poolings: results,
+        cka,
         warnings,
         timings_s: timings,
     })

@@ -119,7 +119,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("note: {w}");
     }
     println!("{}", analyze::report::answer_paragraph(&a));
-    println!("wrote {}/{{results.json, report.md, layer_correlations.csv, scaling_comparison.png/svg, peak_positions.png/svg}}", settings.out.display());
+    let cka = if a.cka.applicable {
+        ", cka_alignment.png/svg"
+    } else {
+        ""
+    };
+    println!("wrote {}/{{results.json, report.md, layer_correlations.csv, scaling_comparison.png/svg, peak_positions.png/svg{cka}}}", settings.out.display());
     Ok(())
 }
 

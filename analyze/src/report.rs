@@ -27,7 +27,7 @@ fn pv(v: f64) -> String {
     }
 }
 
-fn pct(v: f64) -> String {
+pub(crate) fn pct(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.0}%")
     } else {
@@ -353,6 +353,8 @@ pub fn render(a: &Analysis) -> String {
             .map(|v| v.to_string())
             .unwrap_or_else(|| "not applicable (one model)".into())
     );
+
+    r.push_str(&crate::cka_report::section(a));
 
     let _ = writeln!(r, "\n## Per-layer statistics (pooling `{}`)\n", p.pooling);
     let _ = writeln!(
