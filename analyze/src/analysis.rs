@@ -12,6 +12,7 @@ use schemas::Pooling;
 use serde::Serialize;
 
 use crate::bootstrap::{bootstrap_r, percentile, BootInput, Resamples};
+use crate::cka;
 use crate::correlation::{
     holm, leave_one_out, pearson, spearman, PermutationKind, Permutations, MAX_EXACT,
 };
@@ -160,6 +161,8 @@ pub struct Analysis {
     /// The smallest permutation p the design allows: 1/n! (exact) or 1/(draws+1).
     pub permutation_floor: f64,
     pub poolings: Vec<PoolingResult>,
+    /// Layers of each model matched to the largest model's by representation (CKA).
+    pub cka: cka::Alignment,
     pub warnings: Vec<String>,
     pub timings_s: BTreeMap<String, f64>,
 }
@@ -173,6 +176,7 @@ impl Analysis {
 /// Thread-seconds spent reading Parquet and building Gram matrices (for the benchmark).
 static READ_NS: AtomicU64 = AtomicU64::new(0);
 static GRAM_NS: AtomicU64 = AtomicU64::new(0);
+static CKA_NS: AtomicU64 = AtomicU64::new(0);
 
 struct Loaded {
     model: ModelCache,
@@ -182,6 +186,56 @@ struct Loaded {
     grams: Vec<Vec<Vec<CategoryGram>>>,
     /// ua_other[layer_index][category]: UA of the primary pooling in the other arithmetic.
     ua_other: Vec<Vec<f64>>,
+}
+
+/// One layer read once: its category Grams, the UA of the other arithmetic (primary
+/// pooling only) and its packed CKA Gram (when asked for).
+struct LayerRead {
+    grams: Vec<CategoryGram>,
+    ua_other: Vec<f64>,
+    cka: Option<Vec<f64>>,
+}
+
+/// What to compute from a layer besides its Grams in the chosen arithmetic.
+#[derive(Clone, Copy)]
+struct Extras {
+    other_arithmetic: bool,
+    cka: bool,
+}
+
+fn read_layer_grams(
+    l: &Loaded,
+    layer: u32,
+    p: Pooling,
+    arithmetic: Arithmetic,
+    extras: Extras,
+) -> Result<LayerRead> {
+    let t = Instant::now();
+    let m = read_layer(&l.model, &l.stmts, layer, p)?;
+    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let t = Instant::now();
+    let hidden = l.model.hidden();
+    let grams = category_grams(&m, hidden, &l.stmts.pairs, arithmetic);
+    let other = arithmetic.other();
+    let ua_other = if extras.other_arithmetic {
+        category_grams(&m, hidden, &l.stmts.pairs, other)
+            .iter()
+            .map(|g| ua(g, other))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    GRAM_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let t = Instant::now();
+    let cka = extras
+        .cka
+        .then(|| cka::packed_gram(&m, l.stmts.ids.len(), hidden));
+    CKA_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok(LayerRead {
+        grams,
+        ua_other,
+        cka,
+    })
 }
 
 /// Fewer categories leave r undefined (1), or ±1 by construction (2): no verdict
@@ -219,13 +273,25 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
+    // CKA needs a second model, and only the primary pooling: its Grams ride along
+    // with the first read of each layer.
+    let with_cka = loaded.len() >= 2;
+    let mut cka_grams = Vec::new();
     for l in &mut loaded {
-        compute_grams(l, &poolings, settings.arithmetic)?;
+        cka_grams.extend(compute_grams(l, &poolings, settings.arithmetic, with_cka)?);
     }
     timings.insert("read_and_gram".into(), t1.elapsed().as_secs_f64());
-    for (key, counter) in [("read_cpu", &READ_NS), ("gram_cpu", &GRAM_NS)] {
+    for (key, counter) in [
+        ("read_cpu", &READ_NS),
+        ("gram_cpu", &GRAM_NS),
+        ("cka_gram_cpu", &CKA_NS),
+    ] {
         timings.insert(key.into(), counter.swap(0, Ordering::Relaxed) as f64 * 1e-9);
     }
+    let t = Instant::now();
+    let cka_pairs = cka::all_pairs(&cka_grams);
+    drop(cka_grams);
+    timings.insert("cka_pairs".into(), t.elapsed().as_secs_f64());
 
     let t2 = Instant::now();
     let categories = loaded[0].stmts.categories.clone();
@@ -241,6 +307,12 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         .collect();
     warnings.extend(nan_warnings(&results));
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
+    let cka = cka::alignment(
+        settings.pooling,
+        loaded[0].stmts.ids.len(),
+        cka_pairs,
+        &results[0].models,
+    );
     timings.insert("total".into(), t0.elapsed().as_secs_f64());
 
     Ok(Analysis {
@@ -252,6 +324,7 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         n_permutations: perms.orders.len(),
         permutation_floor: perms.floor(),
         poolings: results,
+        cka,
         warnings,
         timings_s: timings,
     })
@@ -333,40 +406,45 @@ fn poolings_to_analyse(loaded: &[Loaded], settings: &Settings) -> Vec<Pooling> {
 }
 
 /// Reads every sampled layer of every pooling and keeps only its category Gram
-/// matrices; for the primary pooling also the UA of the other arithmetic, so the
-/// report can say how much the choice matters on these data.
-fn compute_grams(l: &mut Loaded, poolings: &[Pooling], arithmetic: Arithmetic) -> Result<()> {
+/// matrices; for the primary pooling also the UA of the other arithmetic (so the
+/// report can say how much the choice matters on these data) and, if `with_cka`,
+/// the layer's CKA Gram (returned).
+fn compute_grams(
+    l: &mut Loaded,
+    poolings: &[Pooling],
+    arithmetic: Arithmetic,
+    with_cka: bool,
+) -> Result<Option<cka::ModelGrams>> {
+    let mut cka_grams = None;
     for (pi, &p) in poolings.iter().enumerate() {
-        let per_layer: Vec<(Vec<CategoryGram>, Vec<f64>)> = l
+        let extras = Extras {
+            other_arithmetic: pi == 0,
+            cka: with_cka && pi == 0,
+        };
+        let read: Vec<LayerRead> = l
             .layers
             .par_iter()
-            .map(|&layer| {
-                let t = Instant::now();
-                let m = read_layer(&l.model, &l.stmts, layer, p)?;
-                READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                let t = Instant::now();
-                let hidden = l.model.hidden();
-                let g = category_grams(&m, hidden, &l.stmts.pairs, arithmetic);
-                let other = if pi == 0 {
-                    let other = arithmetic.other();
-                    category_grams(&m, hidden, &l.stmts.pairs, other)
-                        .iter()
-                        .map(|g| ua(g, other))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                GRAM_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                Ok((g, other))
-            })
+            .map(|&layer| read_layer_grams(l, layer, p, arithmetic, extras))
             .collect::<Result<_>>()?;
-        let (grams, other): (Vec<_>, Vec<_>) = per_layer.into_iter().unzip();
+        let mut packed = Vec::new();
+        let mut grams = Vec::new();
+        for r in read {
+            grams.push(r.grams);
+            if pi == 0 {
+                l.ua_other.push(r.ua_other);
+            }
+            packed.extend(r.cka);
+        }
         l.grams.push(grams);
-        if pi == 0 {
-            l.ua_other = other;
+        if extras.cka {
+            cka_grams = Some(cka::ModelGrams::new(
+                l.model.display().to_string(),
+                l.layers.clone(),
+                packed,
+            ));
         }
     }
-    Ok(())
+    Ok(cka_grams)
 }
 
 fn model_entry(l: &Loaded) -> ModelEntry {

@@ -4,6 +4,9 @@
 
 pub mod analysis;
 pub mod bootstrap;
+pub mod cka;
+pub mod cka_plot;
+pub mod cka_report;
 pub mod correlation;
 pub mod csv;
 pub mod digest;
@@ -30,7 +33,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Analysis> {
         results::write(&a, dir)?;
         csv::write(&a, dir)?;
         report::write(&a, dir)?;
-        plots::write(&a, dir)
+        plots::write(&a, dir)?;
+        cka_plot::write(&a, dir)
     })?;
     a.warnings.extend(notes);
     Ok(a)

@@ -130,7 +130,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     println!(
         "wrote {}/{{results.json, report.md, layer_correlations.csv, {}}}",
         settings.out.display(),
-        analyze::plots::figure_files()
+        analyze::plots::figure_files(&a)
     );
     Ok(())
 }

@@ -37,19 +37,27 @@ pub const FIGURES: [(&str, &str); 4] = [
 ];
 
 /// The report's list of figures.
-pub fn figure_list() -> String {
+pub fn figure_list(a: &Analysis) -> String {
     let mut s = String::from("## Figures\n\n");
-    for (stem, what) in FIGURES {
+    for (stem, what) in written(a) {
         s.push_str(&format!("- `{stem}.png` (and `.svg`): {what}.\n"));
     }
     s
 }
 
 /// The figure files for the console's `wrote ...` line.
-pub fn figure_files() -> String {
-    FIGURES
+pub fn figure_files(a: &Analysis) -> String {
+    written(a)
         .map(|(stem, _)| format!("{stem}.png/svg"))
+        .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `FIGURES`, then the CKA heatmap where there is a second model to align.
+fn written(a: &Analysis) -> impl Iterator<Item = (&'static str, &'static str)> {
+    FIGURES
+        .into_iter()
+        .chain(a.cka.applicable.then_some(crate::cka_plot::FIGURE))
 }
 
 /// Okabe and Ito's colour-blind-safe palette without its yellow, which is too faint
@@ -76,7 +84,7 @@ pub fn register_font() {
     });
 }
 
-fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting failed: {e:?}")
 }
 

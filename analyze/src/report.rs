@@ -28,7 +28,7 @@ fn pv(v: f64) -> String {
     }
 }
 
-fn pct(v: f64) -> String {
+pub(crate) fn pct(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.0}%")
     } else {
@@ -269,6 +269,7 @@ pub fn render(a: &Analysis) -> String {
     }
     models_table(&mut r, a);
     seed_summary_table(&mut r, p);
+    r.push_str(&crate::cka_report::section(a));
     per_layer_tables(&mut r, a, p);
     other_poolings(&mut r, a);
     let _ = writeln!(
@@ -276,7 +277,7 @@ pub fn render(a: &Analysis) -> String {
         "## The seed's interpretation (notebook section 7, filled in)\n"
     );
     r.push_str(&seed_interpretation(p));
-    let _ = write!(r, "\n{}", crate::plots::figure_list());
+    let _ = write!(r, "\n{}", crate::plots::figure_list(a));
     method_notes(&mut r, a);
     r
 }

@@ -76,6 +76,7 @@ pub fn to_json(a: &Analysis) -> Value {
         "permutation": {"kind": a.permutation_kind, "n": a.n_permutations},
         "settings": a.settings,
         "poolings": a.poolings,
+        "cka_alignment": a.cka,
         "provenance": a.models,
         "warnings": a.warnings,
         "timings_s": a.timings_s,
