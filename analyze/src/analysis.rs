@@ -16,6 +16,7 @@ use crate::cka;
 use crate::correlation::{
     holm, leave_one_out, pearson, spearman, PermutationKind, Permutations, MAX_EXACT,
 };
+use crate::grid::{Grid, Selection};
 use crate::load::{discover, read_layer, read_statements, ModelCache, Statements};
 use crate::pairs::{pair_level, Centring};
 use crate::peaks::{
@@ -23,6 +24,9 @@ use crate::peaks::{
     PeakAnalysis, SeedSummary,
 };
 use crate::uniformity::{category_grams, ua, Arithmetic, CategoryGram};
+
+mod training;
+pub use training::{settling_index, SizeTraining, TrainingView, Verdict};
 
 /// What the user asked for.
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +51,11 @@ pub struct Settings {
     pub permutations: usize,
     /// Also analyse the cache's other poolings (sensitivity).
     pub other_poolings: bool,
+    /// The training step whose checkpoints the cross-size verdict compares
+    /// (`--revision stepN`); None: the latest step common to all sizes.
+    pub revision: Option<u64>,
+    /// Resamples of the training view (the same at every step).
+    pub training_bootstrap: usize,
 }
 
 fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -163,6 +172,11 @@ pub struct Analysis {
     pub poolings: Vec<PoolingResult>,
     /// Layers of each model matched to the largest model's by representation (CKA).
     pub cka: cka::Alignment,
+    /// The caches as series → sizes → steps, and the checkpoint per size compared.
+    pub grid: Grid,
+    pub selection: Selection,
+    /// Present when some size has several checkpoints.
+    pub training: Option<TrainingView>,
     pub warnings: Vec<String>,
     pub timings_s: BTreeMap<String, f64>,
 }
@@ -269,17 +283,27 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
     let (mut loaded, sizes, mut warnings) = load(settings)?;
+    let caches: Vec<&ModelCache> = loaded.iter().map(|l| &l.model).collect();
+    let grid = Grid::group(&caches)?;
+    let selection = grid.select(settings.revision, &caches)?;
     let poolings = poolings_to_analyse(&loaded, settings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
     let t1 = Instant::now();
-    // CKA needs a second model, and only the primary pooling: its Grams ride along
-    // with the first read of each layer.
-    let with_cka = loaded.len() >= 2;
-    let mut cka_grams = Vec::new();
-    for l in &mut loaded {
-        cka_grams.extend(compute_grams(l, &poolings, settings.arithmetic, with_cka)?);
+    // CKA aligns the checkpoints compared across sizes (a second one is needed), on
+    // the primary pooling only: its Grams ride along with the first read of each layer.
+    let compared: Vec<usize> = selection.chosen.iter().map(|m| m.index).collect();
+    let with_cka = compared.len() >= 2;
+    let mut cka_by_cache = Vec::with_capacity(loaded.len());
+    for (i, l) in loaded.iter_mut().enumerate() {
+        let want = with_cka && compared.contains(&i);
+        cka_by_cache.push(compute_grams(l, &poolings, settings.arithmetic, want)?);
     }
+    // In the order of the cross-size results, which the alignment indexes.
+    let cka_grams: Vec<cka::ModelGrams> = compared
+        .iter()
+        .filter_map(|&i| cka_by_cache[i].take())
+        .collect();
     timings.insert("read_and_gram".into(), t1.elapsed().as_secs_f64());
     for (key, counter) in [
         ("read_cpu", &READ_NS),
@@ -294,6 +318,16 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     timings.insert("cka_pairs".into(), t.elapsed().as_secs_f64());
 
     let t2 = Instant::now();
+    let training = grid
+        .has_axis()
+        .then(|| training::view(&grid, &loaded, &sizes, settings));
+    let loaded = chosen(loaded, &selection);
+    if loaded.len() < 2 {
+        warnings.push(format!(
+            "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
+            loaded[0].model.name
+        ));
+    }
     let categories = loaded[0].stmts.categories.clone();
     let perms = Permutations::new(categories.len(), settings.permutations, settings.seed);
     let resamples = (settings.bootstrap > 0)
@@ -325,6 +359,9 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         permutation_floor: perms.floor(),
         poolings: results,
         cka,
+        grid,
+        selection,
+        training,
         warnings,
         timings_s: timings,
     })
@@ -357,12 +394,6 @@ fn load(settings: &Settings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
             ));
         }
     }
-    if models.len() < 2 {
-        warnings.push(format!(
-            "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
-            models[0].name
-        ));
-    }
     let mut loaded = Vec::new();
     for m in models {
         let stmts = read_statements(&m)?;
@@ -389,6 +420,16 @@ fn load(settings: &Settings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
         }
     }
     Ok((loaded, sizes, warnings))
+}
+
+/// The caches the cross-size verdict compares, one per size, in size order.
+fn chosen(loaded: Vec<Loaded>, selection: &Selection) -> Vec<Loaded> {
+    let mut slots: Vec<Option<Loaded>> = loaded.into_iter().map(Some).collect();
+    selection
+        .chosen
+        .iter()
+        .filter_map(|m| slots[m.index].take())
+        .collect()
 }
 
 /// The primary pooling first, then (if asked) the other poolings every cache holds.
@@ -511,15 +552,19 @@ fn stability(peaks: &[Vec<f64>], n: usize, threshold: f64) -> Option<StabilityBo
     })
 }
 
-/// The per-layer statistics of one model and pooling (no bootstrap yet).
-fn model_pooling(l: &Loaded, pi: usize, perms: &Permutations, settings: &Settings) -> ModelPooling {
-    let n_layers = l.model.n_layers();
-    let cat_prefs: Vec<f64> = l
-        .stmts
+/// Mean preference per category (the seed's y).
+fn category_prefs(stmts: &Statements) -> Vec<f64> {
+    stmts
         .pairs
         .iter()
         .map(|ps| ps.iter().map(|p| p.pref).sum::<f64>() / ps.len() as f64)
-        .collect();
+        .collect()
+}
+
+/// The per-layer statistics of one model and pooling (no bootstrap yet).
+fn model_pooling(l: &Loaded, pi: usize, perms: &Permutations, settings: &Settings) -> ModelPooling {
+    let n_layers = l.model.n_layers();
+    let cat_prefs = category_prefs(&l.stmts);
     let pair_prefs: Vec<f64> = l.stmts.pairs.iter().flatten().map(|p| p.pref).collect();
     let mut layers: Vec<LayerStats> = l
         .layers
@@ -582,7 +627,7 @@ fn model_pooling(l: &Loaded, pi: usize, perms: &Permutations, settings: &Setting
 
 /// Bootstrap r of every (model, layer) of one pooling: `K x B`, one row per column
 /// k in model-then-layer order.
-fn bootstrap_columns(loaded: &[Loaded], pi: usize, res: &Resamples) -> Vec<f64> {
+fn bootstrap_columns(loaded: &[&Loaded], pi: usize, res: &Resamples) -> Vec<f64> {
     let mut columns: Vec<&[CategoryGram]> = Vec::new();
     let mut model_of_k = Vec::new();
     for (mi, l) in loaded.iter().enumerate() {
@@ -671,7 +716,8 @@ fn analyze_pooling(
     let mut stability_max_pos = None;
     let mut stability_abs = None;
     if let Some(res) = resamples {
-        let boot = bootstrap_columns(loaded, pi, res);
+        let all: Vec<&Loaded> = loaded.iter().collect();
+        let boot = bootstrap_columns(&all, pi, res);
         let n = res.n;
         let mut k = 0;
         let (mut pos_peaks, mut abs_peaks) = (Vec::new(), Vec::new());

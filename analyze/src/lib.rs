@@ -11,13 +11,16 @@ pub mod correlation;
 pub mod csv;
 pub mod digest;
 pub mod export;
+pub mod grid;
 pub mod identity;
 pub mod load;
 pub mod output;
 pub mod pairs;
 pub mod peaks;
 pub mod plots;
+pub mod plots_training;
 pub mod report;
+pub mod report_training;
 pub mod results;
 pub mod size;
 pub mod uniformity;
@@ -34,7 +37,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Analysis> {
         csv::write(&a, dir)?;
         report::write(&a, dir)?;
         plots::write(&a, dir)?;
-        cka_plot::write(&a, dir)
+        cka_plot::write(&a, dir)?;
+        plots_training::write(&a, dir)
     })?;
     a.warnings.extend(notes);
     Ok(a)

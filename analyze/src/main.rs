@@ -72,6 +72,12 @@ struct RunArgs {
     /// Monte Carlo permutations when there are more than 8 categories (else all n! are used).
     #[arg(long, default_value_t = 10_000)]
     permutations: usize,
+    /// With training checkpoints: the step (stepN) whose caches the cross-size verdict compares [default: the latest step common to all sizes].
+    #[arg(long, value_parser = step_revision)]
+    revision: Option<u64>,
+    /// With training checkpoints: resamples of the training view, the same at every step (0 turns it off).
+    #[arg(long, default_value_t = 1_000)]
+    training_bootstrap: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,6 +112,12 @@ fn positive_finite(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `--revision`: a training step as Pythia names its revisions.
+fn step_revision(s: &str) -> Result<u64, String> {
+    schemas::checkpoint::step_of(s.trim())
+        .ok_or_else(|| format!("'{s}' is not stepN (a training step, e.g. step143000)"))
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = analyze::Settings {
         cache: args.cache.expect("required by clap"),
@@ -121,6 +133,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         allow_mixed_datasets: args.allow_mixed_datasets,
         permutations: args.permutations,
         other_poolings: args.all_poolings,
+        revision: args.revision,
+        training_bootstrap: args.training_bootstrap,
     };
     let a = analyze::run(&settings)?;
     for w in &a.warnings {

@@ -53,11 +53,20 @@ pub fn figure_files(a: &Analysis) -> String {
         .join(", ")
 }
 
-/// `FIGURES`, then the CKA heatmap where there is a second model to align.
-fn written(a: &Analysis) -> impl Iterator<Item = (&'static str, &'static str)> {
+/// `FIGURES`, then the CKA heatmap where there is a second model to align, then
+/// the training view's figure of each size where there is a revision axis.
+fn written(a: &Analysis) -> impl Iterator<Item = (String, &'static str)> + '_ {
+    let training = a.training.iter().flat_map(|v| &v.sizes).map(|s| {
+        (
+            crate::plots_training::file_stem(&s.label),
+            "this size's training view: r by % depth and step, and the |r| peak per step with its CI and the settling step",
+        )
+    });
     FIGURES
         .into_iter()
         .chain(a.cka.applicable.then_some(crate::cka_plot::FIGURE))
+        .map(|(stem, what)| (stem.to_string(), what))
+        .chain(training)
 }
 
 /// Okabe and Ito's colour-blind-safe palette without its yellow, which is too faint

@@ -264,10 +264,14 @@ pub fn render(a: &Analysis) -> String {
         "> Does the layer range where |r| peaks shift with model size?\n"
     );
     let _ = writeln!(r, "## Answer\n\n{}\n", answer_paragraph(a));
+    if let Some(c) = crate::report_training::checkpoint_paragraph(a) {
+        let _ = writeln!(r, "{c}\n");
+    }
     for w in &a.warnings {
         let _ = writeln!(r, "> Note: {w}\n");
     }
     models_table(&mut r, a);
+    crate::report_training::section(&mut r, a);
     seed_summary_table(&mut r, p);
     r.push_str(&crate::cka_report::section(a));
     per_layer_tables(&mut r, a, p);
