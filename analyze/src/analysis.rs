@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
-use schemas::Pooling;
+use schemas::{Pooling, Scope};
 use serde::Serialize;
 
 use crate::bootstrap::{bootstrap_r, percentile, BootInput, Resamples};
@@ -46,6 +46,20 @@ pub struct Settings {
     pub permutations: usize,
     /// Also analyse the cache's other poolings (sensitivity).
     pub other_poolings: bool,
+    /// Read the embeddings even where a cache has compact statistics.
+    pub from_embeddings: bool,
+}
+
+impl Settings {
+    /// The compact statistics hold float64 Gram blocks only: the seed's float32
+    /// arithmetic, and `--from-embeddings`, need the embeddings.
+    pub fn scope(&self) -> Scope {
+        if self.arithmetic == Arithmetic::Exact && !self.from_embeddings {
+            Scope::PreferGrams
+        } else {
+            Scope::Full
+        }
+    }
 }
 
 fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -146,6 +160,9 @@ pub struct ModelEntry {
     pub size_for_ordering: u64,
     pub size_estimated: bool,
     pub layers_analyzed: Vec<u32>,
+    /// Where the Gram blocks came from: `grams.parquet` (compact statistics, no
+    /// embeddings read) or `embeddings.parquet`.
+    pub gram_source: &'static str,
     pub manifest: schemas::Manifest,
 }
 
@@ -265,6 +282,7 @@ fn load(settings: &Settings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
         &settings.cache,
         settings.models.as_deref(),
         settings.allow_mixed_datasets,
+        settings.scope(),
     )?;
     check_design(&models, settings)?;
     let mut warnings = crate::size::order_notes(&models);
@@ -336,6 +354,9 @@ fn poolings_to_analyse(loaded: &[Loaded], settings: &Settings) -> Vec<Pooling> {
 /// matrices; for the primary pooling also the UA of the other arithmetic, so the
 /// report can say how much the choice matters on these data.
 fn compute_grams(l: &mut Loaded, poolings: &[Pooling], arithmetic: Arithmetic) -> Result<()> {
+    if l.model.cache.grams_only {
+        return read_grams(l, poolings);
+    }
     for (pi, &p) in poolings.iter().enumerate() {
         let per_layer: Vec<(Vec<CategoryGram>, Vec<f64>)> = l
             .layers
@@ -369,6 +390,26 @@ fn compute_grams(l: &mut Loaded, poolings: &[Pooling], arithmetic: Arithmetic) -
     Ok(())
 }
 
+/// The Gram blocks as the cache's sidecar stores them; without embeddings the other
+/// arithmetic's UA stays uncomputed (`ua_other` empty).
+fn read_grams(l: &mut Loaded, poolings: &[Pooling]) -> Result<()> {
+    let t = Instant::now();
+    let sizes: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
+    for &p in poolings {
+        let grams = schemas::read_grams(
+            &l.model.cache.dir,
+            p,
+            &l.layers,
+            &l.stmts.categories,
+            &sizes,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        l.grams.push(grams);
+    }
+    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
 fn model_entry(l: &Loaded) -> ModelEntry {
     let mi = &l.model.manifest().model;
     ModelEntry {
@@ -381,6 +422,11 @@ fn model_entry(l: &Loaded) -> ModelEntry {
         size_for_ordering: l.model.size,
         size_estimated: l.model.size_estimated,
         layers_analyzed: l.layers.clone(),
+        gram_source: if l.model.cache.grams_only {
+            schemas::GRAMS_FILE
+        } else {
+            schemas::EMBEDDINGS_FILE
+        },
         manifest: l.model.manifest().clone(),
     }
 }

@@ -9,6 +9,7 @@ pub mod csv;
 pub mod digest;
 pub mod export;
 pub mod identity;
+pub mod index;
 pub mod load;
 pub mod output;
 pub mod pairs;

@@ -77,6 +77,7 @@ pub fn to_json(a: &Analysis) -> Value {
         "settings": a.settings,
         "poolings": a.poolings,
         "provenance": a.models,
+        "gram_source": a.models.iter().map(|m| (m.name.clone(), Value::from(m.gram_source))).collect::<Map<String, Value>>(),
         "warnings": a.warnings,
         "timings_s": a.timings_s,
         "tool": format!("analyze {}", env!("CARGO_PKG_VERSION")),

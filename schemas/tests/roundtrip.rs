@@ -85,6 +85,7 @@ fn write_cache(dir: &Path) -> Manifest {
             shard: None,
         },
         files,
+        grams: None,
     };
     write_manifest(&dir.join(MANIFEST_FILE), &manifest).unwrap();
     manifest

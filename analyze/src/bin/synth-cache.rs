@@ -140,6 +140,9 @@ struct Args {
     /// Plant massive activations: count:scale (e.g. 3:3000), in every layer after the first.
     #[arg(long, value_parser = parse_massive)]
     massive: Option<Massive>,
+    /// Leave out the compact statistics (grams.parquet), as in a cache made before extract wrote them.
+    #[arg(long)]
+    no_grams: bool,
 }
 
 /// A stand-in for the sha256 of model.onnx: sha256 of the model's spec and seed.
@@ -277,7 +280,7 @@ fn main() -> Result<()> {
         }
         let emb_entry = writer.finish()?;
         let now = chrono::Local::now().to_rfc3339();
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             schema_version: SCHEMA_VERSION,
             complete: true,
             model: ModelInfo {
@@ -333,7 +336,11 @@ fn main() -> Result<()> {
             ]
             .into_iter()
             .collect(),
+            grams: None,
         };
+        if !args.no_grams {
+            schemas::add_grams(&dir, &mut manifest)?;
+        }
         write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;
         println!("wrote {}", dir.display());
     }
