@@ -395,17 +395,16 @@ fn compute_grams(l: &mut Loaded, poolings: &[Pooling], arithmetic: Arithmetic) -
 fn read_grams(l: &mut Loaded, poolings: &[Pooling]) -> Result<()> {
     let t = Instant::now();
     let sizes: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
-    for &p in poolings {
-        let grams = schemas::read_grams(
-            &l.model.cache.dir,
-            p,
-            &l.layers,
-            &l.stmts.categories,
-            &sizes,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-        l.grams.push(grams);
-    }
+    let cache = &l.model.cache;
+    l.grams = schemas::read_grams(
+        &cache.dir,
+        &cache.manifest.files[schemas::GRAMS_FILE],
+        poolings,
+        &l.layers,
+        &l.stmts.categories,
+        &sizes,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     Ok(())
 }

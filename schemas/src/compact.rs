@@ -18,6 +18,7 @@ use arrow::array::{ArrayRef, AsArray, Float64Array, ListArray, StringArray, UInt
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::basic::Compression;
@@ -26,11 +27,12 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::files::{check_sha256, sha256_bytes};
 use crate::gram::{category_gram, Arithmetic, CategoryGram};
 use crate::write::{close_writer, finish_file, open_writer, temp_path};
 use crate::{
-    read_embeddings_layer, read_statements, CacheError, Manifest, Pooling, Side, StatementRow,
-    EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
+    read_embeddings_layer, read_statements, CacheError, FileEntry, Manifest, Pooling, Side,
+    StatementRow, EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
 };
 
 pub const GRAMS_FILE: &str = "grams.parquet";
@@ -307,65 +309,101 @@ pub(crate) fn check_key_values(
     Ok(())
 }
 
-/// Reads one pooling's blocks of the given layers from a validated cache's sidecar:
-/// `[layer index][category]`. `pairs_per_category` is what the statements hold;
-/// the sidecar must agree.
+/// Reads the blocks of the given poolings and layers from the sidecar of a cache
+/// validated with `Scope::PreferGrams`: `[pooling][layer index][category]`. The
+/// file is read once, checked against its sha256 in `files` (validation left that
+/// to this read, so the bytes are read once) and decoded from memory.
+/// `pairs_per_category` is what the statements hold; the sidecar must agree.
 pub fn read_grams(
     dir: &Path,
-    pooling: Pooling,
+    entry: &FileEntry,
+    poolings: &[Pooling],
     layers: &[u32],
     categories: &[String],
     pairs_per_category: &[usize],
-) -> Result<Vec<Vec<CategoryGram>>, CacheError> {
+) -> Result<Vec<Vec<Vec<CategoryGram>>>, CacheError> {
     let path = dir.join(GRAMS_FILE);
-    let file = std::fs::File::open(&path)
-        .map_err(|e| CacheError::new(&path, format!("cannot open: {e}")))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| CacheError::new(&path, format!("not a readable Parquet file: {e}")))?;
-    let wanted: Vec<String> = ["layer", "category", "n_pairs"]
-        .into_iter()
-        .map(String::from)
-        .chain(BLOCKS.iter().map(|b| column_name(pooling, b)))
-        .collect();
-    let roots: Vec<usize> = wanted
+    let bytes = Bytes::from(
+        std::fs::read(&path).map_err(|e| CacheError::new(&path, format!("cannot read: {e}")))?,
+    );
+    check_sha256(&path, &sha256_bytes(&bytes), entry)?;
+    poolings
         .iter()
-        .map(|name| builder.schema().index_of(name))
-        .collect::<Result<_, _>>()
-        .map_err(|e| CacheError::new(&path, format!("missing column: {e}")))?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder
-        .with_projection(mask)
-        .with_row_groups(layers.iter().map(|&l| l as usize).collect())
-        .build()
-        .map_err(|e| CacheError::new(&path, e.to_string()))?;
-    let mut out: Vec<Vec<CategoryGram>> = layers.iter().map(|_| Vec::new()).collect();
-    let mut row = 0;
-    for batch in reader {
-        let batch = batch.map_err(|e| CacheError::new(&path, format!("cannot decode: {e}")))?;
-        let rows = BatchRows::new(&batch, pooling, &path)?;
-        for i in 0..batch.num_rows() {
-            let (li, c) = (row / categories.len(), row % categories.len());
-            let want = Expected {
-                layer: *layers.get(li).ok_or_else(|| {
-                    CacheError::new(&path, "holds more rows than its row groups promise")
-                })?,
-                category: &categories[c],
-                n: pairs_per_category[c],
+        .map(|&p| {
+            let rows = Rows {
+                path: &path,
+                layers,
+                categories,
+                pairs_per_category,
             };
-            out[li].push(rows.gram(i, &want, &path)?);
-            row += 1;
+            rows.read(bytes.clone(), p)
+        })
+        .collect()
+}
+
+/// Where one pooling's rows are read from and what they must describe.
+struct Rows<'a> {
+    path: &'a Path,
+    layers: &'a [u32],
+    categories: &'a [String],
+    pairs_per_category: &'a [usize],
+}
+
+impl Rows<'_> {
+    fn read(&self, bytes: Bytes, pooling: Pooling) -> Result<Vec<Vec<CategoryGram>>, CacheError> {
+        let Rows {
+            path,
+            layers,
+            categories,
+            pairs_per_category,
+        } = *self;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| CacheError::new(path, format!("not a readable Parquet file: {e}")))?;
+        let wanted: Vec<String> = ["layer", "category", "n_pairs"]
+            .into_iter()
+            .map(String::from)
+            .chain(BLOCKS.iter().map(|b| column_name(pooling, b)))
+            .collect();
+        let roots: Vec<usize> = wanted
+            .iter()
+            .map(|name| builder.schema().index_of(name))
+            .collect::<Result<_, _>>()
+            .map_err(|e| CacheError::new(path, format!("missing column: {e}")))?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder
+            .with_projection(mask)
+            .with_row_groups(layers.iter().map(|&l| l as usize).collect())
+            .build()
+            .map_err(|e| CacheError::new(path, e.to_string()))?;
+        let mut out: Vec<Vec<CategoryGram>> = layers.iter().map(|_| Vec::new()).collect();
+        let mut row = 0;
+        for batch in reader {
+            let batch = batch.map_err(|e| CacheError::new(path, format!("cannot decode: {e}")))?;
+            let rows = BatchRows::new(&batch, pooling, path)?;
+            for i in 0..batch.num_rows() {
+                let (li, c) = (row / categories.len(), row % categories.len());
+                let want = Expected {
+                    layer: *layers.get(li).ok_or_else(|| {
+                        CacheError::new(path, "holds more rows than its row groups promise")
+                    })?,
+                    category: &categories[c],
+                    n: pairs_per_category[c],
+                };
+                out[li].push(rows.gram(i, &want, path)?);
+                row += 1;
+            }
         }
+        if row != layers.len() * categories.len() {
+            return Err(CacheError::new(
+                &path,
+                format!(
+                    "holds {row} rows for the layers read, expected {}",
+                    layers.len() * categories.len()
+                ),
+            ));
+        }
+        Ok(out)
     }
-    if row != layers.len() * categories.len() {
-        return Err(CacheError::new(
-            &path,
-            format!(
-                "holds {row} rows for the layers read, expected {}",
-                layers.len() * categories.len()
-            ),
-        ));
-    }
-    Ok(out)
 }
 
 /// What one row of the sidecar must describe.

@@ -5,6 +5,7 @@ use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::compact::check_key_values;
+use crate::files::check_sha256;
 use crate::{
     embeddings_schema, grams_schema, sha256_file, statements_schema, CacheError, FileEntry,
     Manifest, Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, SCHEMA_VERSION, STATEMENTS_FILE,
@@ -32,7 +33,8 @@ pub struct ValidCache {
     pub manifest: Manifest,
     pub poolings: Vec<Pooling>,
     /// The embeddings' bytes were not read: a reader must take the Gram blocks from
-    /// the sidecar (`Scope::PreferGrams` on a cache that has one).
+    /// the sidecar with [`crate::read_grams`], which checks its sha256
+    /// (`Scope::PreferGrams` on a cache that has one).
     pub grams_only: bool,
 }
 
@@ -129,7 +131,8 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
         "statement",
     )?;
     if manifest.grams.is_some() {
-        check_grams(dir, &manifest, &poolings)?;
+        // A reader of the sidecar alone checks its sha256 as it reads it (`read_grams`).
+        check_grams(dir, &manifest, &poolings, !grams_only)?;
     }
     Ok(ValidCache {
         dir: dir.to_path_buf(),
@@ -187,7 +190,12 @@ fn check_sidecar_listing(dir: &Path, manifest: &Manifest) -> Result<(), CacheErr
 /// The sidecar: this format version and arithmetic, computed from these
 /// embeddings (by the manifest and by its own metadata), hashed, one row group
 /// per layer with one row per category.
-fn check_grams(dir: &Path, manifest: &Manifest, poolings: &[Pooling]) -> Result<(), CacheError> {
+fn check_grams(
+    dir: &Path,
+    manifest: &Manifest,
+    poolings: &[Pooling],
+    hash: bool,
+) -> Result<(), CacheError> {
     let path = dir.join(GRAMS_FILE);
     let Some(info) = &manifest.grams else {
         return Ok(());
@@ -216,7 +224,7 @@ fn check_grams(dir: &Path, manifest: &Manifest, poolings: &[Pooling]) -> Result<
         GRAMS_FILE,
         rows,
         &grams_schema(poolings),
-        true,
+        hash,
     )?;
     check_key_values(&path, file.metadata().file_metadata(), info)?;
     check_row_groups(&path, &file, manifest, n_categories, "category")
@@ -255,7 +263,9 @@ fn check_file(
         ));
     }
     if hash {
-        check_sha256(&path, entry)?;
+        let sha =
+            sha256_file(&path).map_err(|e| CacheError::new(&path, format!("cannot read: {e}")))?;
+        check_sha256(&path, &sha, entry)?;
     }
     let file =
         File::open(&path).map_err(|e| CacheError::new(&path, format!("cannot open: {e}")))?;
@@ -291,15 +301,4 @@ fn check_file(
         ));
     }
     Ok(builder)
-}
-
-fn check_sha256(path: &Path, entry: &FileEntry) -> Result<(), CacheError> {
-    let sha = sha256_file(path).map_err(|e| CacheError::new(path, format!("cannot read: {e}")))?;
-    if sha != entry.sha256 {
-        return Err(CacheError::new(
-            path,
-            "content does not match the sha256 in manifest.json: the file or the manifest was altered",
-        ));
-    }
-    Ok(())
 }

@@ -231,10 +231,12 @@ fn the_sidecar_reads_back_the_exact_blocks() {
     let valid = validate_cache_in(dir.path(), Scope::PreferGrams).unwrap();
     assert!(valid.grams_only);
     let cats = &manifest.dataset.categories;
-    let read = read_grams(dir.path(), Pooling::Last, &[0, 2], cats, &[1, 1]).unwrap();
+    let entry = &manifest.files[GRAMS_FILE];
+    let poolings = [Pooling::Last];
+    let read = read_grams(dir.path(), entry, &poolings, &[0, 2], cats, &[1, 1]).unwrap();
     let m = vectors(2, 4);
     let want = gram::category_gram(&m, HIDDEN, &[2], &[3], gram::Arithmetic::Exact);
-    assert_eq!(read[1][1], want);
+    assert_eq!(read[0][1][1], want);
 
     let path = dir.path().join(EMBEDDINGS_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
