@@ -138,7 +138,7 @@ struct Source<'a> {
     categories: &'a [String],
     ids: Vec<u32>,
     /// Per category, the rows of its pairs' A and B statements in pair_index order.
-    pairs: Vec<(Vec<usize>, Vec<usize>)>,
+    pairs: Vec<PairRows>,
 }
 
 impl<'a> Source<'a> {
@@ -226,13 +226,16 @@ fn from_upper_triangle(t: &[f64], n: usize) -> Vec<f64> {
     g
 }
 
+/// One category's statement rows: its pairs' A sides and B sides, pair by pair.
+type PairRows = (Vec<usize>, Vec<usize>);
+
 /// Per category (manifest order), the rows of its A and B statements, pairs in
 /// `pair_index` order, as analyze pairs them.
 fn category_rows(
     rows: &[StatementRow],
     categories: &[String],
     path: &Path,
-) -> Result<Vec<(Vec<usize>, Vec<usize>)>, CacheError> {
+) -> Result<Vec<PairRows>, CacheError> {
     let mut sides: Vec<BTreeMap<u32, [Option<usize>; 2]>> = vec![BTreeMap::new(); categories.len()];
     for (i, r) in rows.iter().enumerate() {
         let c = categories
@@ -273,7 +276,7 @@ fn category_rows(
                         format!("category '{name}' pair {pair} lacks its A or B side"),
                     )),
                 })
-                .collect::<Result<(Vec<usize>, Vec<usize>), CacheError>>()
+                .collect::<Result<PairRows, CacheError>>()
         })
         .collect()
 }
@@ -395,7 +398,7 @@ impl Rows<'_> {
         }
         if row != layers.len() * categories.len() {
             return Err(CacheError::new(
-                &path,
+                path,
                 format!(
                     "holds {row} rows for the layers read, expected {}",
                     layers.len() * categories.len()
