@@ -19,7 +19,8 @@ fn make_cache(cache: &Path) {
 }
 
 fn analyze(cache: &Path, out: &Path, extra: &[&str]) -> Value {
-    let base = ["--bootstrap", "0", "--pooling", "mean"];
+    // CKA needs the vectors; synth-cache also writes compact statistics.
+    let base = ["--bootstrap", "0", "--pooling", "mean", "--from-embeddings"];
     let res = run_analyze(cache, out, &[&base[..], extra].concat());
     assert!(
         res.status.success(),
@@ -138,5 +139,25 @@ fn one_model_has_nothing_to_align() {
     assert_eq!(ours["cka_alignment"]["applicable"], false);
     assert!(!out.join("cka_alignment.png").exists());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("Not applicable: a single model"));
+    assert!(report.contains("Not computed: a single model"));
+}
+
+#[test]
+fn from_compact_statistics_cka_is_not_computed_and_the_report_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    make_cache(&cache);
+    let out = tmp.path().join("out");
+    let res = run_analyze(&cache, &out, &["--bootstrap", "0", "--pooling", "mean"]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("Not computed: the caches were read from their compact statistics"),
+        "{report}"
+    );
+    assert!(!out.join("cka_alignment.png").exists());
 }

@@ -86,7 +86,10 @@ fn the_planted_settling_step_is_found_within_its_ci() {
             s["label"].as_str().unwrap().replace(' ', "-")
         );
         assert!(out.join(format!("{stem}.png")).is_file(), "{stem}.png");
-        assert!(report.contains(&format!("`{stem}.png`")), "report lists {stem}.png");
+        assert!(
+            report.contains(&format!("`{stem}.png`")),
+            "report lists {stem}.png"
+        );
     }
     assert_eq!(v["training"]["bootstrap"], 200);
     // One checkpoint per size: the latest common step, stated in the report.

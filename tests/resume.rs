@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{assert_ok, binary, fixture, seed_dataset};
+use e2e::{assert_ok, binary, demo_dataset, fixture, seed_dataset};
 use schemas::{
-    read_statements, validate_cache, Manifest, EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
+    read_statements, validate_cache, Manifest, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE,
+    STATEMENTS_FILE,
 };
 
 const NAME: &str = "m";
@@ -59,9 +60,13 @@ fn spawn_with(out: &Path, dataset: &Path) -> Child {
 
 /// Runs to the end; returns the wall time.
 fn complete(out: &Path) -> Duration {
+    complete_with(out, &seed_dataset())
+}
+
+fn complete_with(out: &Path, dataset: &Path) -> Duration {
     let t = Instant::now();
     let a = Command::new(binary("extract"))
-        .args(args(out))
+        .args(args_with(out, dataset))
         .output()
         .unwrap();
     assert_ok(&a, "extract");
@@ -106,7 +111,7 @@ fn assert_same(cache: &Path, reference: &Path) {
         (0..v.manifest.dataset.n_statements).collect::<Vec<_>>(),
         "each statement once, in order"
     );
-    for f in [STATEMENTS_FILE, EMBEDDINGS_FILE] {
+    for f in [STATEMENTS_FILE, EMBEDDINGS_FILE, GRAMS_FILE] {
         let a = std::fs::read(reference.join(f)).unwrap();
         let b = std::fs::read(cache.join(f)).unwrap();
         assert!(a == b, "{f} differs from the uninterrupted run's");
@@ -267,6 +272,51 @@ fn killed_after_a_chunk_resumes_and_says_so() {
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(stdout.contains("resumed from an earlier run"), "{stdout}");
     assert_same(&cache, &full.join(NAME));
+}
+
+/// Whether the sidecar's temp file (`grams.parquet.<pid>-<n>.tmp`) is in `cache`.
+fn writing_sidecar(cache: &Path) -> bool {
+    std::fs::read_dir(cache).is_ok_and(|d| {
+        d.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(GRAMS_FILE) && name.ends_with(".tmp")
+        })
+    })
+}
+
+/// SIGKILL while the sidecar is being written (its temp file present): the manifest
+/// does not say complete, and the resumed run ends with the same bytes. Up to 10
+/// tries, since the window lasts milliseconds; at least one must land in it.
+#[test]
+fn killed_while_writing_the_sidecar_resumes_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    complete_with(&full, &demo_dataset());
+    let mut landed = 0;
+    for attempt in 0..10 {
+        let out = tmp.path().join(format!("cut-{attempt}"));
+        let cache = out.join(NAME);
+        let mut child = spawn_with(&out, &demo_dataset());
+        while !writing_sidecar(&cache) && child.try_wait().unwrap().is_none() {}
+        let alive = child.try_wait().unwrap().is_none();
+        child.kill().unwrap_or(());
+        child.wait().unwrap();
+        let m = Manifest::read(&cache.join(MANIFEST_FILE)).unwrap();
+        never_complete_and_broken(&cache, &format!("attempt {attempt}"));
+        if alive && !m.complete {
+            landed += 1;
+            assert!(
+                !m.files.contains_key(GRAMS_FILE),
+                "an unfinished sidecar is listed"
+            );
+        }
+        complete_with(&out, &demo_dataset());
+        assert_same(&cache, &full.join(NAME));
+        if landed >= 2 {
+            break;
+        }
+    }
+    assert!(landed >= 1, "no kill landed while the sidecar was written");
 }
 
 /// Two writers into one cache, the second started 0.3, 1 and 2 s after the first:

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use e2e::{assert_ok, binary, copy_dir, extract_cpu, fixture, run, run_cmd, seed_dataset};
 use schemas::{
-    read_statements, validate_cache, Manifest, EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
+    read_statements, validate_cache, Manifest, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE,
+    STATEMENTS_FILE,
 };
 
 const N: u32 = 3;
@@ -98,7 +99,7 @@ fn merged_shards_equal_the_unsharded_cache_byte_for_byte() {
     let out = merge(tmp.path(), "m", &[shards[2], shards[0], shards[1]]);
     assert_ok(&out, "extract merge");
     let merged = tmp.path().join("m");
-    for file in [STATEMENTS_FILE, EMBEDDINGS_FILE] {
+    for file in [STATEMENTS_FILE, EMBEDDINGS_FILE, GRAMS_FILE] {
         assert!(
             std::fs::read(merged.join(file)).unwrap() == std::fs::read(s.whole.join(file)).unwrap(),
             "{file} differs from the unsharded run's"

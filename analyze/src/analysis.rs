@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
-use schemas::Pooling;
+use schemas::{Pooling, Scope};
 use serde::Serialize;
 
 use crate::bootstrap::{bootstrap_r, percentile, BootInput, Resamples};
@@ -56,6 +56,20 @@ pub struct Settings {
     pub revision: Option<u64>,
     /// Resamples of the training view (the same at every step).
     pub training_bootstrap: usize,
+    /// Read the embeddings even where a cache has compact statistics.
+    pub from_embeddings: bool,
+}
+
+impl Settings {
+    /// The compact statistics hold float64 Gram blocks only: the seed's float32
+    /// arithmetic, and `--from-embeddings`, need the embeddings.
+    pub fn scope(&self) -> Scope {
+        if self.arithmetic == Arithmetic::Exact && !self.from_embeddings {
+            Scope::PreferGrams
+        } else {
+            Scope::Full
+        }
+    }
 }
 
 fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -156,6 +170,9 @@ pub struct ModelEntry {
     pub size_for_ordering: u64,
     pub size_estimated: bool,
     pub layers_analyzed: Vec<u32>,
+    /// Where the Gram blocks came from: `grams.parquet` (compact statistics, no
+    /// embeddings read) or `embeddings.parquet`.
+    pub gram_source: &'static str,
     pub manifest: schemas::Manifest,
 }
 
@@ -293,7 +310,9 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     // CKA aligns the checkpoints compared across sizes (a second one is needed), on
     // the primary pooling only: its Grams ride along with the first read of each layer.
     let compared: Vec<usize> = selection.chosen.iter().map(|m| m.index).collect();
-    let with_cka = compared.len() >= 2;
+    // CKA needs the vectors: not from compact statistics (`--from-embeddings` reads them).
+    let compact = compared.iter().any(|&i| loaded[i].model.cache.grams_only);
+    let with_cka = compared.len() >= 2 && !compact;
     let mut cka_by_cache = Vec::with_capacity(loaded.len());
     for (i, l) in loaded.iter_mut().enumerate() {
         let want = with_cka && compared.contains(&i);
@@ -342,6 +361,7 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     warnings.extend(nan_warnings(&results));
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
     let cka = cka::alignment(
+        compact,
         settings.pooling,
         loaded[0].stmts.ids.len(),
         cka_pairs,
@@ -375,6 +395,7 @@ fn load(settings: &Settings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
         &settings.cache,
         settings.models.as_deref(),
         settings.allow_mixed_datasets,
+        settings.scope(),
     )?;
     check_design(&models, settings)?;
     let mut warnings = crate::size::order_notes(&models);
@@ -457,6 +478,10 @@ fn compute_grams(
     with_cka: bool,
 ) -> Result<Option<cka::ModelGrams>> {
     let mut cka_grams = None;
+    if l.model.cache.grams_only {
+        read_grams(l, poolings)?;
+        return Ok(None);
+    }
     for (pi, &p) in poolings.iter().enumerate() {
         let extras = Extras {
             other_arithmetic: pi == 0,
@@ -488,6 +513,25 @@ fn compute_grams(
     Ok(cka_grams)
 }
 
+/// The Gram blocks as the cache's sidecar stores them; without embeddings the other
+/// arithmetic's UA stays uncomputed (`ua_other` empty).
+fn read_grams(l: &mut Loaded, poolings: &[Pooling]) -> Result<()> {
+    let t = Instant::now();
+    let sizes: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
+    let cache = &l.model.cache;
+    l.grams = schemas::read_grams(
+        &cache.dir,
+        &cache.manifest.files[schemas::GRAMS_FILE],
+        poolings,
+        &l.layers,
+        &l.stmts.categories,
+        &sizes,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    READ_NS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
 fn model_entry(l: &Loaded) -> ModelEntry {
     let mi = &l.model.manifest().model;
     ModelEntry {
@@ -500,6 +544,11 @@ fn model_entry(l: &Loaded) -> ModelEntry {
         size_for_ordering: l.model.size,
         size_estimated: l.model.size_estimated,
         layers_analyzed: l.layers.clone(),
+        gram_source: if l.model.cache.grams_only {
+            schemas::GRAMS_FILE
+        } else {
+            schemas::EMBEDDINGS_FILE
+        },
         manifest: l.model.manifest().clone(),
     }
 }

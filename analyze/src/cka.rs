@@ -170,8 +170,10 @@ pub struct DepthMatch {
 /// The `cka_alignment` section of results.json.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alignment {
-    /// False with a single model: there is nothing to align.
+    /// False with a single model (nothing to align) or from compact statistics (no vectors).
     pub applicable: bool,
+    /// Why not, when not applicable.
+    pub not_applicable: Option<&'static str>,
     pub pooling: String,
     pub vectors: &'static str,
     pub n_statements: usize,
@@ -203,16 +205,26 @@ pub fn all_pairs(models: &[ModelGrams]) -> Vec<CkaPair> {
     pairs
 }
 
-/// The alignment section from the pairs and the primary pooling's per-model results.
+/// The alignment section from the pairs and the primary pooling's per-model results;
+/// `compact`: some compared model was read from compact statistics.
 pub fn alignment(
+    compact: bool,
     pooling: Pooling,
     n_statements: usize,
     pairs: Vec<CkaPair>,
     models: &[ModelPooling],
 ) -> Alignment {
-    let applicable = models.len() >= 2;
+    let not_applicable = if models.len() < 2 {
+        Some("a single model has no other model's layers to be aligned with")
+    } else if compact {
+        Some("the caches were read from their compact statistics (grams.parquet), which hold no vectors across categories; `--from-embeddings` computes it")
+    } else {
+        None
+    };
+    let applicable = not_applicable.is_none();
     Alignment {
         applicable,
+        not_applicable,
         pooling: pooling.as_str().to_string(),
         vectors: VECTORS,
         n_statements,

@@ -15,10 +15,8 @@ pub fn section(a: &Analysis) -> String {
         "\n## Depth aligned by representation (linear CKA, pooling `{}`)\n\n",
         c.pooling
     );
-    if !c.applicable {
-        s.push_str(
-            "Not applicable: a single model has no other model's layers to be aligned with.\n\n",
-        );
+    if let Some(why) = c.not_applicable {
+        let _ = writeln!(s, "Not computed: {why}.\n");
         return s;
     }
     s.push_str(&method(c));

@@ -21,7 +21,7 @@ pub fn export_safetensors(
     allow_mixed: bool,
 ) -> Result<(Vec<PathBuf>, Vec<String>)> {
     output::check(out, cache, output::Kind::Export)?;
-    let models = discover(cache, only, allow_mixed)?;
+    let models = discover(cache, only, allow_mixed, schemas::Scope::Full)?;
     let (names, notes) = output::write_atomically(out, output::Kind::Export, |dir| {
         models
             .iter()

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod export;
 pub mod grid;
 pub mod identity;
+pub mod index;
 pub mod load;
 pub mod output;
 pub mod pairs;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use polars::prelude::*;
 use rayon::prelude::*;
-use schemas::{Manifest, Pooling, Side, ValidCache, EMBEDDINGS_FILE, STATEMENTS_FILE};
+use schemas::{Manifest, Pooling, Scope, Side, ValidCache, EMBEDDINGS_FILE, STATEMENTS_FILE};
 
 /// One model's validated cache, with where its size estimate came from.
 #[derive(Debug, Clone)]
@@ -35,14 +35,8 @@ impl ModelCache {
     }
 }
 
-/// Finds the model directories under `cache` (or the named ones), validates each,
-/// refuses one model counted twice (`identity`) and implausible sizes (`size`), and
-/// orders them by parameter count.
-pub fn discover(
-    cache: &Path,
-    only: Option<&[String]>,
-    allow_mixed: bool,
-) -> Result<Vec<ModelCache>> {
+/// The model folders under `cache` (or the named ones), by name.
+pub fn model_dirs(cache: &Path, only: Option<&[String]>) -> Result<Vec<(String, PathBuf)>> {
     if !cache.is_dir() {
         bail!(
             "{}: is not a directory (expected a cache folder holding one folder per model)",
@@ -87,13 +81,26 @@ pub fn discover(
             cache.display()
         );
     }
+    Ok(dirs)
+}
+
+/// Finds the model directories under `cache` (or the named ones), validates each as
+/// far as `scope` says, refuses one model counted twice (`identity`) and
+/// implausible sizes (`size`), and orders them by parameter count.
+pub fn discover(
+    cache: &Path,
+    only: Option<&[String]>,
+    allow_mixed: bool,
+    scope: Scope,
+) -> Result<Vec<ModelCache>> {
+    let dirs = model_dirs(cache, only)?;
     crate::identity::check_same_folders(&dirs)?;
     // Validation hashes every file; models are independent, so check them in parallel
     // and report the first failure in folder order.
     let cache_root = cache;
     let checked: Vec<Result<ValidCache>> = dirs
         .par_iter()
-        .map(|(_, dir)| schemas::validate_cache(dir).map_err(|e| anyhow!("{e}")))
+        .map(|(_, dir)| schemas::validate_cache_in(dir, scope).map_err(|e| anyhow!("{e}")))
         .collect();
     let mut models = Vec::new();
     for ((name, _), cache) in dirs.into_iter().zip(checked) {

@@ -27,6 +27,19 @@ enum Command {
     Run(RunArgs),
     /// Write each model's pooled embeddings and NLLs for PyTorch/numpy users.
     Export(ExportArgs),
+    /// Add the compact statistics (grams.parquet) to caches made before extract wrote
+    /// them, or rebuild a stale one; the analysis then reads no embeddings.
+    Index(IndexArgs),
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// Cache folder holding one folder per model.
+    #[arg(long)]
+    cache: PathBuf,
+    /// Only these model folders (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
 }
 
 #[derive(Args, Clone)]
@@ -78,6 +91,10 @@ struct RunArgs {
     /// With training checkpoints: resamples of the training view, the same at every step (0 turns it off).
     #[arg(long, default_value_t = 1_000)]
     training_bootstrap: usize,
+    /// Read the embeddings even where a cache has compact statistics (grams.parquet);
+    /// `--arithmetic seed` always reads them.
+    #[arg(long)]
+    from_embeddings: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,6 +152,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         other_poolings: args.all_poolings,
         revision: args.revision,
         training_bootstrap: args.training_bootstrap,
+        from_embeddings: args.from_embeddings,
     };
     let a = analyze::run(&settings)?;
     for w in &a.warnings {
@@ -194,6 +212,13 @@ fn main() -> ExitCode {
                 }
             }),
         },
+        Some(Command::Index(i)) => {
+            analyze::index::index(&i.cache, i.models.as_deref()).map(|lines| {
+                for l in lines {
+                    println!("{l}");
+                }
+            })
+        }
         Some(Command::Run(r)) => run(r),
         None => run(cli.run),
     };

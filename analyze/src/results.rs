@@ -81,6 +81,7 @@ pub fn to_json(a: &Analysis) -> Value {
         "cross_size": cross_size(a),
         "training": a.training,
         "grid": a.grid,
+        "gram_source": a.models.iter().map(|m| (m.name.clone(), Value::from(m.gram_source))).collect::<Map<String, Value>>(),
         "warnings": a.warnings,
         "timings_s": a.timings_s,
         "tool": format!("analyze {}", env!("CARGO_PKG_VERSION")),

@@ -4,7 +4,7 @@
 //! then `chunk-NNNNNN.statements.parquet`, whose presence marks the chunk done).
 //! `run.json` ties the folder to one set of inputs and settings. At the end the
 //! chunks are merged layer by layer into the final files. Everything here runs
-//! under the cache's lock ([`crate::lock`]).
+//! under the cache's lock ([`schemas::CacheLock`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

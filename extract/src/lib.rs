@@ -6,7 +6,6 @@ pub mod batch;
 pub mod checkpoint;
 pub mod chunks;
 pub mod dataset;
-pub mod lock;
 pub mod merge;
 pub mod model_dir;
 pub mod nll;

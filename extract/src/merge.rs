@@ -11,7 +11,6 @@ use anyhow::{anyhow, bail, Result};
 use schemas::{Manifest, ParityInfo, StatementRow, ValidCache, MANIFEST_FILE};
 
 use crate::chunks;
-use crate::lock::CacheLock;
 use crate::run::{check_name, key_of};
 use crate::shard::Shard;
 
@@ -48,7 +47,7 @@ pub fn merge(opts: &MergeOptions) -> Result<String> {
         );
     }
     let created = !out_dir.exists();
-    let lock = CacheLock::acquire(&out_dir)?;
+    let lock = schemas::CacheLock::acquire(&out_dir)?;
     let result = merge_locked(&shards, &opts.name, &out_dir);
     if result.is_err() && created {
         let _ = std::fs::remove_dir_all(&out_dir);
@@ -243,6 +242,9 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
         (schemas::STATEMENTS_FILE.to_string(), st),
         (schemas::EMBEDDINGS_FILE.to_string(), emb),
     ]);
+    // The first shard's sidecar describes its own slice: the merged cache gets its own.
+    m.grams = None;
+    schemas::add_grams(out_dir, &mut m)?;
     m.complete = true;
     schemas::write_manifest(&manifest_path, &m)?;
     Ok(format!(

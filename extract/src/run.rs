@@ -17,7 +17,6 @@ use crate::batch::{self, Batching};
 use crate::checkpoint::CheckpointFlags;
 use crate::chunks::{self, Partial, RunKey, Settings};
 use crate::dataset::{self, Dataset, Statement};
-use crate::lock::CacheLock;
 use crate::model_dir::{self, Dtype, ModelDir};
 use crate::probe;
 use crate::runtime::{DeviceChoice, Runtime};
@@ -132,6 +131,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         MANIFEST_FILE,
         schemas::STATEMENTS_FILE,
         schemas::EMBEDDINGS_FILE,
+        schemas::GRAMS_FILE,
     ];
     if name.is_empty()
         || name.starts_with('.')
@@ -180,7 +180,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
     let created = !cache_dir.exists();
     // Taken before anything slow (hashing the weights, creating the session), so a
     // second writer is refused at once.
-    let lock = CacheLock::acquire(&cache_dir)?;
+    let lock = schemas::CacheLock::acquire(&cache_dir)?;
     let result = run_locked(opts, &data, &name, &cache_dir, &poolings);
     if result.is_err() && created && !has_chunks(&cache_dir) {
         // Leave nothing behind unless finished chunks are worth resuming.
@@ -313,6 +313,9 @@ fn run_locked(
     let (st, emb) = partial.assemble(cache_dir, &ids)?;
     m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
     m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
+    // Before the manifest says complete: a kill up to here leaves no sidecar listed,
+    // and the resumed run computes it again from the same embeddings.
+    schemas::add_grams(cache_dir, &mut m)?;
     m.run.chunks = partial.chunk_infos();
     m.complete = true;
     m.run.finished = Some(now());
@@ -420,6 +423,7 @@ fn manifest(
             shard: None,
         },
         files: BTreeMap::new(),
+        grams: None,
     })
 }
 

@@ -5,6 +5,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::CacheError;
+
 /// What the manifest records of each data file, so a reader can tell a whole
 /// file from a truncated or altered one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +28,21 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A file's content against the sha256 its manifest entry records.
+pub(crate) fn check_sha256(path: &Path, sha256: &str, entry: &FileEntry) -> Result<(), CacheError> {
+    if sha256 != entry.sha256 {
+        return Err(CacheError::new(
+            path,
+            "content does not match the sha256 in manifest.json: the file or the manifest was altered",
+        ));
+    }
+    Ok(())
 }
 
 /// The digest of a dataset's statements as a cache stores them: sha256 (hex) over

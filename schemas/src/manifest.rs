@@ -3,7 +3,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CacheError, FileEntry, Pooling};
+use crate::{CacheError, FileEntry, GramsInfo, Pooling};
 
 /// `manifest.json`: provenance of one model's cache and the state of its files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,8 +14,12 @@ pub struct Manifest {
     pub model: ModelInfo,
     pub dataset: DatasetInfo,
     pub run: RunInfo,
-    /// Keyed by file name (`statements.parquet`, `embeddings.parquet`).
+    /// Keyed by file name (`statements.parquet`, `embeddings.parquet`, `grams.parquet`).
     pub files: BTreeMap<String, FileEntry>,
+    /// The compact statistics sidecar (`grams.parquet`), when `files` lists it.
+    /// Absent in caches made before it existed, which stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grams: Option<GramsInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,10 +4,27 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::compact::check_key_values;
+use crate::files::check_sha256;
 use crate::{
-    embeddings_schema, sha256_file, statements_schema, CacheError, FileEntry, Manifest, Pooling,
-    EMBEDDINGS_FILE, MANIFEST_FILE, SCHEMA_VERSION, STATEMENTS_FILE,
+    embeddings_schema, grams_schema, sha256_file, statements_schema, CacheError, FileEntry,
+    Manifest, Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, SCHEMA_VERSION, STATEMENTS_FILE,
 };
+
+/// How much of a cache to read when validating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every listed file read and hashed, the compact statistics included.
+    Full,
+    /// For a reader of the compact statistics: when the manifest lists
+    /// `grams.parquet`, the embeddings' size, footer and shape are checked but their
+    /// bytes are not read; the sidecar is hashed and must name the embeddings'
+    /// sha256. Without a sidecar, as `Full`.
+    PreferGrams,
+    /// The sidecar is not checked and is left out of the returned manifest (to
+    /// rebuild it).
+    WithoutGrams,
+}
 
 /// A cache directory that passed every check of the contract.
 #[derive(Debug, Clone)]
@@ -15,6 +32,10 @@ pub struct ValidCache {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub poolings: Vec<Pooling>,
+    /// The embeddings' bytes were not read: a reader must take the Gram blocks from
+    /// the sidecar with [`crate::read_grams`], which checks its sha256
+    /// (`Scope::PreferGrams` on a cache that has one).
+    pub grams_only: bool,
 }
 
 impl ValidCache {
@@ -31,6 +52,11 @@ impl ValidCache {
 /// sha256, the contract's columns and types, and the row counts and row groups
 /// the manifest implies. The first problem found is returned, naming its file.
 pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
+    validate_cache_in(dir, Scope::Full)
+}
+
+/// [`validate_cache`], reading as much as `scope` says.
+pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheError> {
     if !dir.is_dir() {
         return Err(CacheError::new(
             dir,
@@ -44,7 +70,11 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
             "missing: this is not a model cache written by extract",
         ));
     }
-    let manifest = Manifest::read(&manifest_path)?;
+    let mut manifest = Manifest::read(&manifest_path)?;
+    if scope == Scope::WithoutGrams {
+        manifest.files.remove(GRAMS_FILE);
+        manifest.grams = None;
+    }
     if manifest.schema_version != SCHEMA_VERSION {
         return Err(CacheError::new(
             &manifest_path,
@@ -73,6 +103,7 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
         STATEMENTS_FILE,
         n_statements,
         &statements_schema(),
+        true,
     )?;
     if statements.metadata().num_row_groups() == 0 && n_statements > 0 {
         return Err(CacheError::new(
@@ -81,6 +112,8 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
         ));
     }
 
+    check_sidecar_listing(dir, &manifest)?;
+    let grams_only = scope == Scope::PreferGrams && manifest.grams.is_some();
     let emb_schema = embeddings_schema(manifest.model.hidden_size as usize, &poolings);
     let embeddings = check_file(
         dir,
@@ -88,32 +121,113 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
         EMBEDDINGS_FILE,
         n_statements * n_layer_rows,
         &emb_schema,
+        !grams_only,
     )?;
-    let emb_path = dir.join(EMBEDDINGS_FILE);
-    let groups = embeddings.metadata().num_row_groups() as u64;
-    if groups != n_layer_rows {
-        return Err(CacheError::new(
-            &emb_path,
-            format!("has {groups} row groups but the manifest's {} layers need {n_layer_rows} (one per layer, 0..={})",
-                manifest.model.n_layers, manifest.model.n_layers),
-        ));
-    }
-    for (i, rg) in embeddings.metadata().row_groups().iter().enumerate() {
-        if rg.num_rows() as u64 != n_statements {
-            return Err(CacheError::new(
-                &emb_path,
-                format!(
-                    "layer {i} holds {} rows, expected one per statement ({n_statements})",
-                    rg.num_rows()
-                ),
-            ));
-        }
+    check_row_groups(
+        &dir.join(EMBEDDINGS_FILE),
+        &embeddings,
+        &manifest,
+        n_statements,
+        "statement",
+    )?;
+    if manifest.grams.is_some() {
+        // A reader of the sidecar alone checks its sha256 as it reads it (`read_grams`).
+        check_grams(dir, &manifest, &poolings, !grams_only)?;
     }
     Ok(ValidCache {
         dir: dir.to_path_buf(),
         manifest,
         poolings,
+        grams_only,
     })
+}
+
+/// One row group per layer, each of `rows_per_layer` rows (one per `what`).
+fn check_row_groups(
+    path: &Path,
+    file: &ParquetRecordBatchReaderBuilder<File>,
+    manifest: &Manifest,
+    rows_per_layer: u64,
+    what: &str,
+) -> Result<(), CacheError> {
+    let n_layers = manifest.model.n_layers;
+    let groups = file.metadata().num_row_groups() as u64;
+    if groups != u64::from(n_layers) + 1 {
+        return Err(CacheError::new(
+            path,
+            format!("has {groups} row groups but the manifest's {n_layers} layers need {} (one per layer, 0..={n_layers})", n_layers + 1),
+        ));
+    }
+    for (i, rg) in file.metadata().row_groups().iter().enumerate() {
+        if rg.num_rows() as u64 != rows_per_layer {
+            return Err(CacheError::new(
+                path,
+                format!(
+                    "layer {i} holds {} rows, expected one per {what} ({rows_per_layer})",
+                    rg.num_rows()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `files` lists the sidecar exactly when the manifest has its `grams` section.
+fn check_sidecar_listing(dir: &Path, manifest: &Manifest) -> Result<(), CacheError> {
+    match (manifest.files.contains_key(GRAMS_FILE), &manifest.grams) {
+        (true, None) => Err(CacheError::new(
+            dir.join(MANIFEST_FILE),
+            format!("lists {GRAMS_FILE} in files but has no grams section"),
+        )),
+        (false, Some(_)) => Err(CacheError::new(
+            dir.join(MANIFEST_FILE),
+            format!("has a grams section but lists no entry for {GRAMS_FILE}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The sidecar: this format version and arithmetic, computed from these
+/// embeddings (by the manifest and by its own metadata), hashed, one row group
+/// per layer with one row per category.
+fn check_grams(
+    dir: &Path,
+    manifest: &Manifest,
+    poolings: &[Pooling],
+    hash: bool,
+) -> Result<(), CacheError> {
+    let path = dir.join(GRAMS_FILE);
+    let Some(info) = &manifest.grams else {
+        return Ok(());
+    };
+    if info.format_version != crate::GRAMS_FORMAT_VERSION || info.arithmetic != "exact" {
+        return Err(CacheError::new(
+            dir.join(MANIFEST_FILE),
+            format!(
+                "describes {GRAMS_FILE} as format {} in {} arithmetic, but this tool reads format {} in exact arithmetic; rebuild it with `analyze index --cache CACHE`",
+                info.format_version, info.arithmetic, crate::GRAMS_FORMAT_VERSION
+            ),
+        ));
+    }
+    let embeddings = &manifest.files[EMBEDDINGS_FILE].sha256;
+    if &info.embeddings_sha256 != embeddings {
+        return Err(CacheError::new(
+            &path,
+            format!("stale: computed from embeddings sha256 {} but this cache's {EMBEDDINGS_FILE} has {embeddings}; rebuild it with `analyze index --cache CACHE`", info.embeddings_sha256),
+        ));
+    }
+    let n_categories = manifest.dataset.categories.len() as u64;
+    let rows = (u64::from(manifest.model.n_layers) + 1) * n_categories;
+    let file = check_file(
+        dir,
+        manifest,
+        GRAMS_FILE,
+        rows,
+        &grams_schema(poolings),
+        hash,
+    )?;
+    check_key_values(&path, file.metadata().file_metadata(), info)?;
+    check_row_groups(&path, &file, manifest, n_categories, "category")
 }
 
 fn check_file(
@@ -122,6 +236,7 @@ fn check_file(
     name: &str,
     expected_rows: u64,
     expected_schema: &SchemaRef,
+    hash: bool,
 ) -> Result<ParquetRecordBatchReaderBuilder<File>, CacheError> {
     let path = dir.join(name);
     let entry: &FileEntry = manifest.files.get(name).ok_or_else(|| {
@@ -147,13 +262,10 @@ fn check_file(
             ),
         ));
     }
-    let sha =
-        sha256_file(&path).map_err(|e| CacheError::new(&path, format!("cannot read: {e}")))?;
-    if sha != entry.sha256 {
-        return Err(CacheError::new(
-            &path,
-            "content does not match the sha256 in manifest.json: the file or the manifest was altered",
-        ));
+    if hash {
+        let sha =
+            sha256_file(&path).map_err(|e| CacheError::new(&path, format!("cannot read: {e}")))?;
+        check_sha256(&path, &sha, entry)?;
     }
     let file =
         File::open(&path).map_err(|e| CacheError::new(&path, format!("cannot open: {e}")))?;

@@ -45,7 +45,7 @@ impl StatementRow {
 /// reader never sees a half-written file under the real name. The temp name is
 /// unique to this process and write (`<name>.<pid>-<n>.tmp`): a fixed name would
 /// let two writers truncate each other's file.
-fn temp_path(path: &Path) -> PathBuf {
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -96,7 +96,7 @@ fn commit(tmp: &Path, path: &Path, rows: u64) -> Result<FileEntry, CacheError> {
     })
 }
 
-fn open_writer(
+pub(crate) fn open_writer(
     tmp: &Path,
     schema: SchemaRef,
     props: WriterProperties,
@@ -106,7 +106,7 @@ fn open_writer(
     ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| CacheError::new(tmp, e.to_string()))
 }
 
-fn close_writer(writer: ArrowWriter<File>, tmp: &Path) -> Result<(), CacheError> {
+pub(crate) fn close_writer(writer: ArrowWriter<File>, tmp: &Path) -> Result<(), CacheError> {
     let file = writer
         .into_inner()
         .map_err(|e| CacheError::new(tmp, format!("cannot finish Parquet file: {e}")))?;
@@ -152,21 +152,27 @@ pub fn write_statements(path: &Path, rows: &[StatementRow]) -> Result<FileEntry,
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let result = open_writer(&tmp, schema, props).and_then(|mut writer| {
+    let written = open_writer(&tmp, schema, props).and_then(|mut writer| {
         writer
             .write(&batch)
             .map_err(|e| CacheError::new(&tmp, e.to_string()))?;
         close_writer(writer, &tmp)
     });
-    match result {
-        Ok(()) => commit(&tmp, path, rows.len() as u64).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    finish_file(&tmp, path, rows.len() as u64, written)
+}
+
+/// Moves a temp file that was `written` whole into place, or removes it.
+pub(crate) fn finish_file(
+    tmp: &Path,
+    path: &Path,
+    rows: u64,
+    written: Result<(), CacheError>,
+) -> Result<FileEntry, CacheError> {
+    written
+        .and_then(|()| commit(tmp, path, rows))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(tmp);
+        })
 }
 
 /// Streams `embeddings.parquet` (or a chunk of it) one layer at a time, each
@@ -258,11 +264,8 @@ impl EmbeddingsWriter {
 
     pub fn finish(mut self) -> Result<FileEntry, CacheError> {
         let writer = self.writer.take().expect("writer is open until finish");
-        close_writer(writer, &self.tmp)
-            .and_then(|()| commit(&self.tmp, &self.path, self.rows))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&self.tmp);
-            })
+        let written = close_writer(writer, &self.tmp);
+        finish_file(&self.tmp, &self.path, self.rows, written)
     }
 }
 

@@ -88,6 +88,7 @@ fn write_cache(dir: &Path) -> Manifest {
             shard: None,
         },
         files,
+        grams: None,
     };
     write_manifest(&dir.join(MANIFEST_FILE), &manifest).unwrap();
     manifest
@@ -227,4 +228,31 @@ fn temp_files_are_cleaned_up() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
+
+/// The sidecar holds exactly the blocks `gram::category_gram` computes from the
+/// embeddings, and a reader of it need not read the embeddings' bytes: a flipped
+/// byte there passes `Scope::PreferGrams` (size and footer intact) but not `Full`.
+#[test]
+fn the_sidecar_reads_back_the_exact_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = write_cache(dir.path());
+    add_grams(dir.path(), &mut manifest).unwrap();
+    write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+    let valid = validate_cache_in(dir.path(), Scope::PreferGrams).unwrap();
+    assert!(valid.grams_only);
+    let cats = &manifest.dataset.categories;
+    let entry = &manifest.files[GRAMS_FILE];
+    let poolings = [Pooling::Last];
+    let read = read_grams(dir.path(), entry, &poolings, &[0, 2], cats, &[1, 1]).unwrap();
+    let m = vectors(2, 4);
+    let want = gram::category_gram(&m, HIDDEN, &[2], &[3], gram::Arithmetic::Exact);
+    assert_eq!(read[0][1][1], want);
+
+    let path = dir.path().join(EMBEDDINGS_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    validate_cache_in(dir.path(), Scope::PreferGrams).unwrap();
+    assert!(refusal(dir.path()).contains("sha256"));
 }

@@ -148,6 +148,9 @@ struct Args {
     /// it the peak lies 40 to 25 points deeper [default: the middle listed step].
     #[arg(long)]
     settle_step: Option<u64>,
+    /// Leave out the compact statistics (grams.parquet), as in a cache made before extract wrote them.
+    #[arg(long)]
+    no_grams: bool,
 }
 
 /// Where one cache sits in the grid: None in ladder mode.
@@ -286,6 +289,9 @@ fn write_cache(
     ]
     .into_iter()
     .collect();
+    if !args.no_grams {
+        schemas::add_grams(&dir, &mut manifest)?;
+    }
     write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;
     Ok(dir)
 }
@@ -483,5 +489,6 @@ fn manifest(
             shard: None,
         },
         files: Default::default(),
+        grams: None,
     }
 }

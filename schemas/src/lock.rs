@@ -1,4 +1,5 @@
-//! One writer per cache folder: an exclusive lock on `CACHE/NAME/.lock`.
+//! One writer per cache folder: an exclusive lock on `CACHE/NAME/.lock`, taken by
+//! `extract` for a run or a merge and by `analyze index` while it adds the sidecar.
 //!
 //! The lock is the operating system's (`File::try_lock`, flock on Unix), so it
 //! dies with its process: a run killed by SIGKILL, the OOM killer or a scheduler's
@@ -10,7 +11,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::CacheError;
 
 pub const LOCK_FILE: &str = ".lock";
 
@@ -23,9 +24,9 @@ pub struct CacheLock {
 
 impl CacheLock {
     /// Creates `cache_dir` if needed and locks it, or refuses at once naming the holder.
-    pub fn acquire(cache_dir: &Path) -> Result<CacheLock> {
+    pub fn acquire(cache_dir: &Path) -> Result<CacheLock, CacheError> {
         std::fs::create_dir_all(cache_dir)
-            .with_context(|| format!("cannot create {}", cache_dir.display()))?;
+            .map_err(|e| CacheError::new(cache_dir, format!("cannot create: {e}")))?;
         let path = cache_dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -33,21 +34,21 @@ impl CacheLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .map_err(|e| CacheError::new(&path, format!("cannot open: {e}")))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                bail!(
-                    "{}: another extract is writing this cache ({}); wait for it to finish (rerun then to resume or confirm), or pick another --name",
-                    cache_dir.display(),
-                    if holder.is_empty() { "holder unknown: it has just started" } else { holder }
-                );
+                return Err(CacheError::new(
+                    cache_dir,
+                    format!("another extract (or analyze index) is writing this cache ({}); wait for it to finish (rerun then to resume or confirm), or pick another --name",
+                    if holder.is_empty() { "holder unknown: it has just started" } else { holder }),
+                ));
             }
             Err(TryLockError::Error(e)) => {
-                bail!("{}: cannot lock ({e}); on a network file system, make sure it supports flock, or write the cache to a local disk", path.display())
+                return Err(CacheError::new(&path, format!("cannot lock ({e}); on a network file system, make sure it supports flock, or write the cache to a local disk")));
             }
         }
         let holder = format!(
@@ -60,7 +61,7 @@ impl CacheLock {
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(holder.as_bytes()))
             .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .map_err(|e| CacheError::new(&path, format!("cannot write: {e}")))?;
         Ok(CacheLock { _file: file, path })
     }
 }

@@ -1,0 +1,268 @@
+//! The compact statistics (`grams.parquet`): analyze's numbers from the sidecar equal
+//! those from the embeddings, on extracted fixture caches and on synthetic ones; a
+//! changed or stale sidecar is refused naming it; `analyze index` adds one to an old
+//! cache and then changes no number.
+
+use std::path::{Path, PathBuf};
+
+use e2e::{assert_ok, binary, demo_dataset, extract_cpu, fixture, run_cmd, synth_cache, FIXTURES};
+use schemas::{validate_cache, Manifest, GRAMS_FILE, MANIFEST_FILE};
+use serde_json::Value;
+
+const MODELS: &str = "a:3:8:1000,b:4:16:2000";
+
+fn analyze(cache: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--cache",
+        cache.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--bootstrap",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    run_cmd(&binary("analyze"), &args)
+}
+
+fn results(cache: &Path, out: &Path, extra: &[&str]) -> Value {
+    assert_ok(&analyze(cache, out, extra), "analyze");
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+/// One line on stderr naming `file`, with every phrase of `must`, and a failure.
+fn refused(out: &std::process::Output, file: &str, must: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "should have been refused");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    for m in std::iter::once(&file).chain(must) {
+        assert!(err.contains(m), "message lacks '{m}': {err}");
+    }
+    err
+}
+
+/// Keys that differ between the two paths by design: when and how long, where the
+/// blocks came from, and what needs the embeddings: the other arithmetic and CKA.
+const BY_DESIGN: [&str; 8] = [
+    "timestamp",
+    "timings_s",
+    "settings",
+    "provenance",
+    "gram_source",
+    "r_other_arithmetic",
+    "arithmetic_gap",
+    "cka_alignment",
+];
+
+/// Every number of `a` equals `b`'s to 1e-12 (NaN to NaN), keys of `BY_DESIGN` aside.
+fn assert_same_numbers(a: &Value, b: &Value, path: &str) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, v) in x.iter().filter(|(k, _)| !BY_DESIGN.contains(&k.as_str())) {
+                assert_same_numbers(v, &y[k], &format!("{path}/{k}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}");
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                assert_same_numbers(u, v, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-12, "{path}: {x} vs {y}");
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+fn sources(v: &Value) -> Vec<&str> {
+    v["gram_source"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s.as_str().unwrap())
+        .collect()
+}
+
+/// Analyzes `cache` from the sidecar and from the embeddings and compares.
+fn compact_equals_embeddings(cache: &Path, tmp: &Path) {
+    let compact = results(cache, &tmp.join("compact"), &[]);
+    let full = results(cache, &tmp.join("full"), &["--from-embeddings"]);
+    assert!(sources(&compact).iter().all(|s| *s == GRAMS_FILE));
+    assert!(sources(&full).iter().all(|s| *s == "embeddings.parquet"));
+    assert!(compact["poolings"][0]["arithmetic_gap"].is_null());
+    assert!(full["poolings"][0]["arithmetic_gap"].is_number());
+    assert_eq!(compact["cka_alignment"]["applicable"], false);
+    assert_same_numbers(&compact, &full, "");
+    let report = std::fs::read_to_string(tmp.join("compact/report.md")).unwrap();
+    assert!(
+        report.contains("every model read the compact statistics"),
+        "the report says why the arithmetic gap is missing"
+    );
+}
+
+#[test]
+fn compact_results_equal_the_embeddings_path_on_the_fixture_ladder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    for name in FIXTURES {
+        let out = extract_cpu(&fixture(name), &demo_dataset(), &cache, name, &[]);
+        assert_ok(&out, "extract");
+        let m = validate_cache(&cache.join(name)).unwrap().manifest;
+        assert!(m.files.contains_key(GRAMS_FILE) && m.grams.is_some());
+    }
+    compact_equals_embeddings(&cache, tmp.path());
+}
+
+#[test]
+fn compact_results_equal_the_embeddings_path_on_a_synthetic_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "s:6:24:50000,m:8:40:180000,l:12:56:500000",
+            "--categories",
+            "30,20,50,50,50,30",
+            "--seed",
+            "11",
+            "--massive",
+            "3:3000",
+        ],
+    );
+    compact_equals_embeddings(&cache, tmp.path());
+    // --all-poolings and a layer step read other columns and row groups of the sidecar
+    let a = results(
+        &cache,
+        &tmp.path().join("a"),
+        &["--all-poolings", "--layer-step", "3"],
+    );
+    let b = results(
+        &cache,
+        &tmp.path().join("b"),
+        &["--all-poolings", "--layer-step", "3", "--from-embeddings"],
+    );
+    assert_same_numbers(&a, &b, "");
+}
+
+fn small_cache(dir: &Path, seed: &str, extra: &[&str]) -> PathBuf {
+    let cache = dir.join("cache");
+    let mut args = vec!["--models", MODELS, "--categories", "5,4,6", "--seed", seed];
+    args.extend_from_slice(extra);
+    synth_cache(&cache, &args);
+    cache
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_sidecar_with_one_byte_changed_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = small_cache(tmp.path(), "3", &[]);
+    let grams = cache.join("b").join(GRAMS_FILE);
+    let len = std::fs::metadata(&grams).unwrap().len() as usize;
+    flip_byte(&grams, len / 2);
+    for extra in [&[][..], &["--from-embeddings"][..]] {
+        let out = analyze(&cache, &tmp.path().join("out"), extra);
+        refused(&out, "b/grams.parquet", &["sha256"]);
+    }
+    // analyze index rebuilds it, saying what it replaced
+    let index = run_cmd(
+        &binary("analyze"),
+        &["index", "--cache", cache.to_str().unwrap()],
+    );
+    assert_ok(&index, "analyze index");
+    let said = String::from_utf8_lossy(&index.stdout);
+    assert!(
+        said.contains("rebuilt grams.parquet") && said.contains("sha256"),
+        "{said}"
+    );
+    assert!(said.contains("already indexed"), "{said}");
+    assert_ok(&analyze(&cache, &tmp.path().join("out"), &[]), "analyze");
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Manifest)) {
+    let path = dir.join(MANIFEST_FILE);
+    let mut m = Manifest::read(&path).unwrap();
+    f(&mut m);
+    schemas::write_manifest(&path, &m).unwrap();
+}
+
+#[test]
+fn a_stale_sidecar_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = small_cache(tmp.path(), "3", &[]);
+    let other = small_cache(&tmp.path().join("other"), "4", &[]);
+    let (here, there) = (cache.join("a"), other.join("a"));
+    std::fs::copy(there.join(GRAMS_FILE), here.join(GRAMS_FILE)).unwrap();
+
+    // copied with its manifest entry and section: the section names other embeddings
+    let theirs = Manifest::read(&there.join(MANIFEST_FILE)).unwrap();
+    edit_manifest(&here, |m| {
+        m.files
+            .insert(GRAMS_FILE.into(), theirs.files[GRAMS_FILE].clone());
+        m.grams = theirs.grams.clone();
+    });
+    let out = analyze(&cache, &tmp.path().join("out"), &[]);
+    refused(&out, "a/grams.parquet", &["stale", "analyze index"]);
+
+    // copied with its entry only: the sidecar's own metadata names other embeddings
+    let copied = Manifest::read(&there.join(MANIFEST_FILE)).unwrap().files[GRAMS_FILE].clone();
+    edit_manifest(&here, |m| {
+        m.grams.as_mut().unwrap().embeddings_sha256 = m.files["embeddings.parquet"].sha256.clone();
+        m.files.insert(GRAMS_FILE.into(), copied);
+    });
+    let out = analyze(&cache, &tmp.path().join("out"), &[]);
+    refused(
+        &out,
+        "a/grams.parquet",
+        &["stale", "ua.grams.embeddings_sha256"],
+    );
+}
+
+#[test]
+fn analyze_index_on_an_old_cache_then_equal_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = small_cache(tmp.path(), "3", &["--no-grams"]);
+    let before = results(&cache, &tmp.path().join("before"), &[]);
+    assert!(sources(&before).iter().all(|s| *s == "embeddings.parquet"));
+
+    let index = |extra: &[&str]| {
+        let mut args = vec!["index", "--cache", cache.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run_cmd(&binary("analyze"), &args)
+    };
+    let first = index(&["--models", "a"]);
+    assert_ok(&first, "analyze index");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("wrote grams.parquet"));
+    let second = index(&[]);
+    assert_ok(&second, "analyze index again");
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        said.contains("a: already indexed") && said.contains("b: wrote grams.parquet"),
+        "{said}"
+    );
+    for m in ["a", "b"] {
+        validate_cache(&cache.join(m)).unwrap();
+    }
+
+    let after = results(&cache, &tmp.path().join("after"), &[]);
+    assert!(sources(&after).iter().all(|s| *s == GRAMS_FILE));
+    assert_same_numbers(&after, &before, "");
+
+    // an incomplete cache is refused, one line, nothing written
+    edit_manifest(&cache.join("b"), |m| {
+        m.complete = false;
+        m.grams = None;
+        m.files.remove(GRAMS_FILE);
+    });
+    std::fs::remove_file(cache.join("b").join(GRAMS_FILE)).unwrap();
+    let out = index(&["--models", "b"]);
+    refused(&out, "b/manifest.json", &["did not finish"]);
+    assert!(!cache.join("b").join(GRAMS_FILE).exists());
+}
