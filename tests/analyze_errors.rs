@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use e2e::{binary, run_cmd, synth_cache};
+use e2e::{binary, run_analyze, run_cmd, synth_cache};
 use serde_json::Value;
 
 const SMALL: &[&str] = &["--categories", "5,4,6", "--seed", "3"];
@@ -18,16 +18,7 @@ fn cache_with(tmp: &Path, models: &str, extra: &[&str]) -> PathBuf {
 }
 
 fn analyze(cache: &Path, out: &Path, extra: &[&str]) -> (bool, String, String) {
-    let mut args = vec![
-        "--cache",
-        cache.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--bootstrap",
-        "50",
-    ];
-    args.extend_from_slice(extra);
-    let o = run_cmd(&binary("analyze"), &args);
+    let o = run_analyze(cache, out, &[&["--bootstrap", "50"], extra].concat());
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),

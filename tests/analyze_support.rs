@@ -12,6 +12,18 @@ pub fn run_cmd(program: &Path, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
 }
 
+/// Runs `analyze --cache CACHE --out OUT EXTRA...` (never panics on a non-zero exit).
+pub fn run_analyze(cache: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--cache",
+        cache.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    run_cmd(&crate::binary("analyze"), &args)
+}
+
 /// Writes a synthetic cache with `synth-cache` (analyze's generator) into `cache`.
 pub fn synth_cache(cache: &Path, args: &[&str]) {
     let bin = crate::binary("synth-cache");

@@ -6,13 +6,17 @@ transformers outputs.
 Only the data source changes: embeddings come from embeddings.parquet (pooling
 `mean_skip_first` is the seed's `[0, 1:, :].mean(0)`), preferences are
 NLL(B) - NLL(A) from statements.parquet's nll_mean, layers are sampled as the seed
-does (range(0, n_layers + 1, step) plus the last). Embeddings are converted to
-float64 before `uniformity_score`, as the project's definitions require (all cosine
-work in f64). Models are ordered by manifest n_parameters (fallback
-n_layers * hidden_size^2), as analyze does.
+does (range(0, n_layers + 1, step) plus the last). Models are ordered by manifest
+n_parameters (fallback n_layers * hidden_size^2), as analyze does.
+
+Arithmetic. By default (`--arithmetic seed`) the embeddings stay float32, as the
+notebook's `hidden_states[...].float().cpu().numpy()` are, and `uniformity_score`
+runs on them verbatim: float32 norms, kernel and mean. `--arithmetic exact` is NOT
+the notebook: it casts the embeddings to float64 first, the float64 reference for
+`analyze --arithmetic exact`.
 
 usage: seed_analysis.py --cache CACHE [--layer-step 4] [--pooling mean_skip_first]
-                        [--models a,b] [--out seed.json]
+                        [--arithmetic seed|exact] [--models a,b] [--out seed.json]
 Writes the seed's saved-JSON shape (models, summary, peak_analysis) and prints
 the time spent in the seed's numpy/scipy statistics.
 """
@@ -45,7 +49,7 @@ def uniformity_score(embeddings: np.ndarray) -> float:
     return float(np.mean(kernel[idx]))
 
 
-def load_model(model_dir, layer_step, pooling):
+def load_model(model_dir, layer_step, pooling, dtype):
     """Builds the seed's all_embeddings_a/b, all_preferences and category_indices."""
     manifest = json.load(open(os.path.join(model_dir, "manifest.json")))
     n_layers = manifest["model"]["n_layers"]
@@ -70,7 +74,7 @@ def load_model(model_dir, layer_step, pooling):
     for layer_idx in layer_indices:
         t = pf.read_row_group(layer_idx, columns=["statement_id", "layer", pooling])
         assert all(v == layer_idx for v in t.column("layer").to_pylist())
-        vals = t.column(pooling).combine_chunks().flatten().to_numpy().reshape(-1, hidden).astype(np.float64)
+        vals = t.column(pooling).combine_chunks().flatten().to_numpy().reshape(-1, hidden).astype(dtype)
         ids = t.column("statement_id").to_numpy()
         by_row = np.empty_like(vals)
         by_row[[row_of_id[int(s)] for s in ids]] = vals
@@ -182,6 +186,7 @@ def main():
     ap.add_argument("--cache", required=True)
     ap.add_argument("--layer-step", type=int, default=4)
     ap.add_argument("--pooling", default="mean_skip_first")
+    ap.add_argument("--arithmetic", choices=["seed", "exact"], default="seed")
     ap.add_argument("--models", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -200,7 +205,8 @@ def main():
     t_stats = 0.0
     for name in names:
         t0 = time.perf_counter()
-        manifest, n_layers, ea, eb, prefs, cats, dataset = load_model(os.path.join(args.cache, name), args.layer_step, args.pooling)
+        manifest, n_layers, ea, eb, prefs, cats, dataset = load_model(os.path.join(args.cache, name), args.layer_step, args.pooling,
+                                                                     np.float32 if args.arithmetic == "seed" else np.float64)
         t1 = time.perf_counter()
         results = layer_correlations(dataset, ea, eb, prefs, cats)
         t2 = time.perf_counter()

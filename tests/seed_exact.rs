@@ -1,6 +1,9 @@
 //! analyze's seed-exact statistics equal the seed notebook's own numpy/scipy code
-//! (tests/seed_analysis.py) on the same cache: r and p to 1e-6, layers, positions
-//! and the verdict exactly.
+//! (tests/seed_analysis.py) on the same cache: with `--arithmetic seed` against the
+//! notebook's float32 code run verbatim (r and p to 1e-6), with `--arithmetic exact`
+//! against the same code on float64 embeddings (to 1e-12); layers, positions and the
+//! verdict exactly. An anisotropic cache (massive activations, as trained LMs have)
+//! is where the two arithmetics part.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +11,7 @@ use std::process::Command;
 use e2e::{binary, repo_root, run_cmd, synth_cache};
 use serde_json::Value;
 
-fn python_seed(cache: &Path, step: &str, pooling: &str, out: &Path) -> Value {
+fn python_seed(cache: &Path, step: &str, pooling: &str, arithmetic: &str, out: &Path) -> Value {
     let script = repo_root().join("tests/seed_analysis.py");
     let res = Command::new("python3")
         .arg(&script)
@@ -19,6 +22,8 @@ fn python_seed(cache: &Path, step: &str, pooling: &str, out: &Path) -> Value {
             step,
             "--pooling",
             pooling,
+            "--arithmetic",
+            arithmetic,
             "--out",
             out.to_str().unwrap(),
         ])
@@ -48,7 +53,7 @@ fn close(a: &Value, b: &Value, tol: f64, what: &str) {
     );
 }
 
-fn compare(ours: &Value, seed: &Value) {
+fn compare(ours: &Value, seed: &Value, tol: f64) {
     let (om, sm) = (
         ours["models"].as_object().unwrap(),
         seed["models"].as_object().unwrap(),
@@ -74,13 +79,13 @@ fn compare(ours: &Value, seed: &Value) {
             close(
                 &ol[layer]["correlation"],
                 &v["correlation"],
-                1e-6,
+                tol,
                 &format!("{name} layer {layer} r"),
             );
             close(
                 &ol[layer]["p_value"],
                 &v["p_value"],
-                1e-6,
+                tol,
                 &format!("{name} layer {layer} p"),
             );
         }
@@ -99,7 +104,7 @@ fn compare(ours: &Value, seed: &Value) {
             close(&o[key], &s[key], 1e-9, &format!("{m} {key}"));
         }
         for key in ["max_pos_r", "max_neg_r", "final_r"] {
-            close(&o[key], &s[key], 1e-6, &format!("{m} {key}"));
+            close(&o[key], &s[key], tol, &format!("{m} {key}"));
         }
         let (oc, sc) = (
             o["sign_changes"].as_array().unwrap(),
@@ -133,46 +138,60 @@ fn compare(ours: &Value, seed: &Value) {
     assert_eq!(op["peaks_stable"], sp["peaks_stable"], "verdict");
 }
 
-fn check(step: &str, pooling: &str) {
+const LADDER: &str =
+    "tiny-s:6:24:50000,tiny-m:8:40:180000,tiny-l:12:56:500000,tiny-xl:13:64:700000";
+
+/// analyze's results.json on `cache` with the given flags.
+fn analyze(cache: &Path, out: &Path, flags: &[&str]) -> Value {
+    let mut args = vec![
+        "--cache",
+        cache.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let res = run_cmd(&binary("analyze"), &args);
+    assert!(
+        res.status.success(),
+        "analyze failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+fn check(step: &str, pooling: &str, arithmetic: &str, tol: f64) {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     synth_cache(
         &cache,
         &[
             "--models",
-            "tiny-s:6:24:50000,tiny-m:8:40:180000,tiny-l:12:56:500000,tiny-xl:13:64:700000",
+            LADDER,
             "--categories",
             "30,20,50,50,50,30",
             "--seed",
             "11",
         ],
     );
-    let out = tmp.path().join("out");
-    let analyze = binary("analyze");
-    let res = run_cmd(
-        &analyze,
-        &[
-            "--cache",
-            cache.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--layer-step",
-            step,
-            "--pooling",
-            pooling,
-            "--bootstrap",
-            "200",
-        ],
+    let flags = [
+        "--layer-step",
+        step,
+        "--pooling",
+        pooling,
+        "--bootstrap",
+        "200",
+        "--arithmetic",
+        arithmetic,
+    ];
+    let ours = analyze(&cache, &tmp.path().join("out"), &flags);
+    let seed = python_seed(
+        &cache,
+        step,
+        pooling,
+        arithmetic,
+        &tmp.path().join("seed.json"),
     );
-    assert!(
-        res.status.success(),
-        "analyze failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let ours: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
-    let seed = python_seed(&cache, step, pooling, &tmp.path().join("seed.json"));
-    compare(&ours, &seed);
+    compare(&ours, &seed, tol);
     // results.json is a superset of the seed's JSON: the seed's top-level keys are all there.
     for key in [
         "timestamp",
@@ -187,10 +206,63 @@ fn check(step: &str, pooling: &str) {
 
 #[test]
 fn seed_exact_every_4th_layer_mean_skip_first() {
-    check("4", "mean_skip_first");
+    check("4", "mean_skip_first", "seed", 1e-6);
 }
 
 #[test]
 fn seed_exact_every_layer_mean() {
-    check("1", "mean");
+    check("1", "mean", "seed", 1e-6);
+}
+
+#[test]
+fn exact_arithmetic_equals_a_float64_reference() {
+    check("1", "mean_skip_first", "exact", 1e-12);
+}
+
+/// Largest |r| difference between two results.json over every model and layer.
+fn max_r_gap(a: &Value, b: &Value) -> f64 {
+    let mut gap: f64 = 0.0;
+    for (m, v) in b["models"].as_object().unwrap() {
+        for (l, x) in v["layer_results"].as_object().unwrap() {
+            let o = &a["models"][m]["layer_results"][l]["correlation"];
+            gap = gap.max((o.as_f64().unwrap() - x["correlation"].as_f64().unwrap()).abs());
+        }
+    }
+    gap
+}
+
+#[test]
+fn seed_arithmetic_matches_the_notebook_on_massive_activations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &["--models", LADDER, "--seed", "11", "--massive", "3:3000"],
+    );
+    let notebook = python_seed(
+        &cache,
+        "1",
+        "mean_skip_first",
+        "seed",
+        &tmp.path().join("seed.json"),
+    );
+    let flags = ["--layer-step", "1", "--bootstrap", "0"];
+    let seed = analyze(
+        &cache,
+        &tmp.path().join("seed"),
+        &[&flags[..], &["--arithmetic", "seed"]].concat(),
+    );
+    compare(&seed, &notebook, 1e-6);
+    // The cache must make the arithmetic matter, or the comparison above proves nothing.
+    let exact = analyze(
+        &cache,
+        &tmp.path().join("exact"),
+        &[&flags[..], &["--arithmetic", "exact"]].concat(),
+    );
+    let gap = max_r_gap(&exact, &notebook);
+    assert!(gap > 1e-4, "float64 and the notebook's float32 agree to {gap:.1e} on this cache: it is not anisotropic enough to test the seed arithmetic");
+    // The report states the gap it measured.
+    let report = std::fs::read_to_string(tmp.path().join("exact/report.md")).unwrap();
+    assert!(report.contains("Cosine arithmetic: exact"), "{report}");
+    assert!(report.contains("moves r by at most"), "{report}");
 }

@@ -221,7 +221,8 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::uniformity::{gram, uniformity};
+    use crate::uniformity::{uniformity, Arithmetic};
+    use schemas::gram::gram_f64 as gram;
 
     #[test]
     #[allow(clippy::needless_range_loop)]
@@ -238,6 +239,7 @@ mod tests {
             n,
             a: gram(&xa, n, hidden),
             b: gram(&xb, n, hidden),
+            ab: vec![0.0; n * n],
         };
         let res = Resamples::draw(&[n], 3, 7);
         let input = BootInput::new(
@@ -255,8 +257,8 @@ mod tests {
                     .flat_map(|&i| x[i * hidden..(i + 1) * hidden].to_vec())
                     .collect::<Vec<f64>>()
             };
-            let ua = uniformity(&gram(&sub(&xa), n, hidden), n)
-                - uniformity(&gram(&sub(&xb), n, hidden), n);
+            let u = |x: &[f64]| uniformity(&gram(&sub(x), n, hidden), n, Arithmetic::Exact);
+            let ua = u(&xa) - u(&xb);
             let p = packed_len(n);
             let mut m = vec![0.0; p];
             let mut t = 0;

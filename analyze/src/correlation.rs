@@ -142,6 +142,16 @@ impl Permutations {
         }
     }
 
+    /// The smallest p these orderings can give, whatever the data: with exact
+    /// orderings only the observed one may reach |r_obs| (1/n!); Monte Carlo adds
+    /// one to hits and draws (1/(draws+1)). Holm over L layers cannot go below L times it.
+    pub fn floor(&self) -> f64 {
+        match self.kind {
+            PermutationKind::Exact => 1.0 / self.orders.len() as f64,
+            PermutationKind::MonteCarlo => 1.0 / (self.orders.len() + 1) as f64,
+        }
+    }
+
     /// Two-sided permutation p of Pearson r: share of orderings of `y` with
     /// `|r| >= |r_obs|` (a 1e-12 tolerance absorbs rounding of ties).
     pub fn p_value(&self, x: &[f64], y: &[f64]) -> f64 {

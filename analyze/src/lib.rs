@@ -4,17 +4,23 @@
 
 pub mod analysis;
 pub mod bootstrap;
+pub mod cka;
+pub mod cka_plot;
+pub mod cka_report;
 pub mod correlation;
 pub mod csv;
 pub mod digest;
 pub mod export;
+pub mod grid;
 pub mod identity;
 pub mod load;
 pub mod output;
 pub mod pairs;
 pub mod peaks;
 pub mod plots;
+pub mod plots_training;
 pub mod report;
+pub mod report_training;
 pub mod results;
 pub mod size;
 pub mod uniformity;
@@ -30,7 +36,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<Analysis> {
         results::write(&a, dir)?;
         csv::write(&a, dir)?;
         report::write(&a, dir)?;
-        plots::write(&a, dir)
+        plots::write(&a, dir)?;
+        cka_plot::write(&a, dir)?;
+        plots_training::write(&a, dir)
     })?;
     a.warnings.extend(notes);
     Ok(a)

@@ -46,6 +46,12 @@ struct RunArgs {
     /// Pooling that answers the question: mean_skip_first (seed-compatible), mean or last.
     #[arg(long, default_value = "mean_skip_first")]
     pooling: Pooling,
+    /// Cosine arithmetic: exact (float64) or seed (the notebook's float32 kernel, for parity with its numbers).
+    #[arg(long, default_value = "exact")]
+    arithmetic: analyze::uniformity::Arithmetic,
+    /// Pair-level view: take cosines around the raw normalised vectors (none) or centre them on the category mean (category).
+    #[arg(long, default_value = "none")]
+    pair_centring: analyze::pairs::Centring,
     /// Stratified pair-bootstrap resamples (0 turns the bootstrap off).
     #[arg(long, default_value_t = 10_000)]
     bootstrap: usize,
@@ -66,6 +72,12 @@ struct RunArgs {
     /// Monte Carlo permutations when there are more than 8 categories (else all n! are used).
     #[arg(long, default_value_t = 10_000)]
     permutations: usize,
+    /// With training checkpoints: the step (stepN) whose caches the cross-size verdict compares [default: the latest step common to all sizes].
+    #[arg(long, value_parser = step_revision)]
+    revision: Option<u64>,
+    /// With training checkpoints: resamples of the training view, the same at every step (0 turns it off).
+    #[arg(long, default_value_t = 1_000)]
+    training_bootstrap: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,6 +112,12 @@ fn positive_finite(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `--revision`: a training step as Pythia names its revisions.
+fn step_revision(s: &str) -> Result<u64, String> {
+    schemas::checkpoint::step_of(s.trim())
+        .ok_or_else(|| format!("'{s}' is not stepN (a training step, e.g. step143000)"))
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = analyze::Settings {
         cache: args.cache.expect("required by clap"),
@@ -107,19 +125,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         models: args.models,
         layer_step: args.layer_step,
         pooling: args.pooling,
+        arithmetic: args.arithmetic,
+        pair_centring: args.pair_centring,
         bootstrap: args.bootstrap,
         seed: args.seed,
         stability_threshold: args.stability_threshold,
         allow_mixed_datasets: args.allow_mixed_datasets,
         permutations: args.permutations,
         other_poolings: args.all_poolings,
+        revision: args.revision,
+        training_bootstrap: args.training_bootstrap,
     };
     let a = analyze::run(&settings)?;
     for w in &a.warnings {
         eprintln!("note: {w}");
     }
     println!("{}", analyze::report::answer_paragraph(&a));
-    println!("wrote {}/{{results.json, report.md, layer_correlations.csv, scaling_comparison.png/svg, peak_positions.png/svg}}", settings.out.display());
+    println!(
+        "wrote {}/{{results.json, report.md, layer_correlations.csv, {}}}",
+        settings.out.display(),
+        analyze::plots::figure_files(&a)
+    );
     Ok(())
 }
 

@@ -30,25 +30,38 @@ pub struct SeedSummary {
     pub sign_changes: Vec<SignChange>,
 }
 
-/// Index of the first maximum of `key` (Python's `max` + `list.index`); NaN never wins.
-pub fn first_argmax(values: &[f64], key: impl Fn(f64) -> f64) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    for (i, &v) in values.iter().enumerate() {
+/// Index of Python's `max(values, key=key)` + `list.index`: the first item is the
+/// starting best and a later one replaces it only if its key is strictly greater.
+/// So a NaN never replaces an earlier value, but a NaN in the first place is never
+/// replaced (every comparison with it is false): the seed's behaviour, which
+/// `nan_layers` warns about.
+pub fn first_argmax(values: &[f64], key: impl Fn(f64) -> f64) -> usize {
+    let mut best = 0;
+    let mut best_key = key(values[0]);
+    for (i, &v) in values.iter().enumerate().skip(1) {
         let k = key(v);
-        if k.is_nan() {
-            continue;
-        }
-        if best.is_none_or(|(_, b)| k > b) {
-            best = Some((i, k));
+        if k > best_key {
+            best = i;
+            best_key = k;
         }
     }
-    best.map(|(i, _)| i)
+    best
+}
+
+/// The sampled layers whose r is NaN (a constant UA or preference across categories).
+pub fn nan_layers(layers: &[u32], r: &[f64]) -> Vec<u32> {
+    layers
+        .iter()
+        .zip(r)
+        .filter(|(_, v)| v.is_nan())
+        .map(|(&l, _)| l)
+        .collect()
 }
 
 /// The seed's summary for one model from its sampled layers (ascending) and their r.
 pub fn seed_summary(model: &str, n_layers: u32, layers: &[u32], r: &[f64]) -> SeedSummary {
-    let pos = first_argmax(r, |v| v).unwrap_or(0);
-    let neg = first_argmax(r, |v| -v).unwrap_or(0);
+    let pos = first_argmax(r, |v| v);
+    let neg = first_argmax(r, |v| -v);
     let last = layers.len() - 1;
     let mut sign_changes = Vec::new();
     for i in 0..last {
@@ -84,7 +97,7 @@ pub struct AbsPeak {
 }
 
 pub fn abs_peak(n_layers: u32, layers: &[u32], r: &[f64]) -> AbsPeak {
-    let i = first_argmax(r, f64::abs).unwrap_or(0);
+    let i = first_argmax(r, f64::abs);
     AbsPeak {
         r: r[i],
         layer: layers[i],
@@ -149,5 +162,15 @@ mod tests {
         assert!((pa.std_peak_pct.unwrap() - 10.825317547305483).abs() < 1e-12);
         assert!((pa.mean_peak_pct - 32.638888888888886).abs() < 1e-12);
         assert_eq!(pa.peaks_stable, Some(false));
+    }
+
+    #[test]
+    fn nan_follows_pythons_max() {
+        let nan = f64::NAN;
+        // A later NaN never wins; a first NaN is never beaten.
+        assert_eq!(first_argmax(&[0.1, nan, 0.5, 0.5], |v| v), 2);
+        assert_eq!(first_argmax(&[nan, 0.9, -0.95], |v| v), 0);
+        assert_eq!(first_argmax(&[0.2, -0.9, nan], f64::abs), 1);
+        assert_eq!(nan_layers(&[0, 4, 8], &[nan, 0.1, nan]), vec![0, 8]);
     }
 }

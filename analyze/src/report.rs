@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 
 use crate::analysis::{Analysis, PoolingResult, StabilityBootstrap};
 use crate::correlation::PermutationKind;
+use crate::uniformity::Arithmetic;
 
 fn f3(v: f64) -> String {
     if v.is_finite() {
@@ -27,7 +28,7 @@ fn pv(v: f64) -> String {
     }
 }
 
-fn pct(v: f64) -> String {
+pub(crate) fn pct(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.0}%")
     } else {
@@ -35,13 +36,15 @@ fn pct(v: f64) -> String {
     }
 }
 
+/// What the share of resamples in which the verdict is "stable" says: a frequency
+/// over resampled datasets, not the probability that the peaks are stable.
 fn robustness(s: &StabilityBootstrap) -> &'static str {
     if s.share_stable >= 0.95 {
-        "robustly stable"
+        "stable in at least 95% of resamples"
     } else if s.share_stable <= 0.05 {
-        "robustly shifting"
+        "shifting in at least 95% of resamples"
     } else {
-        "not settled by these data"
+        "split between resamples, so these data do not settle it"
     }
 }
 
@@ -104,7 +107,7 @@ pub fn answer_paragraph(a: &Analysis) -> String {
     if let Some(st) = &p.stability_abs {
         let _ = write!(
             s,
-            "; in {} stratified pair-bootstrap resamples the verdict \"stable\" holds in {:.1}% (std 95% CI {:.1}–{:.1}), so the answer is {}",
+            "; in {} stratified pair-bootstrap resamples the verdict \"stable\" holds in {:.1}% of them (std 95% CI {:.1}–{:.1}): {}",
             a.settings.bootstrap,
             st.share_stable * 100.0,
             st.std_ci[0],
@@ -261,10 +264,30 @@ pub fn render(a: &Analysis) -> String {
         "> Does the layer range where |r| peaks shift with model size?\n"
     );
     let _ = writeln!(r, "## Answer\n\n{}\n", answer_paragraph(a));
+    if let Some(c) = crate::report_training::checkpoint_paragraph(a) {
+        let _ = writeln!(r, "{c}\n");
+    }
     for w in &a.warnings {
         let _ = writeln!(r, "> Note: {w}\n");
     }
+    models_table(&mut r, a);
+    crate::report_training::section(&mut r, a);
+    seed_summary_table(&mut r, p);
+    r.push_str(&crate::cka_report::section(a));
+    per_layer_tables(&mut r, a, p);
+    other_poolings(&mut r, a);
+    let _ = writeln!(
+        r,
+        "## The seed's interpretation (notebook section 7, filled in)\n"
+    );
+    r.push_str(&seed_interpretation(p));
+    let _ = write!(r, "\n{}", crate::plots::figure_list(a));
+    method_notes(&mut r, a);
+    r
+}
 
+/// Which caches were compared, in size order, and where each came from.
+fn models_table(r: &mut String, a: &Analysis) {
     let _ = writeln!(r, "## Models (ordered by parameter count)\n");
     let _ = writeln!(
         r,
@@ -298,7 +321,10 @@ pub fn render(a: &Analysis) -> String {
             m.manifest.run.execution_provider
         );
     }
+}
 
+/// The seed's per-model summary, with the |r| peak and its CI beside it.
+fn seed_summary_table(r: &mut String, p: &PoolingResult) {
     let _ = writeln!(r, "\n## Seed-exact summary (pooling `{}`)\n", p.pooling);
     let _ = writeln!(r, "| Model | Layers | Peak r (max positive) | Peak @ | Max \\|r\\| | \\|r\\| peak @ (95% CI) | Most negative r | @ | Final r | Sign changes (midpoint) |");
     let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|");
@@ -353,22 +379,76 @@ pub fn render(a: &Analysis) -> String {
             .map(|v| v.to_string())
             .unwrap_or_else(|| "not applicable (one model)".into())
     );
+}
 
+/// How far the other arithmetic moves r, for the per-layer section.
+fn arithmetic_sentence(a: &Analysis, p: &PoolingResult) -> String {
+    let (used, other) = match a.settings.arithmetic {
+        Arithmetic::Exact => (
+            "exact (float64 throughout)",
+            "the notebook's float32 kernel (`--arithmetic seed`)",
+        ),
+        Arithmetic::Seed => (
+            "seed (the notebook's float32 normalisation, kernel and mean)",
+            "float64 (`--arithmetic exact`)",
+        ),
+    };
+    let gap = p
+        .arithmetic_gap
+        .map(|g| {
+            format!(
+                "on these data {other} moves r by at most {g:.1e} (largest over models and layers)"
+            )
+        })
+        .unwrap_or_else(|| format!("the gap to {other} was not computed"));
+    format!("Cosine arithmetic: {used}; {gap}.")
+}
+
+/// The permutation floor and what it allows after Holm over `n_layers` layers.
+fn floor_sentence(a: &Analysis, n_layers: usize) -> String {
+    let holm_floor = (a.permutation_floor * n_layers as f64).min(1.0);
+    format!(
+        "Permutation floor {} ({}); over {n_layers} layers the smallest possible perm p Holm is {}, so it {} reach 0.05{}.",
+        pv(a.permutation_floor),
+        match a.permutation_kind {
+            PermutationKind::Exact => format!("1/{}! : only {} orderings of {} categories exist", a.categories.len(), a.n_permutations, a.categories.len()),
+            PermutationKind::MonteCarlo => format!("1/({} + 1) Monte Carlo draws", a.n_permutations),
+        },
+        pv(holm_floor),
+        if holm_floor <= 0.05 { "can" } else { "can never" },
+        if holm_floor > 0.05 && a.permutation_kind == PermutationKind::Exact {
+            "; more draws cannot help (every ordering is already counted), only more categories or fewer layers (`--layer-step`)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// One table per model: every layer's seed-exact r and the rigorous statistics.
+fn per_layer_tables(r: &mut String, a: &Analysis, p: &PoolingResult) {
     let _ = writeln!(r, "\n## Per-layer statistics (pooling `{}`)\n", p.pooling);
     let _ = writeln!(
         r,
-        "r and p: Pearson over categories (seed-exact). p Holm: Holm-corrected across this model's layers. perm p: {} permutation p ({} orderings of the category preferences). CI: 2.5–97.5 percentile of {} stratified pair-bootstrap resamples. LOCO: range of r with one category left out. pair r: Pearson over pairs (n = {}) of the centroid asymmetry with the pair's preference.\n",
+        "r and p: Pearson over categories (seed-exact). p Holm: Holm-corrected across this model's layers. perm p: {} permutation p ({} orderings of the category preferences). CI: 2.5–97.5 percentile of {} stratified pair-bootstrap resamples. LOCO: range of r with one category left out. pair r: Pearson over pairs (n = {}) of the leave-pair-out centroid asymmetry (centring: {}) with the pair's preference.\n\n{}\n",
         match a.permutation_kind {
             PermutationKind::Exact => "exact",
             PermutationKind::MonteCarlo => "Monte Carlo",
         },
         a.n_permutations,
         a.settings.bootstrap,
-        a.pairs_per_category.iter().sum::<usize>()
+        a.pairs_per_category.iter().sum::<usize>(),
+        a.settings.pair_centring,
+        arithmetic_sentence(a, p)
     );
     for m in &p.models {
-        let _ = writeln!(r, "### {}\n", m.model);
-        let _ = writeln!(r, "| Layer | Depth | r | p | p Holm | perm p | perm p Holm | Spearman ρ | 95% CI of r | LOCO r range | pair r | pair p |");
+        let _ = writeln!(
+            r,
+            "### {}\n\n{}\n",
+            m.model,
+            floor_sentence(a, m.layers.len())
+        );
+        let holm_floor = (a.permutation_floor * m.layers.len() as f64).min(1.0);
+        let _ = writeln!(r, "| Layer | Depth | r | p | p Holm | perm p | perm p Holm (≥ {}) | Spearman ρ | 95% CI of r | LOCO r range | pair r | pair p |", pv(holm_floor));
         let _ = writeln!(r, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for s in &m.layers {
             let _ = writeln!(
@@ -392,7 +472,10 @@ pub fn render(a: &Analysis) -> String {
         }
         let _ = writeln!(r);
     }
+}
 
+/// The sensitivity table: the same verdict under the cache's other poolings.
+fn other_poolings(r: &mut String, a: &Analysis) {
     if a.poolings.len() > 1 {
         let _ = writeln!(r, "## Other poolings (sensitivity)\n");
         let _ = writeln!(r, "| Pooling | Model | \\|r\\| peak @ | 95% CI | max positive r @ | verdict (\\|r\\|) | stable in resamples |");
@@ -431,13 +514,10 @@ pub fn render(a: &Analysis) -> String {
         }
         let _ = writeln!(r);
     }
+}
 
-    let _ = writeln!(
-        r,
-        "## The seed's interpretation (notebook section 7, filled in)\n"
-    );
-    r.push_str(&seed_interpretation(p));
-
+/// How each number was computed, and where the seed's method needs care.
+fn method_notes(r: &mut String, a: &Analysis) {
     let _ = writeln!(
         r,
         "\n## Notes on the method and the seed's quirks\n\n\
@@ -446,7 +526,7 @@ pub fn render(a: &Analysis) -> String {
 - **Layer sampling.** The seed samples every 4th layer plus the last (`--layer-step 4` reproduces it exactly); this run used step {}. Coarse sampling quantises peak positions to 4/n_layers of depth, which alone can move the std across the threshold.\n\
 - **n = categories.** The seed's Pearson r runs over {} category means, so p uses {} degrees of freedom and one category can carry the whole correlation (see the leave-one-category-out range). The permutation p-value is exact for up to 8 categories (all n! orderings), otherwise Monte Carlo.\n\
 - **Bootstrap.** Pairs are resampled with replacement within each category (stratified, seed {}), and the same resample is applied to every model, since all models saw the same dataset. Uniformity of a resample reuses the Gram matrices: for counts w, the sum over position pairs is (wᵀGw − Σ wᵢGᵢᵢ)/2, divided by n(n−1)/2, exactly the seed's `uniformity_score` on the resampled set.\n\
-- **Pair-level view.** For pair i of category c: d_i = cos(a_i, m_A,c) − cos(b_i, m_B,c), where m_S,c is the arithmetic mean of the normalised vectors x/(|x| + 1e-10) of all side-S statements of category c (pair i included) at that layer and pooling, and cos is computed on the normalised vectors. d_i is correlated with the pair's preference NLL(B) − NLL(A) over all {} pairs.\n\
+- **Pair-level view.** For pair i of category c: d_i = cos(a_i, m_A,c,−i) − cos(b_i, m_B,c,−i), where m_S,c,−i is the mean of the normalised vectors x/(|x| + 1e-10) of the *other* side-S statements of category c at that layer and pooling (leaving pair i out removes a bias of about 1/n that differs between 20- and 50-pair categories). With `--pair-centring category` the normalised vectors are first centred on the mean of all 2n statements of the category. d_i is correlated with the pair's preference NLL(B) − NLL(A) over all {} pairs.\n\
 - **Verdict.** Population std (ddof 0) of the peak positions across models, `std < {}` → stable (the seed's rule, `--stability-threshold`).\n",
         first_token_note(a),
         a.settings.layer_step,
@@ -456,7 +536,6 @@ pub fn render(a: &Analysis) -> String {
         a.pairs_per_category.iter().sum::<usize>(),
         a.settings.stability_threshold
     );
-    r
 }
 
 pub fn write(a: &Analysis, out: &Path) -> Result<()> {

@@ -76,10 +76,28 @@ pub fn to_json(a: &Analysis) -> Value {
         "permutation": {"kind": a.permutation_kind, "n": a.n_permutations},
         "settings": a.settings,
         "poolings": a.poolings,
+        "cka_alignment": a.cka,
         "provenance": a.models,
+        "cross_size": cross_size(a),
+        "training": a.training,
+        "grid": a.grid,
         "warnings": a.warnings,
         "timings_s": a.timings_s,
         "tool": format!("analyze {}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// The cross-size view: which checkpoint of each size it compares, and its verdict.
+fn cross_size(a: &Analysis) -> Value {
+    let p = a.primary();
+    json!({
+        "step": a.selection.step,
+        "rule": a.selection.rule,
+        "caches": a.selection.chosen.iter().map(|m| &m.cache).collect::<Vec<_>>(),
+        "abs_peak_analysis": p.abs_peak_analysis,
+        "stability_abs": p.stability_abs,
+        "peak_analysis": p.peak_analysis,
+        "stability_max_pos": p.stability_max_pos,
     })
 }
 

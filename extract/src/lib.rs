@@ -3,6 +3,7 @@
 //! pooled hidden states of every layer and per-statement NLLs.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod chunks;
 pub mod dataset;
 pub mod lock;

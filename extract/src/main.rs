@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use extract::batch::Batching;
+use extract::checkpoint::CheckpointFlags;
 use extract::merge::MergeOptions;
 use extract::runtime::DeviceChoice;
 use extract::shard::Shard;
@@ -62,6 +63,17 @@ struct Cli {
     /// into OUT/NAME.shard-I-of-N; join the shards with `extract merge`.
     #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
     shard: Option<Shard>,
+    /// Model series for the manifest (e.g. pythia) [default: from the model id in
+    /// export.json, where one token of its last part is a size: EleutherAI/pythia-410m -> pythia].
+    #[arg(long, value_parser = extract::checkpoint::non_empty)]
+    series: Option<String>,
+    /// Model size within the series (e.g. 410m) [default: from the model id, as --series].
+    #[arg(long, value_parser = extract::checkpoint::non_empty)]
+    size: Option<String>,
+    /// Checkpoint revision (e.g. step143000; stepN also sets the manifest's step)
+    /// [default: export.json's; a different one is refused].
+    #[arg(long, value_parser = extract::checkpoint::non_empty)]
+    revision: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +131,11 @@ fn main() -> ExitCode {
         force_resume: cli.force_resume,
         parity_slack: cli.parity_slack,
         shard: cli.shard,
+        checkpoint: CheckpointFlags {
+            series: cli.series,
+            size: cli.size,
+            revision: cli.revision,
+        },
     };
     finish(extract::run(&opts).map(|summary| summary.lines()))
 }

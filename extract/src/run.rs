@@ -14,6 +14,7 @@ use schemas::{
 };
 
 use crate::batch::{self, Batching};
+use crate::checkpoint::CheckpointFlags;
 use crate::chunks::{self, Partial, RunKey, Settings};
 use crate::dataset::{self, Dataset, Statement};
 use crate::lock::CacheLock;
@@ -38,6 +39,8 @@ pub struct Options {
     pub parity_slack: f64,
     /// Extract only this slice of the pairs, into `NAME.shard-I-of-N`.
     pub shard: Option<Shard>,
+    /// Series, size and revision for the manifest (defaults from export.json).
+    pub checkpoint: CheckpointFlags,
 }
 
 /// What happened, for the closing lines.
@@ -207,6 +210,7 @@ fn run_locked(
     poolings: &[Pooling],
 ) -> Result<Summary> {
     let model = ModelDir::open(&opts.model)?;
+    let place = opts.checkpoint.resolve(&model)?;
     let key = RunKey {
         model_files: model.files.clone(),
         dtype: model.dtype.as_str().to_string(),
@@ -290,6 +294,7 @@ fn run_locked(
     let parity = probe::check(&mut rt, &model, &tok, opts.batching, opts.parity_slack)?;
     let started = earlier_start.unwrap_or_else(now);
     let mut m = manifest(data, &model, &tok, name, &rt, &settings, poolings, &started)?;
+    place.apply(&mut m.model);
     m.run.parity = Some(parity.clone());
     m.run.shard = opts.shard.map(|s| s.info(ids.len() as u32));
     schemas::write_manifest(&manifest_path, &m)?;
@@ -375,7 +380,8 @@ fn manifest(
         complete: false,
         model: ModelInfo {
             id: model.export.source.model.clone(),
-            revision: model.export.source.revision.clone(),
+            // Set by the caller from `Place`, with series, size and step.
+            revision: None,
             display_name: name.to_string(),
             n_layers: model.export.n_layers,
             hidden_size: model.export.hidden_size,
@@ -385,6 +391,9 @@ fn manifest(
             tokenizer_sha256: model.tokenizer_sha256.clone(),
             files: model.files.clone(),
             adds_bos: Some(tok.adds_bos()?),
+            series: None,
+            size: None,
+            step: None,
         },
         dataset: DatasetInfo {
             path: data.path.display().to_string(),

@@ -6,9 +6,11 @@
 //! directory so that a reader gets either a whole cache or an error naming the
 //! file and the problem. The prose spec is `schemas/CONTRACT.md`.
 
+pub mod checkpoint;
 mod contract;
 mod error;
 mod files;
+pub mod gram;
 mod manifest;
 mod read;
 mod validate;

@@ -42,6 +42,16 @@ pub struct ModelInfo {
     /// that `mean_skip_first` drops it rather than a real token. Null when unknown.
     #[serde(default)]
     pub adds_bos: Option<bool>,
+    /// Model family (`pythia`) and size within it (`410m`): caches sharing both are
+    /// checkpoints of one model. Null when unknown (and in older caches).
+    #[serde(default)]
+    pub series: Option<String>,
+    #[serde(default)]
+    pub size: Option<String>,
+    /// Training step of this checkpoint, from a `stepN` revision
+    /// ([`crate::checkpoint::step_of`]). Null when unknown.
+    #[serde(default)]
+    pub step: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -61,6 +61,9 @@ fn write_cache(dir: &Path) -> Manifest {
             tokenizer_sha256: "0".repeat(64),
             files: [("model.onnx".to_string(), "0".repeat(64))].into(),
             adds_bos: Some(false),
+            series: Some("fixture".into()),
+            size: Some("1k".into()),
+            step: Some(1000),
         },
         dataset: DatasetInfo {
             path: "dataset.json".into(),
@@ -178,8 +181,9 @@ fn wrong_width_and_incomplete_and_missing_are_refused() {
     assert!(refusal(empty.path()).contains("not a model cache"));
 }
 
-/// Caches written before `model.files`, `adds_bos`, `statements_sha256`, `parity`
-/// and `chunks` existed still read: the new keys are optional.
+/// Caches written before `model.files`, `adds_bos`, `series`, `size`, `step`,
+/// `statements_sha256`, `parity` and `chunks` existed still read: the new keys are
+/// optional, and a missing series, size or step reads as unknown.
 #[test]
 fn an_older_manifest_still_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,6 +194,9 @@ fn an_older_manifest_still_reads() {
     for (section, key) in [
         ("model", "files"),
         ("model", "adds_bos"),
+        ("model", "series"),
+        ("model", "size"),
+        ("model", "step"),
         ("dataset", "statements_sha256"),
         ("run", "max_tokens"),
         ("run", "parity"),
@@ -200,6 +207,10 @@ fn an_older_manifest_still_reads() {
     std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     let read = validate_cache(dir.path()).unwrap().manifest;
     assert!(read.model.files.is_empty() && read.model.adds_bos.is_none());
+    assert_eq!(
+        (read.model.series, read.model.size, read.model.step),
+        (None, None, None)
+    );
     assert_eq!(read.files, manifest.files);
 }
 

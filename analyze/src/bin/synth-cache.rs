@@ -6,14 +6,16 @@
 //! coefficient `a` moves with the category's preference times a layer profile
 //! `k(t)` (a bump at a model-dependent depth, a negative lobe near the top), so
 //! UA correlates with preference positively mid-depth and negatively late.
+//! With `--massive count:scale`, a few fixed dimensions carry values in the
+//! thousands in every statement, as in trained LMs: cosines then sit near 1 and
+//! float32 arithmetic shows in the sixth digit of r.
 //!
-//! `synth-cache --out CACHE [--models name:layers:hidden[:params],...]
-//!  [--categories 30,20,50,50,50,30] [--seed 7] [--poolings mean,mean_skip_first,last]
-//!  [--dataset-tag synthetic-v1] [--no-params]`
+//! `synth-cache --help` lists the options.
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::Parser;
 use rayon::prelude::*;
 use schemas::{
     write_manifest, write_statements, DatasetInfo, EmbeddingsWriter, Manifest, ModelInfo, Pooling,
@@ -55,6 +57,7 @@ fn unit_vector(hidden: usize, seed: u64) -> Vec<f64> {
     v.into_iter().map(|x| x / n).collect()
 }
 
+#[derive(Clone)]
 struct Spec {
     name: String,
     layers: u32,
@@ -62,260 +65,423 @@ struct Spec {
     params: Option<u64>,
 }
 
-struct Args {
-    out: PathBuf,
-    models: Vec<Spec>,
-    categories: Vec<usize>,
-    seed: u64,
-    poolings: Vec<Pooling>,
-    dataset_tag: String,
-}
-
-fn parse() -> Result<Args> {
-    let mut out = None;
-    let mut models = DEFAULT_MODELS.to_string();
-    let mut categories = "30,20,50,50,50,30".to_string();
-    let mut seed = 7u64;
-    let mut poolings = "mean,mean_skip_first,last".to_string();
-    let mut tag = "synthetic-v1".to_string();
-    let mut no_params = false;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
-        match a.as_str() {
-            "--out" => out = Some(PathBuf::from(val()?)),
-            "--models" => models = val()?,
-            "--categories" => categories = val()?,
-            "--seed" => seed = val()?.parse().context("--seed")?,
-            "--poolings" => poolings = val()?,
-            "--dataset-tag" => tag = val()?,
-            "--no-params" => no_params = true,
-            "-h" | "--help" => {
-                println!("synth-cache --out CACHE [--models name:layers:hidden[:params],...] [--categories 30,20,50,50,50,30] [--seed 7] [--poolings mean,mean_skip_first,last] [--dataset-tag T] [--no-params]\ndefault models: {DEFAULT_MODELS}");
-                std::process::exit(0);
-            }
-            _ => bail!("unknown argument '{a}' (see --help)"),
-        }
+/// `name:layers:hidden[:params]`
+fn parse_spec(m: &str) -> Result<Spec, String> {
+    let f: Vec<&str> = m.split(':').collect();
+    if !(3..=4).contains(&f.len()) {
+        return Err(format!(
+            "model spec '{m}' must be name:layers:hidden[:params]"
+        ));
     }
-    let models = models
-        .split(',')
-        .map(|m| {
-            let f: Vec<&str> = m.split(':').collect();
-            if f.len() < 3 {
-                bail!("model spec '{m}' must be name:layers:hidden[:params]");
-            }
-            Ok(Spec {
-                name: f[0].to_string(),
-                layers: f[1].parse().context("layers")?,
-                hidden: f[2].parse().context("hidden")?,
-                params: if no_params {
-                    None
-                } else {
-                    f.get(3).map(|p| p.parse()).transpose().context("params")?
-                },
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let categories = categories
-        .split(',')
-        .map(|c| c.parse::<usize>().context("--categories"))
-        .collect::<Result<Vec<_>>>()?;
-    let poolings = poolings
-        .split(',')
-        .map(|p| p.parse::<Pooling>().map_err(|e| anyhow!(e)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Args {
-        out: out.ok_or_else(|| anyhow!("--out is required"))?,
-        models,
-        categories,
-        seed,
-        poolings,
-        dataset_tag: tag,
+    let num = |what: &str, v: &str| -> Result<u64, String> {
+        v.parse()
+            .map_err(|_| format!("model spec '{m}': {what} '{v}' is not a whole number"))
+    };
+    Ok(Spec {
+        name: f[0].to_string(),
+        layers: num("layers", f[1])? as u32,
+        hidden: num("hidden", f[2])? as usize,
+        params: f.get(3).map(|p| num("params", p)).transpose()?,
     })
 }
 
-/// A stand-in for the sha256 of model.onnx: sha256 of the model's spec and seed.
-fn model_hash(spec: &Spec, seed: u64) -> String {
+/// Massive activations as trained LMs have them: `count` fixed dimensions whose
+/// value is about `scale` in every statement (`count:scale`).
+#[derive(Clone, Copy)]
+struct Massive {
+    count: usize,
+    scale: f64,
+}
+
+fn parse_massive(s: &str) -> Result<Massive, String> {
+    let (c, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' must be count:scale, e.g. 3:3000"))?;
+    let count = c.parse().map_err(|_| format!("'{c}' is not a count"))?;
+    let scale: f64 = v.parse().map_err(|_| format!("'{v}' is not a number"))?;
+    if !scale.is_finite() {
+        return Err(format!("scale '{v}' must be finite"));
+    }
+    Ok(Massive { count, scale })
+}
+
+/// Writes a synthetic cache (one folder per model) with a planted UA–preference
+/// structure, deterministic from --seed.
+#[derive(Parser)]
+#[command(
+    name = "synth-cache",
+    version,
+    about = "Writes a synthetic cache with a planted UA-preference structure (tests and benchmarks)"
+)]
+struct Args {
+    /// Cache folder to write (one folder per model).
+    #[arg(long)]
+    out: PathBuf,
+    /// Models as name:layers:hidden[:params], comma-separated (default: the four Pythia shapes).
+    #[arg(long, value_delimiter = ',', value_parser = parse_spec, default_value = DEFAULT_MODELS)]
+    models: Vec<Spec>,
+    /// Pairs per category, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "30,20,50,50,50,30")]
+    categories: Vec<usize>,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mean,mean_skip_first,last"
+    )]
+    poolings: Vec<Pooling>,
+    /// Names the synthetic dataset (part of its sha256).
+    #[arg(long, default_value = "synthetic-v1")]
+    dataset_tag: String,
+    /// Leave n_parameters out of the manifests (analyze then orders by n_layers·hidden²).
+    #[arg(long)]
+    no_params: bool,
+    /// Plant massive activations: count:scale (e.g. 3:3000), in every layer after the first.
+    #[arg(long, value_parser = parse_massive)]
+    massive: Option<Massive>,
+    /// Grid mode: training steps, comma-separated; one cache per (model, step),
+    /// named NAME-stepN, with series, size, revision and step in its manifest.
+    #[arg(long, value_delimiter = ',')]
+    steps: Option<Vec<u64>>,
+    /// Grid mode: the step from which the |r| peak sits at its final depth; before
+    /// it the peak lies 40 to 25 points deeper [default: the middle listed step].
+    #[arg(long)]
+    settle_step: Option<u64>,
+}
+
+/// Where one cache sits in the grid: None in ladder mode.
+#[derive(Clone, Copy)]
+struct Checkpoint {
+    step: u64,
+    settle_step: u64,
+}
+
+/// Depth (fraction) of the positive bump of model `mi`'s layer profile: fixed in
+/// ladder mode; in grid mode `drift` deeper before the settle step, moving from 0.40
+/// to 0.25 as training goes on (always beyond the seed's 10-point threshold), and
+/// at its final depth from the settle step on.
+fn bump_center(mi: usize, checkpoint: Option<Checkpoint>) -> f64 {
+    let fin = 0.3 + 0.04 * mi as f64;
+    let drift = match checkpoint {
+        Some(c) if c.step < c.settle_step => {
+            0.40 - 0.15 * c.step as f64 / c.settle_step.max(1) as f64
+        }
+        _ => 0.0,
+    };
+    fin + drift
+}
+
+/// A stand-in for the sha256 of model.onnx: sha256 of the model's spec, seed and step.
+fn model_hash(spec: &Spec, seed: u64, checkpoint: Option<Checkpoint>) -> String {
     use sha2::{Digest, Sha256};
+    let step = checkpoint.map_or(String::new(), |c| format!("|step{}", c.step));
     let text = format!(
-        "synthetic|{}|{}|{}|{seed}",
+        "synthetic|{}|{}|{}|{seed}{step}",
         spec.name, spec.layers, spec.hidden
     );
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn main() -> Result<()> {
-    let args = parse()?;
-    let cat_names: Vec<String> = (0..args.categories.len())
-        .map(|c| format!("category_{c}"))
-        .collect();
-    let n_pairs: usize = args.categories.iter().sum();
-    let dataset_sha = {
-        use std::fmt::Write;
-        let desc = format!("{}|{:?}|{}", args.dataset_tag, args.categories, args.seed);
-        let mut h = 0u64;
-        let mut s = String::new();
-        for (i, b) in desc.bytes().enumerate() {
-            h = stream(&[h, b as u64, i as u64]);
-        }
-        for k in 0..4 {
-            let _ = write!(s, "{:016x}", stream(&[h, k]));
-        }
-        s
-    };
-    // Latent per-category preference, shared by every model (same dataset).
-    let mut s = stream(&[args.seed, 1]);
-    let latent: Vec<f64> = args.categories.iter().map(|_| normal(&mut s)).collect();
+/// What every cache of one run shares: the dataset.
+struct Shared {
+    cat_names: Vec<String>,
+    n_pairs: usize,
+    sha256: String,
+    /// Latent per-category preference, shared by every model (same dataset).
+    latent: Vec<f64>,
+}
 
-    for (mi, spec) in args.models.iter().enumerate() {
-        let dir = args.out.join(&spec.name);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-        let mseed = stream(&[args.seed, 100 + mi as u64]);
-        // Statements: pairs in category order, A then B.
-        let mut rows = Vec::new();
-        let mut cat_of = Vec::new();
-        let mut s = stream(&[mseed, 2]);
-        let mut cat_pref = vec![0.0; args.categories.len()];
-        for (c, &n) in args.categories.iter().enumerate() {
-            for i in 0..n {
-                let nll_a = 3.0 + 0.4 * normal(&mut s);
-                let pref = 0.5 * latent[c] + 0.7 * normal(&mut s);
-                cat_pref[c] += pref / n as f64;
-                for (side, nll) in [(Side::A, nll_a), (Side::B, nll_a + pref)] {
-                    let n_tokens = 6 + (splitmix(&mut s) % 15) as u32;
-                    rows.push(StatementRow {
-                        statement_id: rows.len() as u32,
-                        category: cat_names[c].clone(),
-                        pair_index: i as u32,
-                        side,
-                        text: format!(
-                            "synthetic statement {} of {} side {}",
-                            i,
-                            cat_names[c],
-                            side.as_str()
-                        ),
-                        n_tokens,
-                        nll_sum: nll * f64::from(n_tokens - 1),
-                        n_predicted: n_tokens - 1,
-                    });
-                    cat_of.push(c);
-                }
-            }
-        }
-        let st_entry = write_statements(&dir.join(STATEMENTS_FILE), &rows)?;
-        let hidden = spec.hidden;
-        let u = unit_vector(hidden, stream(&[mseed, 3]));
-        let dirs: Vec<[Vec<f64>; 2]> = (0..args.categories.len())
-            .map(|c| {
-                [
-                    unit_vector(hidden, stream(&[mseed, 4, c as u64, 0])),
-                    unit_vector(hidden, stream(&[mseed, 4, c as u64, 1])),
-                ]
-            })
-            .collect();
-        let center = 0.3 + 0.04 * mi as f64;
-        let n = rows.len();
-        let ids: Vec<u32> = (0..n as u32).collect();
-        let mut writer =
-            EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), hidden, &args.poolings)?;
-        let sigma = 1.2 / (hidden as f64).sqrt();
-        for layer in 0..=spec.layers {
-            let t = f64::from(layer) / f64::from(spec.layers);
-            let k =
-                (-((t - center) / 0.12).powi(2)).exp() - 0.8 * (-((t - 0.85) / 0.12).powi(2)).exp();
-            let blocks: Vec<Vec<f32>> = args
-                .poolings
-                .par_iter()
-                .map(|&p| {
-                    let mut block = vec![0f32; n * hidden];
-                    block
-                        .par_chunks_mut(hidden)
-                        .enumerate()
-                        .for_each(|(i, out)| {
-                            let c = cat_of[i];
-                            let side = i % 2;
-                            let sign = if side == 0 { 1.0 } else { -1.0 };
-                            let a = (0.8 + sign * 0.5 * k * cat_pref[c]).max(0.05);
-                            let mut base = stream(&[mseed, 5, i as u64]);
-                            let mut lay = stream(&[mseed, 6, i as u64, u64::from(layer), p as u64]);
-                            let (w_base, w_layer, scale) = match p {
-                                Pooling::MeanSkipFirst => (0.8, 0.6, 1.0),
-                                Pooling::Mean => (0.8, 0.7, 1.0),
-                                Pooling::Last => (0.5, 1.2, 0.6),
-                            };
-                            let v = &dirs[c][side];
-                            for d in 0..hidden {
-                                let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
-                                out[d] = (scale * (u[d] + a * v[d]) + sigma * noise) as f32;
-                            }
-                        });
-                    block
-                })
-                .collect();
-            writer.write_layer(layer, &ids, blocks)?;
-        }
-        let emb_entry = writer.finish()?;
-        let now = chrono::Local::now().to_rfc3339();
-        let manifest = Manifest {
-            schema_version: SCHEMA_VERSION,
-            complete: true,
-            model: ModelInfo {
-                id: format!("synthetic/{}", spec.name),
-                revision: None,
-                display_name: spec.name.clone(),
-                n_layers: spec.layers,
-                hidden_size: hidden as u32,
-                n_parameters: spec.params,
-                dtype: "float32".into(),
-                // Each synthetic model gets its own "weights" hash, as real ones do, so
-                // that analyze's duplicate check sees a copied folder as a copy.
-                onnx_sha256: model_hash(spec, args.seed),
-                tokenizer_sha256: "0".repeat(64),
-                files: Default::default(),
-                adds_bos: Some(false),
-            },
-            dataset: DatasetInfo {
-                path: format!("synthetic:{}", args.dataset_tag),
-                sha256: dataset_sha.clone(),
-                categories: cat_names.clone(),
-                n_pairs: n_pairs as u32,
-                n_statements: n as u32,
-                statements_sha256: Some(schemas::statements_digest(
-                    rows.iter().map(|r| (r.statement_id, r.text.as_str())),
-                )),
-            },
-            run: RunInfo {
-                tool: format!(
-                    "synth-cache {} (seed {})",
-                    env!("CARGO_PKG_VERSION"),
-                    args.seed
-                ),
-                onnxruntime_version: "none (synthetic)".into(),
-                execution_provider: "synthetic".into(),
-                device_name: "none".into(),
-                batch_size: 0,
-                max_tokens: None,
-                poolings: args
-                    .poolings
-                    .iter()
-                    .map(|p| p.as_str().to_string())
-                    .collect(),
-                started: now.clone(),
-                finished: Some(now),
-                parity: None,
-                chunks: Vec::new(),
-                shard: None,
-            },
-            files: [
-                (STATEMENTS_FILE.to_string(), st_entry),
-                (EMBEDDINGS_FILE.to_string(), emb_entry),
-            ]
-            .into_iter()
+fn shared(args: &Args) -> Shared {
+    use std::fmt::Write;
+    let desc = format!("{}|{:?}|{}", args.dataset_tag, args.categories, args.seed);
+    let mut h = 0u64;
+    let mut sha256 = String::new();
+    for (i, b) in desc.bytes().enumerate() {
+        h = stream(&[h, b as u64, i as u64]);
+    }
+    for k in 0..4 {
+        let _ = write!(sha256, "{:016x}", stream(&[h, k]));
+    }
+    let mut s = stream(&[args.seed, 1]);
+    Shared {
+        cat_names: (0..args.categories.len())
+            .map(|c| format!("category_{c}"))
             .collect(),
-        };
-        write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;
-        println!("wrote {}", dir.display());
+        n_pairs: args.categories.iter().sum(),
+        sha256,
+        latent: args.categories.iter().map(|_| normal(&mut s)).collect(),
+    }
+}
+
+/// The checkpoints to write per model: one without a step in ladder mode.
+fn checkpoints(args: &Args) -> Result<Vec<Option<Checkpoint>>> {
+    let Some(steps) = &args.steps else {
+        return Ok(vec![None]);
+    };
+    if steps.is_empty() {
+        anyhow::bail!("--steps lists no step");
+    }
+    let settle_step = args.settle_step.unwrap_or(steps[steps.len() / 2]);
+    Ok(steps
+        .iter()
+        .map(|&step| Some(Checkpoint { step, settle_step }))
+        .collect())
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.no_params {
+        for m in &mut args.models {
+            m.params = None;
+        }
+    }
+    let shared = shared(&args);
+    for (mi, spec) in args.models.iter().enumerate() {
+        for checkpoint in checkpoints(&args)? {
+            let dir = write_cache(&args, &shared, mi, spec, checkpoint)?;
+            println!("wrote {}", dir.display());
+        }
     }
     Ok(())
+}
+
+/// One cache: statements, embeddings, then the manifest.
+fn write_cache(
+    args: &Args,
+    shared: &Shared,
+    mi: usize,
+    spec: &Spec,
+    checkpoint: Option<Checkpoint>,
+) -> Result<PathBuf> {
+    let name = match checkpoint {
+        Some(c) => format!("{}-step{}", spec.name, c.step),
+        None => spec.name.clone(),
+    };
+    let dir = args.out.join(&name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    // Ladder caches keep the streams they always had; checkpoints get their own.
+    let mseed = match checkpoint {
+        Some(c) => stream(&[args.seed, 100 + mi as u64, 1 + c.step]),
+        None => stream(&[args.seed, 100 + mi as u64]),
+    };
+    let (rows, cat_of, cat_pref) = statements(args, shared, mseed);
+    let st_entry = write_statements(&dir.join(STATEMENTS_FILE), &rows)?;
+    let profile = Profile {
+        center: bump_center(mi, checkpoint),
+        // No late lobe in grid mode: r is a correlation, so even a weak lobe can
+        // rival the bump in |r|, and the drifting bump must be the |r| peak at every
+        // step for the planted settling step to be the true one.
+        lobe: if checkpoint.is_some() { 0.0 } else { 0.8 },
+    };
+    let emb_entry = embeddings(args, spec, &dir, mseed, profile, &cat_of, &cat_pref)?;
+    let mut manifest = manifest(args, shared, spec, &name, &rows);
+    manifest.model.onnx_sha256 = model_hash(spec, args.seed, checkpoint);
+    if let Some(c) = checkpoint {
+        place(&mut manifest.model, spec, c);
+    }
+    manifest.files = [
+        (STATEMENTS_FILE.to_string(), st_entry),
+        (EMBEDDINGS_FILE.to_string(), emb_entry),
+    ]
+    .into_iter()
+    .collect();
+    write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;
+    Ok(dir)
+}
+
+/// Series and size as extract derives them from a model id (else `synthetic` and
+/// the spec's name), the checkpoint's revision and step.
+fn place(m: &mut ModelInfo, spec: &Spec, c: Checkpoint) {
+    let (series, size) = schemas::checkpoint::series_and_size(&spec.name)
+        .unwrap_or_else(|| ("synthetic".into(), spec.name.clone()));
+    m.series = Some(series);
+    m.size = Some(size);
+    m.revision = Some(format!("step{}", c.step));
+    m.step = Some(c.step);
+}
+
+/// Statements: pairs in category order, A then B; returns the rows, each row's
+/// category and each category's mean preference.
+fn statements(
+    args: &Args,
+    shared: &Shared,
+    mseed: u64,
+) -> (Vec<StatementRow>, Vec<usize>, Vec<f64>) {
+    let mut rows = Vec::new();
+    let mut cat_of = Vec::new();
+    let mut s = stream(&[mseed, 2]);
+    let mut cat_pref = vec![0.0; args.categories.len()];
+    for (c, &n) in args.categories.iter().enumerate() {
+        let cat = &shared.cat_names[c];
+        for i in 0..n {
+            let nll_a = 3.0 + 0.4 * normal(&mut s);
+            let pref = 0.5 * shared.latent[c] + 0.7 * normal(&mut s);
+            cat_pref[c] += pref / n as f64;
+            for (side, nll) in [(Side::A, nll_a), (Side::B, nll_a + pref)] {
+                let n_tokens = 6 + (splitmix(&mut s) % 15) as u32;
+                rows.push(StatementRow {
+                    statement_id: rows.len() as u32,
+                    category: cat.clone(),
+                    pair_index: i as u32,
+                    side,
+                    text: format!("synthetic statement {i} of {cat} side {}", side.as_str()),
+                    n_tokens,
+                    nll_sum: nll * f64::from(n_tokens - 1),
+                    n_predicted: n_tokens - 1,
+                });
+                cat_of.push(c);
+            }
+        }
+    }
+    (rows, cat_of, cat_pref)
+}
+
+/// The layer profile `k(t)`: a bump at `center`, a negative lobe of depth `lobe` at 0.85.
+#[derive(Clone, Copy)]
+struct Profile {
+    center: f64,
+    lobe: f64,
+}
+
+impl Profile {
+    fn at(self, t: f64) -> f64 {
+        (-((t - self.center) / 0.12).powi(2)).exp()
+            - self.lobe * (-((t - 0.85) / 0.12).powi(2)).exp()
+    }
+}
+
+/// Every layer of every pooling: `u + a * v_{c,S} + noise`, with the side
+/// coefficient `a` following the layer profile around `center`.
+fn embeddings(
+    args: &Args,
+    spec: &Spec,
+    dir: &std::path::Path,
+    mseed: u64,
+    profile: Profile,
+    cat_of: &[usize],
+    cat_pref: &[f64],
+) -> Result<schemas::FileEntry> {
+    let hidden = spec.hidden;
+    let u = unit_vector(hidden, stream(&[mseed, 3]));
+    let dirs: Vec<[Vec<f64>; 2]> = (0..args.categories.len())
+        .map(|c| {
+            [
+                unit_vector(hidden, stream(&[mseed, 4, c as u64, 0])),
+                unit_vector(hidden, stream(&[mseed, 4, c as u64, 1])),
+            ]
+        })
+        .collect();
+    let n = cat_of.len();
+    let ids: Vec<u32> = (0..n as u32).collect();
+    let mut writer = EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), hidden, &args.poolings)?;
+    let sigma = 1.2 / (hidden as f64).sqrt();
+    for layer in 0..=spec.layers {
+        let t = f64::from(layer) / f64::from(spec.layers);
+        let k = profile.at(t);
+        let blocks: Vec<Vec<f32>> = args
+            .poolings
+            .par_iter()
+            .map(|&p| {
+                let mut block = vec![0f32; n * hidden];
+                block
+                    .par_chunks_mut(hidden)
+                    .enumerate()
+                    .for_each(|(i, out)| {
+                        let c = cat_of[i];
+                        let side = i % 2;
+                        let sign = if side == 0 { 1.0 } else { -1.0 };
+                        let a = (0.8 + sign * 0.5 * k * cat_pref[c]).max(0.05);
+                        let mut base = stream(&[mseed, 5, i as u64]);
+                        let mut lay = stream(&[mseed, 6, i as u64, u64::from(layer), p as u64]);
+                        let (w_base, w_layer, scale) = match p {
+                            Pooling::MeanSkipFirst => (0.8, 0.6, 1.0),
+                            Pooling::Mean => (0.8, 0.7, 1.0),
+                            Pooling::Last => (0.5, 1.2, 0.6),
+                        };
+                        let v = &dirs[c][side];
+                        for d in 0..hidden {
+                            let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
+                            out[d] = (scale * (u[d] + a * v[d]) + sigma * noise) as f32;
+                        }
+                        if let Some(m) = args.massive.filter(|_| layer > 0) {
+                            // Fixed dimensions (the first `count`), about `scale`,
+                            // varying by 1% between statements.
+                            for o in out.iter_mut().take(m.count) {
+                                *o = (m.scale * (1.0 + 0.01 * normal(&mut lay))) as f32;
+                            }
+                        }
+                    });
+                block
+            })
+            .collect();
+        writer.write_layer(layer, &ids, blocks)?;
+    }
+    Ok(writer.finish()?)
+}
+
+/// The manifest of one cache, its files, model hash and grid place still to fill in.
+fn manifest(
+    args: &Args,
+    shared: &Shared,
+    spec: &Spec,
+    name: &str,
+    rows: &[StatementRow],
+) -> Manifest {
+    let now = chrono::Local::now().to_rfc3339();
+    Manifest {
+        schema_version: SCHEMA_VERSION,
+        complete: true,
+        model: ModelInfo {
+            id: format!("synthetic/{}", spec.name),
+            revision: None,
+            display_name: name.to_string(),
+            n_layers: spec.layers,
+            hidden_size: spec.hidden as u32,
+            n_parameters: spec.params,
+            dtype: "float32".into(),
+            // Filled with `model_hash`: each synthetic model gets its own "weights"
+            // hash, as real ones do, so analyze's duplicate check sees a copy as one.
+            onnx_sha256: String::new(),
+            tokenizer_sha256: "0".repeat(64),
+            files: Default::default(),
+            adds_bos: Some(false),
+            series: None,
+            size: None,
+            step: None,
+        },
+        dataset: DatasetInfo {
+            path: format!("synthetic:{}", args.dataset_tag),
+            sha256: shared.sha256.clone(),
+            categories: shared.cat_names.clone(),
+            n_pairs: shared.n_pairs as u32,
+            n_statements: rows.len() as u32,
+            statements_sha256: Some(schemas::statements_digest(
+                rows.iter().map(|r| (r.statement_id, r.text.as_str())),
+            )),
+        },
+        run: RunInfo {
+            tool: format!(
+                "synth-cache {} (seed {})",
+                env!("CARGO_PKG_VERSION"),
+                args.seed
+            ),
+            onnxruntime_version: "none (synthetic)".into(),
+            execution_provider: "synthetic".into(),
+            device_name: "none".into(),
+            batch_size: 0,
+            max_tokens: None,
+            poolings: args
+                .poolings
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
+            started: now.clone(),
+            finished: Some(now),
+            parity: None,
+            chunks: Vec::new(),
+            shard: None,
+        },
+        files: Default::default(),
+    }
 }

@@ -1,0 +1,293 @@
+//! Cosine Gram matrices of one category: the only thing every statistic of
+//! `analyze` needs from the pooled embeddings.
+//!
+//! Each vector is normalised the seed's way, `x / (|x| + 1e-10)`, and the Gram
+//! matrix of the `2n` vectors `A_1..A_n, B_1..B_n` of a category is kept as its
+//! three blocks: `A A^T`, `B B^T` and `A B^T`. The cross block lets the pair-level
+//! view centre vectors within the category; the two side blocks give uniformity.
+//!
+//! Two arithmetics. `Exact` works in float64 throughout. `Seed` reproduces the
+//! notebook's `uniformity_score` on float32 embeddings: norms, division and the
+//! `normalized @ normalized.T` kernel in float32, sums in numpy's pairwise order.
+//! On anisotropic (trained) embeddings cosines sit near 1 and the two differ in
+//! the sixth digit of r, so parity with the notebook needs its arithmetic.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How cosines are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arithmetic {
+    /// The notebook's float32 normalisation and kernel.
+    Seed,
+    /// float64 throughout.
+    Exact,
+}
+
+impl Arithmetic {
+    pub const ALL: [Arithmetic; 2] = [Arithmetic::Seed, Arithmetic::Exact];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arithmetic::Seed => "seed",
+            Arithmetic::Exact => "exact",
+        }
+    }
+
+    /// The other one (the report states how far the two are apart).
+    pub fn other(self) -> Arithmetic {
+        match self {
+            Arithmetic::Seed => Arithmetic::Exact,
+            Arithmetic::Exact => Arithmetic::Seed,
+        }
+    }
+}
+
+impl fmt::Display for Arithmetic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arithmetic {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Arithmetic::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown arithmetic '{s}' (expected seed or exact)"))
+    }
+}
+
+/// The Gram blocks of one category (each `n x n`, row-major, pair order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryGram {
+    pub n: usize,
+    /// `a[i*n+j] = <â_i, â_j>`
+    pub a: Vec<f64>,
+    /// `b[i*n+j] = <b̂_i, b̂_j>`
+    pub b: Vec<f64>,
+    /// `ab[i*n+j] = <â_i, b̂_j>`
+    pub ab: Vec<f64>,
+}
+
+/// numpy's `pairwise_sum` for float32 (`numpy/_core/src/umath/loops_utils.h.src`),
+/// started from the additive identity as `np.add.reduce` does: the order of the
+/// float32 additions decides the last bits the seed's numbers carry.
+pub fn numpy_pairwise_sum_f32(a: &[f32]) -> f32 {
+    0.0f32 + pairwise(a)
+}
+
+fn pairwise(a: &[f32]) -> f32 {
+    const BLOCK: usize = 128;
+    let n = a.len();
+    if n < 8 {
+        let mut res = 0.0f32;
+        for &v in a {
+            res += v;
+        }
+        res
+    } else if n <= BLOCK {
+        let mut r = [0.0f32; 8];
+        r.copy_from_slice(&a[..8]);
+        let mut i = 8;
+        while i < n - n % 8 {
+            for (k, rk) in r.iter_mut().enumerate() {
+                *rk += a[i + k];
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for &v in &a[i..] {
+            res += v;
+        }
+        res
+    } else {
+        let mut n2 = n / 2;
+        n2 -= n2 % 8;
+        pairwise(&a[..n2]) + pairwise(&a[n2..])
+    }
+}
+
+/// Rows `x / (|x| + 1e-10)` in float64.
+fn normalised_f64(matrix: &[f32], hidden: usize, rows: &[usize]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(rows.len() * hidden);
+    for &r in rows {
+        let x = &matrix[r * hidden..(r + 1) * hidden];
+        let norm = x
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        let d = norm + 1e-10;
+        out.extend(x.iter().map(|&v| f64::from(v) / d));
+    }
+    out
+}
+
+/// The notebook's `embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-10)`
+/// on float32 rows: squares, their pairwise sum, sqrt, epsilon and division all in float32.
+fn normalised_f32(matrix: &[f32], hidden: usize, rows: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len() * hidden);
+    let mut squares = vec![0.0f32; hidden];
+    for &r in rows {
+        let x = &matrix[r * hidden..(r + 1) * hidden];
+        for (s, &v) in squares.iter_mut().zip(x) {
+            *s = v * v;
+        }
+        let d = numpy_pairwise_sum_f32(&squares).sqrt() + 1e-10f32;
+        out.extend(x.iter().map(|&v| v / d));
+    }
+    out
+}
+
+/// `X X^T` (float64) of a row-major `m x hidden` matrix, exactly symmetric so that
+/// sums over `i<j` and `j<i` agree bit for bit.
+pub fn gram_f64(x: &[f64], m: usize, hidden: usize) -> Vec<f64> {
+    let mut g = vec![0.0; m * m];
+    // SAFETY: the pointers cover m*hidden, hidden*m and m*m f64 with the given strides.
+    unsafe {
+        matrixmultiply::dgemm(
+            m,
+            hidden,
+            m,
+            1.0,
+            x.as_ptr(),
+            hidden as isize,
+            1,
+            x.as_ptr(),
+            1,
+            hidden as isize,
+            0.0,
+            g.as_mut_ptr(),
+            m as isize,
+            1,
+        );
+    }
+    symmetrise(&mut g, m);
+    g
+}
+
+/// `X X^T` in float32 (the notebook's `normalized @ normalized.T`), widened to f64.
+fn gram_f32(x: &[f32], m: usize, hidden: usize) -> Vec<f64> {
+    let mut g = vec![0.0f32; m * m];
+    // SAFETY: as in gram_f64, for f32.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            hidden,
+            m,
+            1.0,
+            x.as_ptr(),
+            hidden as isize,
+            1,
+            x.as_ptr(),
+            1,
+            hidden as isize,
+            0.0,
+            g.as_mut_ptr(),
+            m as isize,
+            1,
+        );
+    }
+    let mut g: Vec<f64> = g.into_iter().map(f64::from).collect();
+    symmetrise(&mut g, m);
+    g
+}
+
+fn symmetrise(g: &mut [f64], m: usize) {
+    for i in 0..m {
+        for j in 0..i {
+            g[i * m + j] = g[j * m + i];
+        }
+    }
+}
+
+/// The Gram blocks of one category: `a_rows[i]` and `b_rows[i]` are pair `i`'s
+/// statement rows in `matrix` (`rows x hidden`, row-major).
+pub fn category_gram(
+    matrix: &[f32],
+    hidden: usize,
+    a_rows: &[usize],
+    b_rows: &[usize],
+    arithmetic: Arithmetic,
+) -> CategoryGram {
+    let n = a_rows.len();
+    assert_eq!(n, b_rows.len(), "a category has as many A as B statements");
+    let rows: Vec<usize> = a_rows.iter().chain(b_rows).copied().collect();
+    let m = 2 * n;
+    let joint = match arithmetic {
+        Arithmetic::Exact => gram_f64(&normalised_f64(matrix, hidden, &rows), m, hidden),
+        Arithmetic::Seed => gram_f32(&normalised_f32(matrix, hidden, &rows), m, hidden),
+    };
+    let block = |r0: usize, c0: usize| -> Vec<f64> {
+        (0..n)
+            .flat_map(|i| joint[(r0 + i) * m + c0..(r0 + i) * m + c0 + n].to_vec())
+            .collect()
+    };
+    CategoryGram {
+        n,
+        a: block(0, 0),
+        b: block(n, n),
+        ab: block(0, n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairwise_sum_follows_numpy_blocking() {
+        // Below 8 elements: a plain loop.
+        assert_eq!(numpy_pairwise_sum_f32(&[1.0, 2.0, 3.0]), 6.0);
+        // 1e8 + 1 + ... : the eight-way unrolled block keeps the ones in a separate
+        // accumulator, so they survive where a plain float32 loop loses them.
+        let mut v = vec![1.0f32; 16];
+        v[0] = 1e8;
+        let plain = v.iter().fold(0.0f32, |s, &x| s + x);
+        assert_eq!(plain, 1e8);
+        assert_eq!(numpy_pairwise_sum_f32(&v), 1e8 + 8.0);
+        // Above 128: split at a multiple of 8.
+        let v: Vec<f32> = (0..1000).map(|i| i as f32 * 0.1).collect();
+        let exact: f64 = v.iter().map(|&x| f64::from(x)).sum();
+        assert!((f64::from(numpy_pairwise_sum_f32(&v)) - exact).abs() / exact < 1e-6);
+    }
+
+    #[test]
+    fn blocks_match_direct_dot_products_in_both_arithmetics() {
+        let hidden = 3;
+        let m = [
+            1.0f32, 2.0, 3.0, 2.0, 4.0, 6.5, -1.0, 0.5, 0.0, 0.3, -2.0, 1.0,
+        ];
+        for arithmetic in Arithmetic::ALL {
+            let g = category_gram(&m, hidden, &[0, 2], &[1, 3], arithmetic);
+            let unit = |r: usize| -> Vec<f64> {
+                let x: Vec<f64> = m[r * 3..r * 3 + 3].iter().map(|&v| v.into()).collect();
+                let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+                x.iter().map(|v| v / (n + 1e-10)).collect()
+            };
+            let dot = |p: usize, q: usize| -> f64 {
+                unit(p).iter().zip(unit(q)).map(|(x, y)| x * y).sum()
+            };
+            let tol = if arithmetic == Arithmetic::Exact {
+                1e-12
+            } else {
+                1e-6
+            };
+            assert!((g.a[1] - dot(0, 2)).abs() < tol);
+            assert!((g.b[1] - dot(1, 3)).abs() < tol);
+            assert!((g.ab[1] - dot(0, 3)).abs() < tol);
+            assert!((g.ab[2] - dot(2, 1)).abs() < tol);
+            assert!((g.a[0] - dot(0, 0)).abs() < tol);
+        }
+    }
+
+    #[test]
+    fn arithmetic_names_round_trip() {
+        for a in Arithmetic::ALL {
+            assert_eq!(a.as_str().parse::<Arithmetic>(), Ok(a));
+        }
+        assert!("float".parse::<Arithmetic>().is_err());
+    }
+}

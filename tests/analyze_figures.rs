@@ -1,0 +1,63 @@
+//! Every figure is written, as a non-empty PNG and SVG, for one model and for
+//! many, and the report lists each figure in the folder.
+
+use std::path::Path;
+
+use e2e::{binary, run_cmd, synth_cache};
+
+const FIGURES: [&str; 4] = [
+    "scaling_comparison",
+    "layer_panels",
+    "category_scatter",
+    "peak_positions",
+];
+
+fn analyze(cache: &Path, out: &Path, models: &str) {
+    let o = run_cmd(
+        &binary("analyze"),
+        &[
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--models",
+            models,
+            "--bootstrap",
+            "50",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn assert_figures(out: &Path) {
+    for stem in FIGURES {
+        for ext in ["png", "svg"] {
+            let f = out.join(format!("{stem}.{ext}"));
+            let len = std::fs::metadata(&f).map_or(0, |m| m.len());
+            assert!(len > 1000, "{} missing or empty", f.display());
+        }
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for entry in std::fs::read_dir(out).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".png") {
+            assert!(report.contains(&format!("`{name}`")), "report lacks {name}");
+        }
+    }
+}
+
+#[test]
+fn every_figure_is_written_for_one_to_six_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let models = "a:2:4,b:3:8,c:4:8,d:3:16,e:4:16,f:5:16";
+    synth_cache(
+        &cache,
+        &["--models", models, "--categories", "5,4,6", "--no-params"],
+    );
+    for subset in ["c", "a,f", "a,b,c,d", "a,b,c,d,e,f"] {
+        let out = tmp.path().join(subset.replace(',', "-"));
+        analyze(&cache, &out, subset);
+        assert_figures(&out);
+    }
+}
