@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{repo_root, run_analyze, synth_cache};
+use e2e::{assert_ok, demo_dataset, extract_cpu, fixture, repo_root, run_analyze, synth_cache};
 use serde_json::Value;
 
 /// Widths on both sides of the statement count (36), so both Gram shapes are exercised.
@@ -88,7 +88,7 @@ fn assert_same_matrices(ours: &Value, numpy: &Value) {
 }
 
 /// Each model's peak maps to the reference layer of highest numpy CKA, with that value.
-fn assert_depth_matches(depth: &Value, numpy: &Value) {
+fn assert_depth_matches(depth: &Value, numpy: &Value, reference: &str) {
     for d in depth.as_array().unwrap() {
         let Some(cka) = d["cka"].as_f64() else {
             continue;
@@ -97,7 +97,7 @@ fn assert_depth_matches(depth: &Value, numpy: &Value) {
             .as_array()
             .unwrap()
             .iter()
-            .find(|p| p["model"] == d["model"] && p["other"] == "cka-l")
+            .find(|p| p["model"] == d["model"] && p["other"] == reference)
             .unwrap();
         let row = &matrix(&pair["cka"])[d["peak_layer"].as_u64().unwrap() as usize];
         let best = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -123,7 +123,7 @@ fn cka_equals_numpy_from_the_features() {
     let c = &ours["cka_alignment"];
     assert_eq!(c["reference"], "cka-l");
     assert_same_matrices(&c["pairs"], &numpy["pairs"]);
-    assert_depth_matches(&c["depth"], &numpy);
+    assert_depth_matches(&c["depth"], &numpy, "cka-l");
     assert!(tmp.path().join("out/cka_alignment.png").is_file());
     let report = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
     assert!(report.contains("Best-matching layer of cka-l"));
@@ -160,4 +160,22 @@ fn from_compact_statistics_cka_is_not_computed_and_the_report_says_why() {
         "{report}"
     );
     assert!(!out.join("cka_alignment.png").exists());
+}
+
+/// The same on caches that extract wrote from the trained-like fixtures (tiny-m's
+/// massive activations included), not only on synthetic vectors.
+#[test]
+fn cka_equals_numpy_on_extracted_fixture_caches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    for name in ["tiny-a", "tiny-m", "tiny-c"] {
+        let out = extract_cpu(&fixture(name), &demo_dataset(), &cache, name, &[]);
+        assert_ok(&out, "extract");
+    }
+    let ours = analyze(&cache, &tmp.path().join("out"), &[]);
+    let numpy = numpy_cka(&cache, &tmp.path().join("cka.json"));
+    let c = &ours["cka_alignment"];
+    let reference = c["reference"].as_str().unwrap().to_string();
+    assert_same_matrices(&c["pairs"], &numpy["pairs"]);
+    assert_depth_matches(&c["depth"], &numpy, &reference);
 }
