@@ -350,7 +350,9 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     let training = grid
         .has_axis()
         .then(|| training::view(&grid, &loaded, &sizes, settings));
-    timings.insert("training_view".into(), t2.elapsed().as_secs_f64());
+    if training.is_some() {
+        timings.insert("training_view".into(), t2.elapsed().as_secs_f64());
+    }
     let loaded = chosen(loaded, &selection);
     if loaded.len() < 2 {
         warnings.push(format!(
