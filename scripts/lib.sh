@@ -1,4 +1,4 @@
-# Shared set-up for scripts/demo and scripts/test: sourced, not run.
+# Shared set-up for scripts/demo, scripts/test and the benchmarks: sourced, not run.
 # Installs what a fresh machine lacks (Python packages, the ONNX Runtime library)
 # and builds the release binaries, so that neither command depends on a manual step.
 set -euo pipefail
@@ -32,4 +32,15 @@ ensure_onnxruntime() {
 build_release() {
   step "building the release binaries (first build: several minutes)"
   cargo build --release --workspace --locked
+}
+
+# Runs a command under /usr/bin/time -v, its output and timing in $OUT/<id>.*, and
+# prints its wall clock and peak RSS (the benchmark scripts).
+timed() { # id, label, command...
+    local id="$1" label="$2"; shift 2
+    /usr/bin/time -v "$@" > "$OUT/$id.stdout" 2> "$OUT/$id.time" || { cat "$OUT/$id.time" >&2; exit 1; }
+    local wall rss
+    wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$OUT/$id.time")
+    rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$OUT/$id.time")
+    printf '%-55s wall %8s   peak RSS %6d MB\n' "$label" "$wall" "$((rss / 1024))"
 }

@@ -1,7 +1,8 @@
 //! The compact statistics (`grams.parquet`): analyze's numbers from the sidecar equal
 //! those from the embeddings, on extracted fixture caches and on synthetic ones; a
 //! changed or stale sidecar is refused naming it; `analyze index` adds one to an old
-//! cache and then changes no number.
+//! cache and then changes no number; a compact-only cache (no embeddings) gives the
+//! numbers of the full cache it stands for and is refused by what needs vectors.
 
 use std::path::{Path, PathBuf};
 
@@ -214,7 +215,8 @@ fn a_stale_sidecar_is_refused() {
     // copied with its entry only: the sidecar's own metadata names other embeddings
     let copied = Manifest::read(&there.join(MANIFEST_FILE)).unwrap().files[GRAMS_FILE].clone();
     edit_manifest(&here, |m| {
-        m.grams.as_mut().unwrap().embeddings_sha256 = m.files["embeddings.parquet"].sha256.clone();
+        m.grams.as_mut().unwrap().embeddings_sha256 =
+            Some(m.files["embeddings.parquet"].sha256.clone());
         m.files.insert(GRAMS_FILE.into(), copied);
     });
     let out = analyze(&cache, &tmp.path().join("out"), &[]);
@@ -265,4 +267,44 @@ fn analyze_index_on_an_old_cache_then_equal_results() {
     let out = index(&["--models", "b"]);
     refused(&out, "b/manifest.json", &["did not finish"]);
     assert!(!cache.join("b").join(GRAMS_FILE).exists());
+}
+
+#[test]
+fn a_compact_only_cache_gives_the_numbers_of_the_full_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = small_cache(&tmp.path().join("full"), "5", &[]);
+    let compact = small_cache(&tmp.path().join("compact"), "5", &["--compact-only"]);
+    for m in ["a", "b"] {
+        let v = validate_cache(&compact.join(m)).unwrap();
+        assert!(!v.has_embeddings() && !compact.join(m).join("embeddings.parquet").exists());
+        assert_eq!(v.manifest.grams.unwrap().embeddings_sha256, None);
+    }
+    let from_vectors = results(&full, &tmp.path().join("o-full"), &["--from-embeddings"]);
+    let from_compact = results(&compact, &tmp.path().join("o-compact"), &[]);
+    assert!(sources(&from_compact).iter().all(|s| *s == GRAMS_FILE));
+    assert_same_numbers(&from_compact, &from_vectors, "");
+}
+
+#[test]
+fn a_compact_only_cache_is_refused_by_what_needs_vectors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = small_cache(tmp.path(), "5", &["--compact-only"]);
+    let out = tmp.path().join("out");
+    for flags in [&["--from-embeddings"][..], &["--arithmetic", "seed"][..]] {
+        refused(
+            &analyze(&cache, &out, flags),
+            "a/manifest.json",
+            &["has no embeddings", flags[0]],
+        );
+    }
+    let c = cache.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    for (args, what) in [
+        (&["export", "--cache", c, "--out", o][..], "analyze export"),
+        (&["index", "--cache", c][..], "analyze index"),
+    ] {
+        let res = run_cmd(&binary("analyze"), args);
+        refused(&res, "a/manifest.json", &["has no embeddings", what]);
+    }
+    assert!(!out.exists(), "nothing written");
 }

@@ -64,10 +64,20 @@ impl Settings {
     /// The compact statistics hold float64 Gram blocks only: the seed's float32
     /// arithmetic, and `--from-embeddings`, need the embeddings.
     pub fn scope(&self) -> Scope {
-        if self.arithmetic == Arithmetic::Exact && !self.from_embeddings {
-            Scope::PreferGrams
+        match self.needs_embeddings() {
+            None => Scope::PreferGrams,
+            Some(_) => Scope::Full,
+        }
+    }
+
+    /// The flag that makes this analysis read the embeddings, if any.
+    fn needs_embeddings(&self) -> Option<&'static str> {
+        if self.from_embeddings {
+            Some("--from-embeddings")
+        } else if self.arithmetic == Arithmetic::Seed {
+            Some("--arithmetic seed")
         } else {
-            Scope::Full
+            None
         }
     }
 }
@@ -340,6 +350,9 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     let training = grid
         .has_axis()
         .then(|| training::view(&grid, &loaded, &sizes, settings));
+    if training.is_some() {
+        timings.insert("training_view".into(), t2.elapsed().as_secs_f64());
+    }
     let loaded = chosen(loaded, &selection);
     if loaded.len() < 2 {
         warnings.push(format!(
@@ -398,6 +411,13 @@ fn load(settings: &Settings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
         settings.scope(),
     )?;
     check_design(&models, settings)?;
+    if let Some(why) = settings.needs_embeddings() {
+        for m in &models {
+            m.cache
+                .require_embeddings(why)
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
     let mut warnings = crate::size::order_notes(&models);
     for m in &models {
         if !m.cache.poolings.contains(&settings.pooling) {

@@ -22,6 +22,11 @@ pub fn export_safetensors(
 ) -> Result<(Vec<PathBuf>, Vec<String>)> {
     output::check(out, cache, output::Kind::Export)?;
     let models = discover(cache, only, allow_mixed, schemas::Scope::Full)?;
+    for m in &models {
+        m.cache
+            .require_embeddings("analyze export")
+            .map_err(|e| anyhow!("{e}"))?;
+    }
     let (names, notes) = output::write_atomically(out, output::Kind::Export, |dir| {
         models
             .iter()

@@ -81,7 +81,9 @@ fn check_shards(dirs: &[PathBuf]) -> Result<Vec<ShardCache>> {
                 );
             }
         }
-        let cache = schemas::validate_cache(dir).map_err(|e| anyhow!("{e}"))?;
+        let cache = schemas::validate_cache(dir)
+            .and_then(|c| c.require_embeddings("extract merge").map(|()| c))
+            .map_err(|e| anyhow!("{e}"))?;
         let Some(info) = cache.manifest.run.shard else {
             bail!(
                 "{}: not a shard cache (its manifest has no run.shard); merge only folders written by extract --shard",

@@ -49,15 +49,34 @@ pub struct GramsInfo {
     pub format_version: u32,
     /// Always `exact`: float64 normalisation and products.
     pub arithmetic: String,
-    /// sha256 of the `embeddings.parquet` the blocks were computed from.
-    pub embeddings_sha256: String,
+    /// sha256 of the `embeddings.parquet` the blocks were computed from; null in a
+    /// compact-only cache, whose writer held the vectors and wrote no embeddings.
+    pub embeddings_sha256: Option<String>,
 }
 
 impl GramsInfo {
+    fn exact(embeddings_sha256: Option<String>) -> Self {
+        GramsInfo {
+            format_version: GRAMS_FORMAT_VERSION,
+            arithmetic: Arithmetic::Exact.as_str().to_string(),
+            embeddings_sha256,
+        }
+    }
+
+    /// How to replace a refused sidecar: from the embeddings, or, in a compact-only
+    /// cache, which has none, only by writing the cache again.
+    pub(crate) fn rebuild_hint(&self) -> &'static str {
+        match self.embeddings_sha256 {
+            Some(_) => "rebuild it with `analyze index --cache CACHE`",
+            None => "this compact-only cache has no embeddings to rebuild it from: write the cache again",
+        }
+    }
+
     fn key_values(&self) -> Vec<KeyValue> {
         vec![
             KeyValue::new(KEY_VERSION.into(), self.format_version.to_string()),
             KeyValue::new(KEY_ARITHMETIC.into(), self.arithmetic.clone()),
+            // No value in a compact-only sidecar: there are no embeddings to name.
             KeyValue::new(KEY_EMBEDDINGS.into(), self.embeddings_sha256.clone()),
         ]
     }
@@ -98,13 +117,61 @@ pub fn add_grams(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> 
             format!("lists no entry for {EMBEDDINGS_FILE}"),
         )
     })?;
-    let info = GramsInfo {
-        format_version: GRAMS_FORMAT_VERSION,
-        arithmetic: Arithmetic::Exact.as_str().to_string(),
-        embeddings_sha256: embeddings.sha256.clone(),
-    };
+    let info = GramsInfo::exact(Some(embeddings.sha256.clone()));
     let source = Source::open(dir, manifest)?;
-    let path = dir.join(GRAMS_FILE);
+    let path = dir.join(EMBEDDINGS_FILE);
+    let entry = write_sidecar(&source, &info, &path, |layer| {
+        let block = read_embeddings_layer(&path, layer as usize, &source.poolings)?;
+        if block.statement_ids != source.ids || block.layer != layer {
+            return Err(CacheError::new(
+                &path,
+                format!("row group {layer} does not hold layer {layer} of the statements of {STATEMENTS_FILE} in their order"),
+            ));
+        }
+        Ok(block.vectors)
+    })?;
+    record(manifest, entry, info);
+    Ok(())
+}
+
+/// Writes the sidecar of a compact-only cache, one without `embeddings.parquet`:
+/// `vectors(layer)` gives every pooling's `n_statements x hidden` matrix, rows in
+/// the order of `statements.parquet`, which is written and listed. The blocks are
+/// those [`add_grams`] computes from the same vectors written as embeddings.
+pub fn add_compact_grams(
+    dir: &Path,
+    manifest: &mut Manifest,
+    vectors: impl FnMut(u32) -> Result<BTreeMap<Pooling, Vec<f32>>, CacheError>,
+) -> Result<(), CacheError> {
+    if manifest.files.contains_key(EMBEDDINGS_FILE) {
+        return Err(CacheError::new(
+            dir.join(MANIFEST_FILE),
+            format!(
+                "lists {EMBEDDINGS_FILE}: its sidecar must be computed from that file (add_grams)"
+            ),
+        ));
+    }
+    let info = GramsInfo::exact(None);
+    let origin = dir.join(GRAMS_FILE);
+    let entry = write_sidecar(&Source::open(dir, manifest)?, &info, &origin, vectors)?;
+    record(manifest, entry, info);
+    Ok(())
+}
+
+fn record(manifest: &mut Manifest, entry: FileEntry, info: GramsInfo) {
+    manifest.files.insert(GRAMS_FILE.to_string(), entry);
+    manifest.grams = Some(info);
+}
+
+/// Writes `grams.parquet` (temp file, rename) layer by layer from `vectors`;
+/// `origin` is where the vectors came from, named when they hold non-finite values.
+fn write_sidecar(
+    source: &Source,
+    info: &GramsInfo,
+    origin: &Path,
+    mut vectors: impl FnMut(u32) -> Result<BTreeMap<Pooling, Vec<f32>>, CacheError>,
+) -> Result<FileEntry, CacheError> {
+    let path = source.dir.join(GRAMS_FILE);
     let tmp = temp_path(&path);
     let props = WriterProperties::builder()
         .set_compression(Compression::UNCOMPRESSED)
@@ -114,8 +181,8 @@ pub fn add_grams(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> 
         .build();
     let schema = grams_schema(&source.poolings);
     let written = open_writer(&tmp, schema.clone(), props).and_then(|mut writer| {
-        for layer in 0..=manifest.model.n_layers {
-            let batch = source.layer_batch(layer, &schema)?;
+        for layer in 0..=source.n_layers {
+            let batch = source.layer_batch(layer, &vectors(layer)?, origin, &schema)?;
             writer
                 .write(&batch)
                 .and_then(|()| writer.flush())
@@ -123,16 +190,14 @@ pub fn add_grams(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> 
         }
         close_writer(writer, &tmp)
     });
-    let rows = u64::from(manifest.model.n_layers + 1) * source.categories.len() as u64;
-    let entry = finish_file(&tmp, &path, rows, written)?;
-    manifest.files.insert(GRAMS_FILE.to_string(), entry);
-    manifest.grams = Some(info);
-    Ok(())
+    let rows = u64::from(source.n_layers + 1) * source.categories.len() as u64;
+    finish_file(&tmp, &path, rows, written)
 }
 
 /// What the sidecar is computed from: the cache's statements, paired per category.
 struct Source<'a> {
     dir: &'a Path,
+    n_layers: u32,
     hidden: usize,
     poolings: Vec<Pooling>,
     categories: &'a [String],
@@ -148,6 +213,7 @@ impl<'a> Source<'a> {
         let categories = &manifest.dataset.categories;
         Ok(Source {
             dir,
+            n_layers: manifest.model.n_layers,
             hidden: manifest.model.hidden_size as usize,
             poolings: manifest.poolings(&dir.join(MANIFEST_FILE))?,
             categories,
@@ -157,15 +223,13 @@ impl<'a> Source<'a> {
     }
 
     /// One layer's row group: every category's blocks for every pooling.
-    fn layer_batch(&self, layer: u32, schema: &SchemaRef) -> Result<RecordBatch, CacheError> {
-        let path = self.dir.join(EMBEDDINGS_FILE);
-        let block = read_embeddings_layer(&path, layer as usize, &self.poolings)?;
-        if block.statement_ids != self.ids || block.layer != layer {
-            return Err(CacheError::new(
-                &path,
-                format!("row group {layer} does not hold layer {layer} of the statements of {STATEMENTS_FILE} in their order"),
-            ));
-        }
+    fn layer_batch(
+        &self,
+        layer: u32,
+        vectors: &BTreeMap<Pooling, Vec<f32>>,
+        origin: &Path,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch, CacheError> {
         let n_cat = self.categories.len();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(vec![layer; n_cat])),
@@ -175,10 +239,21 @@ impl<'a> Source<'a> {
             )),
         ];
         for p in &self.poolings {
-            let matrix = &block.vectors[p];
+            let matrix = &vectors[p];
+            if matrix.len() != self.ids.len() * self.hidden {
+                return Err(CacheError::new(
+                    origin,
+                    format!(
+                        "layer {layer} ({p}): {} values given for {} statements of width {}",
+                        matrix.len(),
+                        self.ids.len(),
+                        self.hidden
+                    ),
+                ));
+            }
             if matrix.iter().any(|v| !v.is_finite()) {
                 return Err(CacheError::new(
-                    &path,
+                    origin,
                     format!("layer {layer} ({p}) holds non-finite values"),
                 ));
             }
@@ -301,10 +376,11 @@ pub(crate) fn check_key_values(
             return Err(CacheError::new(
                 path,
                 format!(
-                    "stale: its {} is {} but manifest.json's grams section says {}; it was computed from other embeddings (copied from another cache or left by an earlier extraction); rebuild it with `analyze index --cache CACHE`",
+                    "stale: its {} is {} but manifest.json's grams section says {}; it was computed from other embeddings (copied from another cache or left by an earlier extraction); {}",
                     kv.key,
                     found.unwrap_or("absent"),
-                    kv.value.unwrap_or_default()
+                    kv.value.as_deref().unwrap_or("absent"),
+                    info.rebuild_hint()
                 ),
             ));
         }

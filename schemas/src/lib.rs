@@ -20,7 +20,8 @@ mod validate;
 mod write;
 
 pub use compact::{
-    add_grams, grams_schema, read_grams, GramsInfo, GRAMS_FILE, GRAMS_FORMAT_VERSION,
+    add_compact_grams, add_grams, grams_schema, read_grams, GramsInfo, GRAMS_FILE,
+    GRAMS_FORMAT_VERSION,
 };
 pub use contract::{
     embeddings_schema, statements_schema, Pooling, Side, EMBEDDINGS_FILE, MANIFEST_FILE,

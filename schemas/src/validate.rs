@@ -8,8 +8,17 @@ use crate::compact::check_key_values;
 use crate::files::check_sha256;
 use crate::{
     embeddings_schema, grams_schema, sha256_file, statements_schema, CacheError, FileEntry,
-    Manifest, Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, SCHEMA_VERSION, STATEMENTS_FILE,
+    GramsInfo, Manifest, Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, SCHEMA_VERSION,
+    STATEMENTS_FILE,
 };
+
+/// The refusal of a compact-only cache by whatever needs its vectors.
+fn no_embeddings(dir: &Path, what: &str) -> CacheError {
+    CacheError::new(
+        dir.join(MANIFEST_FILE),
+        format!("the cache has no embeddings (a compact-only cache: it lists {STATEMENTS_FILE} and {GRAMS_FILE} but no {EMBEDDINGS_FILE}), and {what} needs the vectors; use a cache written with its embeddings"),
+    )
+}
 
 /// How much of a cache to read when validating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,13 +41,26 @@ pub struct ValidCache {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub poolings: Vec<Pooling>,
-    /// The embeddings' bytes were not read: a reader must take the Gram blocks from
-    /// the sidecar with [`crate::read_grams`], which checks its sha256
-    /// (`Scope::PreferGrams` on a cache that has one).
+    /// The embeddings' bytes were not read, or there are none: a reader must take
+    /// the Gram blocks from the sidecar with [`crate::read_grams`], which checks its
+    /// sha256 (`Scope::PreferGrams` on a cache that has one, or a compact-only cache).
     pub grams_only: bool,
 }
 
 impl ValidCache {
+    /// False for a compact-only cache: statements and the sidecar, no embeddings.
+    pub fn has_embeddings(&self) -> bool {
+        self.manifest.files.contains_key(EMBEDDINGS_FILE)
+    }
+
+    /// Refuses a compact-only cache for `what`, which needs the vectors.
+    pub fn require_embeddings(&self, what: &str) -> Result<(), CacheError> {
+        if self.has_embeddings() {
+            return Ok(());
+        }
+        Err(no_embeddings(&self.dir, what))
+    }
+
     pub fn statements_path(&self) -> PathBuf {
         self.dir.join(STATEMENTS_FILE)
     }
@@ -71,10 +93,6 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
         ));
     }
     let mut manifest = Manifest::read(&manifest_path)?;
-    if scope == Scope::WithoutGrams {
-        manifest.files.remove(GRAMS_FILE);
-        manifest.grams = None;
-    }
     if manifest.schema_version != SCHEMA_VERSION {
         return Err(CacheError::new(
             &manifest_path,
@@ -89,6 +107,17 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
             &manifest_path,
             "the extraction did not finish (complete: false); rerun the same extract command to resume it",
         ));
+    }
+    let compact_only = !manifest.files.contains_key(EMBEDDINGS_FILE);
+    if scope == Scope::WithoutGrams {
+        if compact_only && manifest.grams.is_some() {
+            return Err(no_embeddings(
+                dir,
+                "rebuilding grams.parquet (analyze index)",
+            ));
+        }
+        manifest.files.remove(GRAMS_FILE);
+        manifest.grams = None;
     }
     let poolings = manifest.poolings(&manifest_path)?;
     if poolings.is_empty() {
@@ -113,27 +142,30 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
     }
 
     check_sidecar_listing(dir, &manifest)?;
-    let grams_only = scope == Scope::PreferGrams && manifest.grams.is_some();
-    let emb_schema = embeddings_schema(manifest.model.hidden_size as usize, &poolings);
-    let embeddings = check_file(
-        dir,
-        &manifest,
-        EMBEDDINGS_FILE,
-        n_statements * n_layer_rows,
-        &emb_schema,
-        !grams_only,
-    )?;
-    check_row_groups(
-        &dir.join(EMBEDDINGS_FILE),
-        &embeddings,
-        &manifest,
-        n_statements,
-        "statement",
-    )?;
-    if manifest.grams.is_some() {
-        // A reader of the sidecar alone checks its sha256 as it reads it (`read_grams`).
-        check_grams(dir, &manifest, &poolings, !grams_only)?;
+    // A reader of the sidecar checks its sha256 as it reads it (`read_grams`).
+    let hashed_by_reader = scope == Scope::PreferGrams && manifest.grams.is_some();
+    if !compact_only || manifest.grams.is_none() {
+        let emb_schema = embeddings_schema(manifest.model.hidden_size as usize, &poolings);
+        let embeddings = check_file(
+            dir,
+            &manifest,
+            EMBEDDINGS_FILE,
+            n_statements * n_layer_rows,
+            &emb_schema,
+            !hashed_by_reader,
+        )?;
+        check_row_groups(
+            &dir.join(EMBEDDINGS_FILE),
+            &embeddings,
+            &manifest,
+            n_statements,
+            "statement",
+        )?;
     }
+    if manifest.grams.is_some() {
+        check_grams(dir, &manifest, &poolings, !hashed_by_reader)?;
+    }
+    let grams_only = hashed_by_reader || compact_only;
     Ok(ValidCache {
         dir: dir.to_path_buf(),
         manifest,
@@ -204,18 +236,12 @@ fn check_grams(
         return Err(CacheError::new(
             dir.join(MANIFEST_FILE),
             format!(
-                "describes {GRAMS_FILE} as format {} in {} arithmetic, but this tool reads format {} in exact arithmetic; rebuild it with `analyze index --cache CACHE`",
-                info.format_version, info.arithmetic, crate::GRAMS_FORMAT_VERSION
+                "describes {GRAMS_FILE} as format {} in {} arithmetic, but this tool reads format {} in exact arithmetic; {}",
+                info.format_version, info.arithmetic, crate::GRAMS_FORMAT_VERSION, info.rebuild_hint()
             ),
         ));
     }
-    let embeddings = &manifest.files[EMBEDDINGS_FILE].sha256;
-    if &info.embeddings_sha256 != embeddings {
-        return Err(CacheError::new(
-            &path,
-            format!("stale: computed from embeddings sha256 {} but this cache's {EMBEDDINGS_FILE} has {embeddings}; rebuild it with `analyze index --cache CACHE`", info.embeddings_sha256),
-        ));
-    }
+    check_source(dir, manifest, info)?;
     let n_categories = manifest.dataset.categories.len() as u64;
     let rows = (u64::from(manifest.model.n_layers) + 1) * n_categories;
     let file = check_file(
@@ -228,6 +254,19 @@ fn check_grams(
     )?;
     check_key_values(&path, file.metadata().file_metadata(), info)?;
     check_row_groups(&path, &file, manifest, n_categories, "category")
+}
+
+/// The sidecar names the embeddings it was computed from: this cache's, or none in a
+/// compact-only cache (and only there).
+fn check_source(dir: &Path, manifest: &Manifest, info: &GramsInfo) -> Result<(), CacheError> {
+    let embeddings = manifest.files.get(EMBEDDINGS_FILE).map(|e| &e.sha256);
+    let problem = match (&info.embeddings_sha256, embeddings) {
+        (Some(from), Some(have)) if from != have => format!("stale: computed from embeddings sha256 {from} but this cache's {EMBEDDINGS_FILE} has {have}; rebuild it with `analyze index --cache CACHE`"),
+        (Some(from), None) => format!("records that it was computed from embeddings sha256 {from} but manifest.json lists no {EMBEDDINGS_FILE}: the embeddings were removed without the manifest saying the cache is compact-only"),
+        (None, Some(_)) => format!("records no embeddings (a compact-only sidecar) but manifest.json lists {EMBEDDINGS_FILE}; rebuild it from them with `analyze index --cache CACHE`"),
+        _ => return Ok(()),
+    };
+    Err(CacheError::new(dir.join(GRAMS_FILE), problem))
 }
 
 fn check_file(

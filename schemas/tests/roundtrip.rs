@@ -256,3 +256,54 @@ fn the_sidecar_reads_back_the_exact_blocks() {
     validate_cache_in(dir.path(), Scope::PreferGrams).unwrap();
     assert!(refusal(dir.path()).contains("sha256"));
 }
+
+/// A compact-only cache (statements and sidecar, no embeddings) validates, holds the
+/// blocks of the vectors it was written from, and says it has no embeddings; a
+/// sidecar that names embeddings the manifest does not list is refused.
+#[test]
+fn a_compact_only_cache_validates_without_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = write_cache(dir.path());
+    manifest.files.remove(EMBEDDINGS_FILE);
+    std::fs::remove_file(dir.path().join(EMBEDDINGS_FILE)).unwrap();
+    let n_poolings = manifest.run.poolings.len();
+    add_compact_grams(dir.path(), &mut manifest, |layer| {
+        let poolings = [Pooling::MeanSkipFirst, Pooling::Last];
+        Ok(poolings
+            .into_iter()
+            .map(|p| (p, vectors(layer, 4)))
+            .collect())
+    })
+    .unwrap();
+    assert_eq!(n_poolings, 2);
+    assert_eq!(manifest.grams.as_ref().unwrap().embeddings_sha256, None);
+    write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+
+    for scope in [Scope::Full, Scope::PreferGrams] {
+        let valid = validate_cache_in(dir.path(), scope).unwrap();
+        assert!(valid.grams_only && !valid.has_embeddings());
+        let err = valid.require_embeddings("export").unwrap_err().to_string();
+        assert!(
+            err.contains("manifest.json") && err.contains("has no embeddings"),
+            "{err}"
+        );
+    }
+    let cats = &manifest.dataset.categories;
+    let entry = &manifest.files[GRAMS_FILE];
+    let read = read_grams(dir.path(), entry, &[Pooling::Last], &[2], cats, &[1, 1]).unwrap();
+    let want = gram::category_gram(&vectors(2, 4), HIDDEN, &[0], &[1], gram::Arithmetic::Exact);
+    assert_eq!(read[0][0][0], want);
+    let err = validate_cache_in(dir.path(), Scope::WithoutGrams)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no embeddings"), "{err}");
+
+    let mut named = manifest.clone();
+    named.grams.as_mut().unwrap().embeddings_sha256 = Some("0".repeat(64));
+    write_manifest(&dir.path().join(MANIFEST_FILE), &named).unwrap();
+    let err = refusal(dir.path());
+    assert!(
+        err.contains("grams.parquet") && err.contains("lists no embeddings.parquet"),
+        "{err}"
+    );
+}

@@ -149,8 +149,13 @@ struct Args {
     #[arg(long)]
     settle_step: Option<u64>,
     /// Leave out the compact statistics (grams.parquet), as in a cache made before extract wrote them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compact_only")]
     no_grams: bool,
+    /// Write statements, grams.parquet and the manifest only, no embeddings.parquet
+    /// (a compact-only cache): the sidecar is computed from the same float32 vectors
+    /// the embeddings would hold, so a grid of caches fits on disk.
+    #[arg(long)]
+    compact_only: bool,
 }
 
 /// Where one cache sits in the grid: None in ladder mode.
@@ -268,32 +273,71 @@ fn write_cache(
         Some(c) => stream(&[args.seed, 100 + mi as u64, 1 + c.step]),
         None => stream(&[args.seed, 100 + mi as u64]),
     };
-    let (rows, cat_of, cat_pref) = statements(args, shared, mseed);
+    let (rows, cat_of, prefs) = statements(args, shared, mseed);
     let st_entry = write_statements(&dir.join(STATEMENTS_FILE), &rows)?;
-    let profile = Profile {
-        center: bump_center(mi, checkpoint),
-        // No late lobe in grid mode: r is a correlation, so even a weak lobe can
-        // rival the bump in |r|, and the drifting bump must be the |r| peak at every
-        // step for the planted settling step to be the true one.
-        lobe: if checkpoint.is_some() { 0.0 } else { 0.8 },
-    };
-    let emb_entry = embeddings(args, spec, &dir, mseed, profile, &cat_of, &cat_pref)?;
+    let (profile, drive) = plant(mi, spec, checkpoint, &cat_of, prefs);
+    let planted = Planted::new(args, spec, mseed, profile, &cat_of, drive);
     let mut manifest = manifest(args, shared, spec, &name, &rows);
     manifest.model.onnx_sha256 = model_hash(spec, args.seed, checkpoint);
     if let Some(c) = checkpoint {
         place(&mut manifest.model, spec, c);
     }
-    manifest.files = [
-        (STATEMENTS_FILE.to_string(), st_entry),
-        (EMBEDDINGS_FILE.to_string(), emb_entry),
-    ]
-    .into_iter()
-    .collect();
-    if !args.no_grams {
-        schemas::add_grams(&dir, &mut manifest)?;
+    manifest.files.insert(STATEMENTS_FILE.to_string(), st_entry);
+    if args.compact_only {
+        schemas::add_compact_grams(&dir, &mut manifest, |layer| {
+            Ok(args
+                .poolings
+                .iter()
+                .copied()
+                .zip(planted.layer(layer))
+                .collect())
+        })?;
+    } else {
+        let entry = embeddings(&planted, &dir)?;
+        manifest.files.insert(EMBEDDINGS_FILE.to_string(), entry);
+        if !args.no_grams {
+            schemas::add_grams(&dir, &mut manifest)?;
+        }
     }
     write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;
     Ok(dir)
+}
+
+/// The layer profile and what each statement's side coefficient follows. In grid
+/// mode the peak must be the |r| peak of every step and of nearly every pair
+/// resample, for the settling step's CI to find the planted one: no late lobe (r is
+/// a correlation, so even a weak lobe can rival the bump in |r|), a narrower bump
+/// (on a wide one r is near 1 over many layers and the resampled peak wanders among
+/// them), and a side coefficient that follows each pair's own preference, so a
+/// resample's UA follows its resampled preferences (with the category means it
+/// would not, and a step's chance correlation at the other layers could win).
+fn plant(
+    mi: usize,
+    spec: &Spec,
+    checkpoint: Option<Checkpoint>,
+    cat_of: &[usize],
+    prefs: Prefs,
+) -> (Profile, Vec<f64>) {
+    let center = bump_center(mi, checkpoint);
+    match checkpoint {
+        Some(_) => (
+            Profile {
+                center,
+                // About 1.5 layer spacings: narrow, but never between two layers.
+                width: (1.5 / f64::from(spec.layers)).clamp(0.06, 0.12),
+                lobe: 0.0,
+            },
+            prefs.pair,
+        ),
+        None => (
+            Profile {
+                center,
+                width: 0.12,
+                lobe: 0.8,
+            },
+            cat_of.iter().map(|&c| prefs.category[c]).collect(),
+        ),
+    }
 }
 
 /// Series and size as extract derives them from a model id (else `synthetic` and
@@ -308,22 +352,21 @@ fn place(m: &mut ModelInfo, spec: &Spec, c: Checkpoint) {
 }
 
 /// Statements: pairs in category order, A then B; returns the rows, each row's
-/// category and each category's mean preference.
-fn statements(
-    args: &Args,
-    shared: &Shared,
-    mseed: u64,
-) -> (Vec<StatementRow>, Vec<usize>, Vec<f64>) {
+/// category and the preferences.
+fn statements(args: &Args, shared: &Shared, mseed: u64) -> (Vec<StatementRow>, Vec<usize>, Prefs) {
     let mut rows = Vec::new();
     let mut cat_of = Vec::new();
     let mut s = stream(&[mseed, 2]);
-    let mut cat_pref = vec![0.0; args.categories.len()];
+    let mut prefs = Prefs {
+        category: vec![0.0; args.categories.len()],
+        pair: Vec::new(),
+    };
     for (c, &n) in args.categories.iter().enumerate() {
         let cat = &shared.cat_names[c];
         for i in 0..n {
             let nll_a = 3.0 + 0.4 * normal(&mut s);
             let pref = 0.5 * shared.latent[c] + 0.7 * normal(&mut s);
-            cat_pref[c] += pref / n as f64;
+            prefs.category[c] += pref / n as f64;
             for (side, nll) in [(Side::A, nll_a), (Side::B, nll_a + pref)] {
                 let n_tokens = 6 + (splitmix(&mut s) % 15) as u32;
                 rows.push(StatementRow {
@@ -337,91 +380,134 @@ fn statements(
                     n_predicted: n_tokens - 1,
                 });
                 cat_of.push(c);
+                prefs.pair.push(pref);
             }
         }
     }
-    (rows, cat_of, cat_pref)
+    (rows, cat_of, prefs)
 }
 
-/// The layer profile `k(t)`: a bump at `center`, a negative lobe of depth `lobe` at 0.85.
+/// Mean preference per category, and each statement's pair preference.
+struct Prefs {
+    category: Vec<f64>,
+    pair: Vec<f64>,
+}
+
+/// The layer profile `k(t)`: a bump of `width` at `center`, a negative lobe of
+/// depth `lobe` at 0.85.
 #[derive(Clone, Copy)]
 struct Profile {
     center: f64,
+    width: f64,
     lobe: f64,
 }
 
 impl Profile {
     fn at(self, t: f64) -> f64 {
-        (-((t - self.center) / 0.12).powi(2)).exp()
+        (-((t - self.center) / self.width).powi(2)).exp()
             - self.lobe * (-((t - 0.85) / 0.12).powi(2)).exp()
     }
 }
 
-/// Every layer of every pooling: `u + a * v_{c,S} + noise`, with the side
-/// coefficient `a` following the layer profile around `center`.
-fn embeddings(
-    args: &Args,
-    spec: &Spec,
-    dir: &std::path::Path,
+/// One model's planted vectors: a statement's vector at layer l is
+/// `u + a * v_{c,S} + noise`, with the side coefficient `a` following the layer
+/// profile around its centre.
+struct Planted<'a> {
+    args: &'a Args,
+    hidden: usize,
+    layers: u32,
     mseed: u64,
     profile: Profile,
-    cat_of: &[usize],
-    cat_pref: &[f64],
-) -> Result<schemas::FileEntry> {
-    let hidden = spec.hidden;
-    let u = unit_vector(hidden, stream(&[mseed, 3]));
-    let dirs: Vec<[Vec<f64>; 2]> = (0..args.categories.len())
-        .map(|c| {
-            [
-                unit_vector(hidden, stream(&[mseed, 4, c as u64, 0])),
-                unit_vector(hidden, stream(&[mseed, 4, c as u64, 1])),
-            ]
-        })
-        .collect();
-    let n = cat_of.len();
-    let ids: Vec<u32> = (0..n as u32).collect();
-    let mut writer = EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), hidden, &args.poolings)?;
-    let sigma = 1.2 / (hidden as f64).sqrt();
-    for layer in 0..=spec.layers {
-        let t = f64::from(layer) / f64::from(spec.layers);
-        let k = profile.at(t);
-        let blocks: Vec<Vec<f32>> = args
+    u: Vec<f64>,
+    /// Per category, the A and B directions.
+    dirs: Vec<[Vec<f64>; 2]>,
+    cat_of: &'a [usize],
+    /// Per statement, the preference its side coefficient follows.
+    drive: Vec<f64>,
+}
+
+impl<'a> Planted<'a> {
+    fn new(
+        args: &'a Args,
+        spec: &Spec,
+        mseed: u64,
+        profile: Profile,
+        cat_of: &'a [usize],
+        drive: Vec<f64>,
+    ) -> Self {
+        let hidden = spec.hidden;
+        let dirs = (0..args.categories.len())
+            .map(|c| [0, 1].map(|side| unit_vector(hidden, stream(&[mseed, 4, c as u64, side]))))
+            .collect();
+        Planted {
+            args,
+            hidden,
+            layers: spec.layers,
+            mseed,
+            profile,
+            u: unit_vector(hidden, stream(&[mseed, 3])),
+            dirs,
+            cat_of,
+            drive,
+        }
+    }
+
+    /// One layer's `n_statements x hidden` matrix per pooling of `--poolings`.
+    fn layer(&self, layer: u32) -> Vec<Vec<f32>> {
+        let k = self.profile.at(f64::from(layer) / f64::from(self.layers));
+        self.args
             .poolings
             .par_iter()
             .map(|&p| {
-                let mut block = vec![0f32; n * hidden];
+                let mut block = vec![0f32; self.cat_of.len() * self.hidden];
                 block
-                    .par_chunks_mut(hidden)
+                    .par_chunks_mut(self.hidden)
                     .enumerate()
-                    .for_each(|(i, out)| {
-                        let c = cat_of[i];
-                        let side = i % 2;
-                        let sign = if side == 0 { 1.0 } else { -1.0 };
-                        let a = (0.8 + sign * 0.5 * k * cat_pref[c]).max(0.05);
-                        let mut base = stream(&[mseed, 5, i as u64]);
-                        let mut lay = stream(&[mseed, 6, i as u64, u64::from(layer), p as u64]);
-                        let (w_base, w_layer, scale) = match p {
-                            Pooling::MeanSkipFirst => (0.8, 0.6, 1.0),
-                            Pooling::Mean => (0.8, 0.7, 1.0),
-                            Pooling::Last => (0.5, 1.2, 0.6),
-                        };
-                        let v = &dirs[c][side];
-                        for d in 0..hidden {
-                            let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
-                            out[d] = (scale * (u[d] + a * v[d]) + sigma * noise) as f32;
-                        }
-                        if let Some(m) = args.massive.filter(|_| layer > 0) {
-                            // Fixed dimensions (the first `count`), about `scale`,
-                            // varying by 1% between statements.
-                            for o in out.iter_mut().take(m.count) {
-                                *o = (m.scale * (1.0 + 0.01 * normal(&mut lay))) as f32;
-                            }
-                        }
-                    });
+                    .for_each(|(i, out)| self.statement(out, i, layer, p, k));
                 block
             })
-            .collect();
-        writer.write_layer(layer, &ids, blocks)?;
+            .collect()
+    }
+
+    fn statement(&self, out: &mut [f32], i: usize, layer: u32, p: Pooling, k: f64) {
+        let (mseed, hidden) = (self.mseed, self.hidden);
+        let c = self.cat_of[i];
+        let side = i % 2;
+        let sign = if side == 0 { 1.0 } else { -1.0 };
+        let a = (0.8 + sign * 0.5 * k * self.drive[i]).max(0.05);
+        let mut base = stream(&[mseed, 5, i as u64]);
+        let mut lay = stream(&[mseed, 6, i as u64, u64::from(layer), p as u64]);
+        let (w_base, w_layer, scale) = match p {
+            Pooling::MeanSkipFirst => (0.8, 0.6, 1.0),
+            Pooling::Mean => (0.8, 0.7, 1.0),
+            Pooling::Last => (0.5, 1.2, 0.6),
+        };
+        let sigma = 1.2 / (hidden as f64).sqrt();
+        let (u, v) = (&self.u, &self.dirs[c][side]);
+        for d in 0..hidden {
+            let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
+            out[d] = (scale * (u[d] + a * v[d]) + sigma * noise) as f32;
+        }
+        if let Some(m) = self.args.massive.filter(|_| layer > 0) {
+            // Fixed dimensions (the first `count`), about `scale`, varying by 1%
+            // between statements.
+            for o in out.iter_mut().take(m.count) {
+                *o = (m.scale * (1.0 + 0.01 * normal(&mut lay))) as f32;
+            }
+        }
+    }
+}
+
+/// Writes every layer of every pooling to `embeddings.parquet`.
+fn embeddings(planted: &Planted, dir: &std::path::Path) -> Result<schemas::FileEntry> {
+    let ids: Vec<u32> = (0..planted.cat_of.len() as u32).collect();
+    let mut writer = EmbeddingsWriter::create(
+        &dir.join(EMBEDDINGS_FILE),
+        planted.hidden,
+        &planted.args.poolings,
+    )?;
+    for layer in 0..=planted.layers {
+        writer.write_layer(layer, &ids, planted.layer(layer))?;
     }
     Ok(writer.finish()?)
 }
@@ -468,9 +554,14 @@ fn manifest(
         },
         run: RunInfo {
             tool: format!(
-                "synth-cache {} (seed {})",
+                "synth-cache {} (seed {}{})",
                 env!("CARGO_PKG_VERSION"),
-                args.seed
+                args.seed,
+                if args.compact_only {
+                    ", compact-only: vectors generated at the full hidden size, not stored"
+                } else {
+                    ""
+                }
             ),
             onnxruntime_version: "none (synthetic)".into(),
             execution_provider: "synthetic".into(),
