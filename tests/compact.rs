@@ -115,6 +115,37 @@ fn compact_results_equal_the_embeddings_path_on_the_fixture_ladder() {
     compact_equals_embeddings(&cache, tmp.path());
 }
 
+/// The training view and the cross-size selection read the same Grams: a grid of
+/// sizes × steps gives equal numbers from its sidecars and from its embeddings.
+#[test]
+fn compact_results_equal_the_embeddings_path_on_a_synthetic_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "pythia-70m:8:32:70426624,pythia-160m:10:32:162322944",
+            "--categories",
+            "10,10,10,10,10,10",
+            "--steps",
+            "0,1000,2000,3000",
+            "--settle-step",
+            "2000",
+        ],
+    );
+    let flags = ["--training-bootstrap", "200"];
+    let compact = results(&cache, &tmp.path().join("compact"), &flags);
+    let full = results(
+        &cache,
+        &tmp.path().join("full"),
+        &[&flags[..], &["--from-embeddings"]].concat(),
+    );
+    assert!(compact["training"].is_object(), "a training view");
+    assert!(sources(&compact).iter().all(|s| *s == GRAMS_FILE));
+    assert_same_numbers(&compact, &full, "");
+}
+
 #[test]
 fn compact_results_equal_the_embeddings_path_on_a_synthetic_cache() {
     let tmp = tempfile::tempdir().unwrap();
