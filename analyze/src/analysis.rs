@@ -316,35 +316,8 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
     let poolings = poolings_to_analyse(&loaded, settings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
-    let t1 = Instant::now();
-    // CKA aligns the checkpoints compared across sizes (a second one is needed), on
-    // the primary pooling only: its Grams ride along with the first read of each layer.
-    let compared: Vec<usize> = selection.chosen.iter().map(|m| m.index).collect();
-    // CKA needs the vectors: not from compact statistics (`--from-embeddings` reads them).
-    let compact = compared.iter().any(|&i| loaded[i].model.cache.grams_only);
-    let with_cka = compared.len() >= 2 && !compact;
-    let mut cka_by_cache = Vec::with_capacity(loaded.len());
-    for (i, l) in loaded.iter_mut().enumerate() {
-        let want = with_cka && compared.contains(&i);
-        cka_by_cache.push(compute_grams(l, &poolings, settings.arithmetic, want)?);
-    }
-    // In the order of the cross-size results, which the alignment indexes.
-    let cka_grams: Vec<cka::ModelGrams> = compared
-        .iter()
-        .filter_map(|&i| cka_by_cache[i].take())
-        .collect();
-    timings.insert("read_and_gram".into(), t1.elapsed().as_secs_f64());
-    for (key, counter) in [
-        ("read_cpu", &READ_NS),
-        ("gram_cpu", &GRAM_NS),
-        ("cka_gram_cpu", &CKA_NS),
-    ] {
-        timings.insert(key.into(), counter.swap(0, Ordering::Relaxed) as f64 * 1e-9);
-    }
-    let t = Instant::now();
-    let cka_pairs = cka::all_pairs(&cka_grams);
-    drop(cka_grams);
-    timings.insert("cka_pairs".into(), t.elapsed().as_secs_f64());
+    let (cka_pairs, compact) =
+        read_all(&mut loaded, &poolings, &selection, settings, &mut timings)?;
 
     let t2 = Instant::now();
     let training = grid
@@ -398,6 +371,45 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         warnings,
         timings_s: timings,
     })
+}
+
+/// Reads every cache's Gram blocks (see `compute_grams`) and the CKA matrices of the
+/// checkpoints compared across sizes, recording the time each took. Returns the CKA
+/// pairs (in the order of the cross-size results, which the alignment indexes) and
+/// whether a compared cache came from compact statistics, which hold no vectors.
+fn read_all(
+    loaded: &mut [Loaded],
+    poolings: &[Pooling],
+    selection: &Selection,
+    settings: &Settings,
+    timings: &mut BTreeMap<String, f64>,
+) -> Result<(Vec<cka::CkaPair>, bool)> {
+    let t = Instant::now();
+    let compared: Vec<usize> = selection.chosen.iter().map(|m| m.index).collect();
+    let compact = compared.iter().any(|&i| loaded[i].model.cache.grams_only);
+    // On the primary pooling only: its Grams ride along with the first read of each layer.
+    let with_cka = compared.len() >= 2 && !compact;
+    let mut cka_by_cache = Vec::with_capacity(loaded.len());
+    for (i, l) in loaded.iter_mut().enumerate() {
+        let want = with_cka && compared.contains(&i);
+        cka_by_cache.push(compute_grams(l, poolings, settings.arithmetic, want)?);
+    }
+    let cka_grams: Vec<cka::ModelGrams> = compared
+        .iter()
+        .filter_map(|&i| cka_by_cache[i].take())
+        .collect();
+    timings.insert("read_and_gram".into(), t.elapsed().as_secs_f64());
+    for (key, counter) in [
+        ("read_cpu", &READ_NS),
+        ("gram_cpu", &GRAM_NS),
+        ("cka_gram_cpu", &CKA_NS),
+    ] {
+        timings.insert(key.into(), counter.swap(0, Ordering::Relaxed) as f64 * 1e-9);
+    }
+    let t = Instant::now();
+    let pairs = cka::all_pairs(&cka_grams);
+    timings.insert("cka_pairs".into(), t.elapsed().as_secs_f64());
+    Ok((pairs, compact))
 }
 
 /// Discovers and checks the caches, reads their statements, and checks that every
