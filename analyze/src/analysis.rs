@@ -49,6 +49,8 @@ pub struct Settings {
     pub allow_mixed_datasets: bool,
     /// Monte Carlo draws when there are more than 8 categories.
     pub permutations: usize,
+    /// Monte Carlo permutations even where every ordering could be tested.
+    pub monte_carlo_permutations: bool,
     /// Also analyse the cache's other poolings (sensitivity).
     pub other_poolings: bool,
     /// The training step whose checkpoints the cross-size verdict compares
@@ -297,10 +299,17 @@ fn check_design(models: &[ModelCache], settings: &Settings) -> Result<()> {
             cats.join(", ")
         );
     }
-    if cats.len() > MAX_EXACT && settings.permutations == 0 {
+    if (cats.len() > MAX_EXACT || settings.monte_carlo_permutations) && settings.permutations == 0 {
+        let why = if settings.monte_carlo_permutations {
+            "--monte-carlo-permutations asks for".to_string()
+        } else {
+            format!(
+                "with {} categories (more than {MAX_EXACT}) permutation p-values are",
+                cats.len()
+            )
+        };
         bail!(
-            "--permutations 0: with {} categories (more than {MAX_EXACT}) permutation p-values are Monte Carlo and need draws; pass --permutations 1000 or more (default 10000)",
-            cats.len()
+            "--permutations 0: {why} Monte Carlo draws; pass --permutations 1000 or more (default 10000)"
         );
     }
     Ok(())
@@ -334,7 +343,12 @@ pub fn analyze(settings: &Settings) -> Result<Analysis> {
         ));
     }
     let categories = loaded[0].stmts.categories.clone();
-    let perms = Permutations::new(categories.len(), settings.permutations, settings.seed);
+    let perms = Permutations::new(
+        categories.len(),
+        settings.permutations,
+        settings.seed,
+        settings.monte_carlo_permutations,
+    );
     let resamples = (settings.bootstrap > 0)
         .then(|| Resamples::draw(&sizes, settings.bootstrap, settings.seed));
     let results: Vec<PoolingResult> = poolings

@@ -117,8 +117,9 @@ pub struct Permutations {
 }
 
 impl Permutations {
-    pub fn new(n: usize, draws: usize, seed: u64) -> Self {
-        if n <= MAX_EXACT {
+    /// Every ordering for up to `MAX_EXACT` items unless `monte_carlo` asks for draws.
+    pub fn new(n: usize, draws: usize, seed: u64, monte_carlo: bool) -> Self {
+        if n <= MAX_EXACT && !monte_carlo {
             Self {
                 kind: PermutationKind::Exact,
                 orders: all_permutations(n),
@@ -227,5 +228,23 @@ mod tests {
                 && (h[1] - 0.06).abs() < 1e-12
         );
         assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
+    }
+
+    #[test]
+    fn monte_carlo_on_request_estimates_the_exact_p_and_cannot_beat_its_floor() {
+        let x = [0.1, 0.5, 0.2, 0.9, 0.4, 0.7];
+        let y = [0.0, 0.6, 0.1, 1.0, 0.5, 0.6];
+        let exact = Permutations::new(6, 0, 1, false);
+        assert_eq!(
+            (exact.kind, exact.floor()),
+            (PermutationKind::Exact, 1.0 / 720.0)
+        );
+        let mc = Permutations::new(6, 20_000, 1, true);
+        assert_eq!(mc.kind, PermutationKind::MonteCarlo);
+        assert_eq!(mc.floor(), 1.0 / 20_001.0);
+        let (pe, pm) = (exact.p_value(&x, &y), mc.p_value(&x, &y));
+        // Binomial sd of the estimate at p ~ 0.01 with 20,000 draws is ~7e-4.
+        assert!((pe - pm).abs() < 3e-3, "exact {pe} vs Monte Carlo {pm}");
+        assert!(pm >= 1.0 / 720.0 - 3e-3);
     }
 }

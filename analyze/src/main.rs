@@ -85,6 +85,11 @@ struct RunArgs {
     /// Monte Carlo permutations when there are more than 8 categories (else all n! are used).
     #[arg(long, default_value_t = 10_000)]
     permutations: usize,
+    /// Draw --permutations random orderings even with 8 or fewer categories. It cannot
+    /// resolve p below the exact floor 1/n! (the draws sample the same n! orderings);
+    /// it gives the p-value that tools which always sample would report.
+    #[arg(long)]
+    monte_carlo_permutations: bool,
     /// With training checkpoints: the step (stepN) whose caches the cross-size verdict compares [default: the latest step common to all sizes].
     #[arg(long, value_parser = step_revision)]
     revision: Option<u64>,
@@ -149,6 +154,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         stability_threshold: args.stability_threshold,
         allow_mixed_datasets: args.allow_mixed_datasets,
         permutations: args.permutations,
+        monte_carlo_permutations: args.monte_carlo_permutations,
         other_poolings: args.all_poolings,
         revision: args.revision,
         training_bootstrap: args.training_bootstrap,
