@@ -431,13 +431,14 @@ fn floor_sentence(a: &Analysis, n_layers: usize) -> String {
         pv(a.permutation_floor),
         match a.permutation_kind {
             PermutationKind::Exact => format!("1/{}! : only {} orderings of {} categories exist", a.categories.len(), a.n_permutations, a.categories.len()),
-            PermutationKind::MonteCarlo if a.categories.len() <= MAX_EXACT => format!(
-                "1/({} + 1) Monte Carlo draws, asked for; the draws sample the {}! orderings, so p cannot in truth go below 1/{}! = {}",
-                a.n_permutations,
-                a.categories.len(),
-                a.categories.len(),
-                format!("{:.1e}", 1.0 / (1..=a.categories.len()).product::<usize>() as f64)
-            ),
+            PermutationKind::MonteCarlo if a.categories.len() <= MAX_EXACT => {
+                let n = a.categories.len();
+                let exact = 1.0 / (1..=n).product::<usize>() as f64;
+                format!(
+                    "1/({} + 1) Monte Carlo draws, asked for; the draws sample the {n}! orderings, so p cannot in truth go below 1/{n}! = {exact:.1e}",
+                    a.n_permutations
+                )
+            }
             PermutationKind::MonteCarlo => format!("1/({} + 1) Monte Carlo draws", a.n_permutations),
         },
         pv(holm_floor),
