@@ -24,6 +24,18 @@ pub fn run_analyze(cache: &Path, out: &Path, extra: &[&str]) -> Output {
     run_cmd(&crate::binary("analyze"), &args)
 }
 
+/// Runs analyze, requires success, and returns its results.json.
+pub fn analyze_results(cache: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let res = run_analyze(cache, out, extra);
+    assert!(
+        res.status.success(),
+        "analyze failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let text = std::fs::read_to_string(out.join("results.json")).expect("results.json");
+    serde_json::from_str(&text).expect("results.json is JSON")
+}
+
 /// Writes a synthetic cache with `synth-cache` (analyze's generator) into `cache`.
 pub fn synth_cache(cache: &Path, args: &[&str]) {
     let bin = crate::binary("synth-cache");

@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{assert_ok, demo_dataset, extract_cpu, fixture, repo_root, run_analyze, synth_cache};
+use e2e::{
+    analyze_results, assert_ok, demo_dataset, extract_cpu, fixture, repo_root, run_analyze,
+    synth_cache,
+};
 use serde_json::Value;
 
 /// Widths on both sides of the statement count (36), so both Gram shapes are exercised.
@@ -21,13 +24,7 @@ fn make_cache(cache: &Path) {
 fn analyze(cache: &Path, out: &Path, extra: &[&str]) -> Value {
     // CKA needs the vectors; synth-cache also writes compact statistics.
     let base = ["--bootstrap", "0", "--pooling", "mean", "--from-embeddings"];
-    let res = run_analyze(cache, out, &[&base[..], extra].concat());
-    assert!(
-        res.status.success(),
-        "analyze failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+    analyze_results(cache, out, &[&base[..], extra].concat())
 }
 
 fn numpy_cka(cache: &Path, out: &Path) -> Value {

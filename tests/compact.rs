@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use e2e::{assert_ok, binary, demo_dataset, extract_cpu, fixture, run_cmd, synth_cache, FIXTURES};
+use e2e::{
+    analyze_results, assert_ok, binary, demo_dataset, extract_cpu, fixture, run_cmd, synth_cache,
+    FIXTURES,
+};
 use schemas::{validate_cache, Manifest, GRAMS_FILE, MANIFEST_FILE};
 use serde_json::Value;
 
@@ -26,8 +29,7 @@ fn analyze(cache: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn results(cache: &Path, out: &Path, extra: &[&str]) -> Value {
-    assert_ok(&analyze(cache, out, extra), "analyze");
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+    analyze_results(cache, out, &[&["--bootstrap", "300"][..], extra].concat())
 }
 
 /// One line on stderr naming `file`, with every phrase of `must`, and a failure.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use e2e::{binary, run_cmd, synth_cache};
+use e2e::{analyze_results, binary, run_cmd, synth_cache};
 use serde_json::Value;
 
 const SIZES: &str = "pythia-70m:12:32:70426624,pythia-160m:16:32:162322944";
@@ -30,11 +30,7 @@ fn grid(cache: &Path, settle_step: &str) {
 
 /// analyze with small bootstrap counts; the output folder's results.json and report.md.
 fn analyze(cache: &Path, out: &Path, flags: &[&str]) -> (Value, String) {
-    let mut args = vec![
-        "--cache",
-        cache.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
+    let small = [
         "--bootstrap",
         "200",
         "--training-bootstrap",
@@ -42,16 +38,9 @@ fn analyze(cache: &Path, out: &Path, flags: &[&str]) -> (Value, String) {
         "--permutations",
         "200",
     ];
-    args.extend_from_slice(flags);
-    let res = run_cmd(&binary("analyze"), &args);
-    assert!(
-        res.status.success(),
-        "analyze failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let results = std::fs::read_to_string(out.join("results.json")).unwrap();
+    let results = analyze_results(cache, out, &[&small[..], flags].concat());
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    (serde_json::from_str(&results).unwrap(), report)
+    (results, report)
 }
 
 fn caches(v: &Value) -> Vec<&str> {

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use e2e::{binary, repo_root, run_cmd, synth_cache};
+use e2e::{analyze_results, repo_root, synth_cache};
 use serde_json::Value;
 
 fn python_seed(cache: &Path, step: &str, pooling: &str, arithmetic: &str, out: &Path) -> Value {
@@ -141,24 +141,6 @@ fn compare(ours: &Value, seed: &Value, tol: f64) {
 const LADDER: &str =
     "tiny-s:6:24:50000,tiny-m:8:40:180000,tiny-l:12:56:500000,tiny-xl:13:64:700000";
 
-/// analyze's results.json on `cache` with the given flags.
-fn analyze(cache: &Path, out: &Path, flags: &[&str]) -> Value {
-    let mut args = vec![
-        "--cache",
-        cache.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(flags);
-    let res = run_cmd(&binary("analyze"), &args);
-    assert!(
-        res.status.success(),
-        "analyze failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
-}
-
 fn check(step: &str, pooling: &str, arithmetic: &str, tol: f64) {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
@@ -183,7 +165,7 @@ fn check(step: &str, pooling: &str, arithmetic: &str, tol: f64) {
         "--arithmetic",
         arithmetic,
     ];
-    let ours = analyze(&cache, &tmp.path().join("out"), &flags);
+    let ours = analyze_results(&cache, &tmp.path().join("out"), &flags);
     let seed = python_seed(
         &cache,
         step,
@@ -247,7 +229,7 @@ fn seed_arithmetic_matches_the_notebook_on_massive_activations() {
         &tmp.path().join("seed.json"),
     );
     let flags = ["--layer-step", "1", "--bootstrap", "0"];
-    let seed = analyze(
+    let seed = analyze_results(
         &cache,
         &tmp.path().join("seed"),
         &[&flags[..], &["--arithmetic", "seed"]].concat(),
@@ -256,7 +238,7 @@ fn seed_arithmetic_matches_the_notebook_on_massive_activations() {
     // The cache must make the arithmetic matter, or the comparison above proves nothing.
     // From the embeddings: the compact statistics hold float64 blocks only, so the
     // gap to the seed arithmetic is measured only there.
-    let exact = analyze(
+    let exact = analyze_results(
         &cache,
         &tmp.path().join("exact"),
         &[&flags[..], &["--arithmetic", "exact", "--from-embeddings"]].concat(),

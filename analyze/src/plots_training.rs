@@ -58,8 +58,9 @@ fn cell_edges(depth: &[f64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn step_axis<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
+/// The step axis (checkpoints as columns), the y axis named `y`, and the legend.
+fn step_axis<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
     s: &SizeTraining,
     y: &str,
 ) -> Result<()> {
@@ -77,9 +78,18 @@ fn step_axis<DB: DrawingBackend>(
                 String::new()
             }
         })
+        // Both panels are in % of depth, whole points at this scale.
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(BLACK.mix(0.05))
+        .draw()
+        .map_err(err)?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
         .draw()
         .map_err(err)
 }
@@ -115,14 +125,7 @@ fn heatmap<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, s: &SizeTraining) 
         .map_err(err)?
         .label("|r| peak (blue: r < 0, red: r > 0)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-    step_axis(&mut chart, s, "% of depth")?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 13))
-        .background_style(WHITE.mix(0.85))
-        .draw()
-        .map_err(err)
+    step_axis(&mut chart, s, "% of depth")
 }
 
 fn peak_track<DB: DrawingBackend>(
@@ -203,14 +206,7 @@ fn peak_track<DB: DrawingBackend>(
                 )
             });
     }
-    step_axis(&mut chart, s, "|r| peak (% of depth)")?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 13))
-        .background_style(WHITE.mix(0.85))
-        .draw()
-        .map_err(err)
+    step_axis(&mut chart, s, "|r| peak (% of depth)")
 }
 
 fn figure<DB: DrawingBackend>(
