@@ -18,7 +18,9 @@
 //! BOS. An absolute bound of 1e-4 refuses it (float32's spacing at 2000 is 2.4e-4),
 //! which is how every real model was once refused.
 
-use e2e::{assert_ok, demo_dataset, extract_cpu, fixture, read_reference, sha256, FIXTURES};
+use e2e::{
+    assert_ok, copy_dir, demo_dataset, extract_cpu, fixture, read_reference, sha256, FIXTURES,
+};
 use extract::model_dir::Dtype;
 use extract::parity;
 use schemas::{read_embeddings_layer, read_statements, validate_cache, Pooling};
@@ -27,8 +29,12 @@ use schemas::{read_embeddings_layer, read_statements, validate_cache, Pooling};
 /// returns the cache's manifest, the largest |value| seen and the largest absolute
 /// difference (what the old absolute rule judged).
 fn check_fixture(name: &str) -> (schemas::Manifest, f64, f64) {
+    check_model(&fixture(name), name)
+}
+
+/// [`check_fixture`] for the model in `model`, whose reference is fixture `name`'s.
+fn check_model(model: &std::path::Path, name: &str) -> (schemas::Manifest, f64, f64) {
     let bound = parity::bound(Dtype::F32);
-    let model = fixture(name);
     let reference = read_reference(&model.join("reference.safetensors"));
     if let Some(sha) = reference.metadata.get("dataset_sha256") {
         assert_eq!(
@@ -39,7 +45,7 @@ fn check_fixture(name: &str) -> (schemas::Manifest, f64, f64) {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = extract_cpu(
-        &model,
+        model,
         &demo_dataset(),
         tmp.path(),
         name,
@@ -141,6 +147,26 @@ fn tiny_m_with_massive_activations_and_a_bos_matches_transformers() {
         Some(true),
         "tiny-m's tokenizer adds a BOS"
     );
+}
+
+/// Exports from before the in-graph reduction, and `scripts/export --token-states`,
+/// give every token's hidden state: extract pools them on the host, to the same rule.
+/// `tiny-a-token-states` holds tiny-a's graph and export.json from before the reduction.
+#[test]
+fn a_token_states_export_is_pooled_on_the_host_within_parity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tiny-a");
+    copy_dir(&fixture("tiny-a"), &dir);
+    for file in ["model.onnx", "export.json"] {
+        std::fs::copy(fixture("tiny-a-token-states").join(file), dir.join(file)).unwrap();
+    }
+    let export: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("export.json")).unwrap()).unwrap();
+    assert_eq!(
+        export["outputs"],
+        serde_json::json!(["hidden_states", "token_logprobs"])
+    );
+    check_model(&dir, "tiny-a");
 }
 
 #[test]

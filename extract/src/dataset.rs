@@ -26,6 +26,23 @@ pub struct Statement {
     pub text: String,
 }
 
+impl Statement {
+    /// How error messages name it: id, category, pair, side and the text's start.
+    pub fn describe(&self) -> String {
+        let mut text: String = self.text.chars().take(60).collect();
+        if text.len() < self.text.len() {
+            text.push('…');
+        }
+        format!(
+            "statement {} (category '{}', pair {}, side {}, {text:?})",
+            self.id,
+            self.category,
+            self.pair_index,
+            self.side.as_str()
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub path: PathBuf,

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod chunks;
 pub mod dataset;
+pub mod forward;
 pub mod merge;
 pub mod model_dir;
 pub mod nll;
@@ -17,5 +18,6 @@ pub mod runtime;
 pub mod shard;
 pub mod tokenize;
 pub mod util;
+pub mod writer;
 
 pub use run::{run, Options, Summary};

@@ -223,6 +223,7 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
     m.model.display_name = name.to_string();
     m.run.tool = format!("extract {} (merge)", env!("CARGO_PKG_VERSION"));
     m.run.shard = None;
+    m.run.timings_s = None;
     m.run.started = shards
         .iter()
         .map(|s| s.cache.manifest.run.started.clone())

@@ -9,7 +9,47 @@ use serde::Deserialize;
 
 pub const EXPORT_FORMAT: &str = "ua-export/1";
 pub const INPUTS: [&str; 2] = ["input_ids", "attention_mask"];
-pub const OUTPUTS: [&str; 2] = ["hidden_states", "token_logprobs"];
+/// The graph `scripts/export` writes by default: pooled in the graph.
+pub const REDUCED_OUTPUTS: [&str; 3] = ["pooled", "nll_sum", "n_predicted"];
+/// `scripts/export --token-states` and exports from before the reduction: every
+/// token's hidden state, pooled on the host.
+pub const TOKEN_STATE_OUTPUTS: [&str; 2] = ["hidden_states", "token_logprobs"];
+const REEXPORT: &str = "re-export with scripts/export";
+
+/// Which outputs the graph has, from `export.json`'s "outputs".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `pooled` float32 `[batch, n_layers+1, 3, hidden]` in the order of
+    /// [`Pooling::ALL`](schemas::Pooling::ALL), `nll_sum` float32 `[batch]`,
+    /// `n_predicted` int64 `[batch]`.
+    Reduced,
+    /// `hidden_states` `[n_layers+1, batch, seq, hidden]` in the model dtype and
+    /// `token_logprobs` float32 `[batch, seq]`.
+    TokenStates,
+}
+
+impl Layout {
+    pub fn outputs(self) -> &'static [&'static str] {
+        match self {
+            Layout::Reduced => &REDUCED_OUTPUTS,
+            Layout::TokenStates => &TOKEN_STATE_OUTPUTS,
+        }
+    }
+
+    /// Exports older than export.json's "outputs" had only token states.
+    fn of(outputs: &[String], export_path: &Path) -> Result<Layout> {
+        let names: Vec<&str> = outputs.iter().map(String::as_str).collect();
+        match names.as_slice() {
+            [] => Ok(Layout::TokenStates),
+            n if n == REDUCED_OUTPUTS => Ok(Layout::Reduced),
+            n if n == TOKEN_STATE_OUTPUTS => Ok(Layout::TokenStates),
+            _ => bail!(
+                "{}: outputs are {names:?} but extract reads {REDUCED_OUTPUTS:?} or {TOKEN_STATE_OUTPUTS:?}; {REEXPORT}",
+                export_path.display()
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Source {
@@ -57,6 +97,9 @@ pub struct ExportInfo {
     pub inputs: Vec<String>,
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// The reduced graph's pooling axis, by name.
+    #[serde(default)]
+    pub pooled_order: Option<Vec<String>>,
     #[serde(default)]
     pub files: BTreeMap<String, FileInfo>,
     #[serde(default)]
@@ -88,8 +131,10 @@ pub struct ModelDir {
     pub dtype: Dtype,
     pub onnx_sha256: String,
     pub tokenizer_sha256: String,
-    /// sha256 of every file export.json lists, by name (external weights included).
+    /// sha256 of every file export.json lists, by name (external weights included),
+    /// as export.json records them: [`ModelDir::verify_files`] proves them.
     pub files: BTreeMap<String, String>,
+    pub layout: Layout,
 }
 
 fn require(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -104,7 +149,9 @@ fn require(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 impl ModelDir {
-    /// Checks the directory's files against `export.json` and hashes the graph and tokenizer.
+    /// Checks the directory's files against `export.json`: present, listed, of the
+    /// recorded size. Hashing them is [`ModelDir::verify_files`], which a fresh run
+    /// does while ONNX Runtime loads the graph.
     pub fn open(dir: &Path) -> Result<ModelDir> {
         if !dir.is_dir() {
             bail!("model directory {} does not exist", dir.display());
@@ -136,13 +183,23 @@ impl ModelDir {
                 export_path.display()
             ),
         };
-        for (want, have, what) in [
-            (&INPUTS[..], &export.inputs, "inputs"),
-            (&OUTPUTS[..], &export.outputs, "outputs"),
-        ] {
-            if !have.is_empty() && have.iter().map(String::as_str).ne(want.iter().copied()) {
+        let have = &export.inputs;
+        if !have.is_empty() && have.iter().map(String::as_str).ne(INPUTS) {
+            bail!(
+                "{}: inputs are {have:?} but extract needs {INPUTS:?}",
+                export_path.display()
+            );
+        }
+        let layout = Layout::of(&export.outputs, &export_path)?;
+        if layout == Layout::Reduced {
+            let want: Vec<&str> = schemas::Pooling::ALL.iter().map(|p| p.as_str()).collect();
+            let have: Option<Vec<&str>> = export
+                .pooled_order
+                .as_ref()
+                .map(|o| o.iter().map(String::as_str).collect());
+            if have.as_ref() != Some(&want) {
                 bail!(
-                    "{}: {what} are {have:?} but extract needs {want:?}",
+                    "{}: pooled_order is {have:?} but extract reads the pooled output as {want:?}; {REEXPORT}",
                     export_path.display()
                 );
             }
@@ -170,7 +227,22 @@ impl ModelDir {
             files,
             export,
             dtype,
+            layout,
         })
+    }
+
+    /// Hashes every file export.json lists and compares it with the recorded sha256:
+    /// the weights are what the probes were computed from.
+    pub fn verify_files(&self) -> Result<()> {
+        for (name, want) in &self.files {
+            let p = self.dir.join(name);
+            let sha =
+                schemas::sha256_file(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            if !want.eq_ignore_ascii_case(&sha) {
+                bail!("{}: sha256 differs from export.json: the file was altered or comes from another export; {REEXPORT}", p.display());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -189,19 +261,18 @@ const REQUIRED_FILES: [&str; 2] = ["model.onnx", "tokenizer.json"];
 
 /// Every file `export.json` lists must be present with its size and sha256, the
 /// required ones must be listed, and no weights file may sit unlisted beside the
-/// graph. Returns the sha256 of each listed file, by name.
+/// graph. Returns the recorded sha256 of each listed file, by name (lower case).
 fn check_files(
     dir: &Path,
     export_path: &Path,
     export: &ExportInfo,
 ) -> Result<BTreeMap<String, String>> {
-    let reexport = "re-export with scripts/export";
     if let Some(missing) = REQUIRED_FILES
         .iter()
         .find(|n| !export.files.contains_key(**n))
     {
         bail!(
-            "{}: its 'files' lists no {missing}, so the model's files cannot be checked; {reexport}",
+            "{}: its 'files' lists no {missing}, so the model's files cannot be checked; {REEXPORT}",
             export_path.display()
         );
     }
@@ -211,7 +282,7 @@ fn check_files(
             name.ends_with(".data") || name.ends_with(".onnx_data") || name.ends_with(".onnx");
         if weights && !export.files.contains_key(&name) {
             bail!(
-                "{}: not listed in export.json's files, so it may come from another export; {reexport} or remove it",
+                "{}: not listed in export.json's files, so it may come from another export; {REEXPORT} or remove it",
                 dir.join(&name).display()
             );
         }
@@ -233,12 +304,7 @@ fn check_files(
                 info.bytes
             );
         }
-        let sha =
-            schemas::sha256_file(&p).with_context(|| format!("cannot read {}", p.display()))?;
-        if !info.sha256.eq_ignore_ascii_case(&sha) {
-            bail!("{}: sha256 differs from export.json: the file was altered or comes from another export; {reexport}", p.display());
-        }
-        hashes.insert(name.clone(), sha);
+        hashes.insert(name.clone(), info.sha256.to_ascii_lowercase());
     }
     Ok(hashes)
 }

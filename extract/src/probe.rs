@@ -1,6 +1,6 @@
 //! Parity pre-check: the probe statements of `export.json` (transformers'
-//! outputs recorded at export time) go through this session, batched and
-//! padded like the real work, and must agree before a long run starts.
+//! outputs recorded at export time) go through this session as one right-padded
+//! batch, as the real work is run, and must agree before a long run starts.
 //!
 //! The rule is [`crate::parity`]: each pooled vector within a bound relative to its
 //! own scale, derived from the dtype's roundoff. `--parity-slack` widens it, and the
@@ -9,7 +9,8 @@
 use anyhow::{bail, Result};
 use schemas::{ParityInfo, Pooling};
 
-use crate::batch::{self, Batching};
+use crate::batch;
+use crate::forward::Forward;
 use crate::model_dir::{ModelDir, Probe};
 use crate::parity;
 use crate::runtime::Runtime;
@@ -44,9 +45,9 @@ fn next_step(error: f64, bound: f64) -> String {
 /// every layer under the parity rule, widened by `slack`.
 pub fn check(
     rt: &mut Runtime,
+    fwd: &mut Forward,
     model: &ModelDir,
     tok: &TextTokenizer,
-    batching: Batching,
     slack: f64,
 ) -> Result<ParityInfo> {
     let probes = &model.export.probes;
@@ -83,53 +84,54 @@ pub fn check(
     let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
     let all: Vec<usize> = (0..probes.len()).collect();
     let poolings = Pooling::ALL;
-    for group in batch::plan(&all, &lengths, batching) {
-        let seqs: Vec<&[i64]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-        let out = rt.run_batch(&batch::pad(&seqs), &poolings)?;
-        for (row, &i) in group.iter().enumerate() {
-            let p = &probes[i];
-            let n = lengths[i];
-            let what =
-                |q: &str| format!("parity probe {i} ({:?}, {n} tokens): {q}", short(&p.text));
-            if n >= 2 {
-                let nll = out.nll_sum[row] / f64::from(out.n_predicted[row]);
-                let e = parity::nll_error(nll, p.nll);
-                if e > bound {
-                    bail!(
-                        "{} is {nll:.6} here but {:.6} in transformers (relative error {e:.2e} > {bound:.2e}, {dtype}): {}",
-                        what("NLL"), p.nll, next_step(e, bound)
-                    );
-                }
-                report.max_nll_error = report.max_nll_error.max(e);
+    let group = batch::by_length(&all, &lengths);
+    let seqs: Vec<&[i64]> = group.iter().map(|&i| ids[i].as_slice()).collect();
+    let out = fwd.run(rt, &batch::pad(&seqs), &poolings)?;
+    let mut pooled = Vec::new();
+    for (row, &i) in group.iter().enumerate() {
+        pooled.clear();
+        out.pooled_row(row, &poolings, &mut pooled);
+        let p = &probes[i];
+        let n = lengths[i];
+        let what = |q: &str| format!("parity probe {i} ({:?}, {n} tokens): {q}", short(&p.text));
+        if n >= 2 {
+            let nll = out.nll_sum[row] / f64::from(out.n_predicted[row]);
+            let e = parity::nll_error(nll, p.nll);
+            if e > bound {
+                bail!(
+                    "{} is {nll:.6} here but {:.6} in transformers (relative error {e:.2e} > {bound:.2e}, {dtype}): {}",
+                    what("NLL"), p.nll, next_step(e, bound)
+                );
             }
-            for (k, &pooling) in poolings.iter().enumerate() {
-                let Some(refv) = reference(p, pooling) else {
-                    continue;
-                };
-                if n < pooling.min_tokens() {
-                    continue;
+            report.max_nll_error = report.max_nll_error.max(e);
+        }
+        for (k, &pooling) in poolings.iter().enumerate() {
+            let Some(refv) = reference(p, pooling) else {
+                continue;
+            };
+            if n < pooling.min_tokens() {
+                continue;
+            }
+            if refv.len() != l1 {
+                bail!(
+                    "{}: export.json holds {} layers of {pooling}, the model has {l1}",
+                    what("reference"),
+                    refv.len()
+                );
+            }
+            for (l, r) in refv.iter().enumerate() {
+                if r.len() != h {
+                    bail!("{}: export.json's {pooling} at layer {l} has {} values, hidden size is {h}", what("reference"), r.len());
                 }
-                if refv.len() != l1 {
+                let ours = &pooled[(l * poolings.len() + k) * h..][..h];
+                let e = parity::vector_error(ours, r);
+                if e.relative > bound {
                     bail!(
-                        "{}: export.json holds {} layers of {pooling}, the model has {l1}",
-                        what("reference"),
-                        refv.len()
+                        "{} differs from transformers at layer {l}, dimension {}: {} vs {} (relative error {:.2e} of the vector's scale {:.4e} > {bound:.2e}, {dtype}): {}",
+                        what(pooling.as_str()), e.dim, ours[e.dim], r[e.dim], e.relative, e.scale, next_step(e.relative, bound)
                     );
                 }
-                for (l, r) in refv.iter().enumerate() {
-                    if r.len() != h {
-                        bail!("{}: export.json's {pooling} at layer {l} has {} values, hidden size is {h}", what("reference"), r.len());
-                    }
-                    let ours = &out.pooled[row][(l * poolings.len() + k) * h..][..h];
-                    let e = parity::vector_error(ours, r);
-                    if e.relative > bound {
-                        bail!(
-                            "{} differs from transformers at layer {l}, dimension {}: {} vs {} (relative error {:.2e} of the vector's scale {:.4e} > {bound:.2e}, {dtype}): {}",
-                            what(pooling.as_str()), e.dim, ours[e.dim], r[e.dim], e.relative, e.scale, next_step(e.relative, bound)
-                        );
-                    }
-                    report.max_embedding_error = report.max_embedding_error.max(e.relative);
-                }
+                report.max_embedding_error = report.max_embedding_error.max(e.relative);
             }
         }
     }

@@ -4,24 +4,27 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use schemas::{
-    DatasetInfo, Manifest, ModelInfo, ParityInfo, Pooling, RunInfo, StatementRow, MANIFEST_FILE,
+    DatasetInfo, Manifest, ModelInfo, ParityInfo, Pooling, RunInfo, Timings, MANIFEST_FILE,
     SCHEMA_VERSION,
 };
 
-use crate::batch::{self, Batching};
+use crate::batch::{self, Batching, Padded};
 use crate::checkpoint::CheckpointFlags;
 use crate::chunks::{self, Partial, RunKey, Settings};
-use crate::dataset::{self, Dataset, Statement};
-use crate::model_dir::{self, Dtype, ModelDir};
+use crate::dataset::{self, Dataset};
+use crate::forward::Forward;
+use crate::model_dir::{self, ModelDir};
 use crate::probe;
 use crate::runtime::{DeviceChoice, Runtime};
 use crate::shard::Shard;
 use crate::tokenize::{self, TextTokenizer};
+use crate::writer::{self, Host, HostTimes, Msg};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -62,6 +65,7 @@ pub struct Summary {
     pub device_name: String,
     pub ort_version: String,
     pub probe: Option<ParityInfo>,
+    pub timings: Option<Timings>,
 }
 
 impl Summary {
@@ -105,19 +109,15 @@ impl Summary {
             self.ort_version,
             self.session_seconds
         ));
+        if let Some(t) = &self.timings {
+            v.push(format!(
+                "time (s): session {:.2}, hashing {:.2}, probes {:.2}, forward {:.2}, host reduction {:.2}, sidecar {:.2}, writing {:.2}; total {:.2} (forward and host work overlap)",
+                t.session, t.hashing, t.probes, t.forward, t.host_reduction, t.sidecar, t.writing, t.total
+            ));
+        }
         v.push(format!("cache: {}", self.cache_dir.display()));
         v
     }
-}
-
-fn describe(s: &Statement) -> String {
-    format!(
-        "statement {} (category '{}', pair {}, side {})",
-        s.id,
-        s.category,
-        s.pair_index,
-        s.side.as_str()
-    )
 }
 
 fn now() -> String {
@@ -209,6 +209,8 @@ fn run_locked(
     cache_dir: &Path,
     poolings: &[Pooling],
 ) -> Result<Summary> {
+    let run_start = Instant::now();
+    let mut timings = Timings::default();
     let model = ModelDir::open(&opts.model)?;
     let place = opts.checkpoint.resolve(&model)?;
     let key = RunKey {
@@ -227,7 +229,11 @@ fn run_locked(
     };
     let manifest_path = cache_dir.join(MANIFEST_FILE);
     let mut earlier_start = None;
-    if manifest_path.is_file() {
+    let verified = manifest_path.is_file();
+    if verified {
+        let (hashed, seconds) = timed(|| model.verify_files());
+        hashed?;
+        timings.hashing = seconds;
         let m = Manifest::read(&manifest_path)?;
         let found = key_of(&m, &manifest_path)?;
         // A cache from before every model file was recorded names only these two.
@@ -267,6 +273,7 @@ fn run_locked(
                 device_name: m.run.device_name,
                 ort_version: m.run.onnxruntime_version,
                 probe: None,
+                timings: None,
             });
         }
         earlier_start = Some(m.run.started);
@@ -276,9 +283,22 @@ fn run_locked(
     let tok = TextTokenizer::from_file(&model.tokenizer)?;
     let tokens =
         tokenize::tokenize_all(&tok, &data.statements, poolings, model.export.max_positions)?;
-    let session_start = Instant::now();
-    let mut rt = Runtime::new(&model, opts.device)?;
-    let session_seconds = session_start.elapsed().as_secs_f64();
+    // A fresh run hashes the weights while ONNX Runtime loads them; a resumed one
+    // hashed them above to compare with the manifest.
+    let (rt, hashed) = std::thread::scope(|s| {
+        let hashing = (!verified).then(|| s.spawn(|| timed(|| model.verify_files())));
+        let rt = timed(|| Runtime::new(&model, opts.device));
+        let hashed = hashing.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (rt, hashed)
+    });
+    if let Some((result, seconds)) = hashed {
+        // An altered file explains a session that fails to load, not the reverse.
+        result?;
+        timings.hashing = seconds;
+    }
+    let (rt, session_seconds) = rt;
+    let mut rt = rt?;
+    timings.session = session_seconds;
     let settings = Settings {
         execution_provider: rt.provider.to_string(),
         batch_size: opts.batching.max_rows as u32,
@@ -291,7 +311,11 @@ fn run_locked(
         opts.force_resume,
         &data.statements,
     )?;
-    let parity = probe::check(&mut rt, &model, &tok, opts.batching, opts.parity_slack)?;
+    let mut fwd = Forward::new(&rt)?;
+    let (parity, probe_seconds) =
+        timed(|| probe::check(&mut rt, &mut fwd, &model, &tok, opts.parity_slack));
+    let parity = parity?;
+    timings.probes = probe_seconds;
     let started = earlier_start.unwrap_or_else(now);
     let mut m = manifest(data, &model, &tok, name, &rt, &settings, poolings, &started)?;
     place.apply(&mut m.model);
@@ -299,26 +323,36 @@ fn run_locked(
     m.run.shard = opts.shard.map(|s| s.info(ids.len() as u32));
     schemas::write_manifest(&manifest_path, &m)?;
 
-    let (n_run, n_resumed, seconds) = work(
+    let work = work(
         opts,
         data,
         &model,
         &tokens,
         &ids,
         &mut rt,
+        &mut fwd,
         &settings,
         poolings,
         &mut partial,
     )?;
+    timings.forward = work.forward;
+    timings.host_reduction = work.host.reduction.as_secs_f64();
+    let t = Instant::now();
     let (st, emb) = partial.assemble(cache_dir, &ids)?;
     m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
     m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
+    let assembled = t.elapsed().as_secs_f64();
     // Before the manifest says complete: a kill up to here leaves no sidecar listed,
     // and the resumed run computes it again from the same embeddings.
-    schemas::add_grams(cache_dir, &mut m)?;
+    let (grams, sidecar_seconds) = timed(|| schemas::add_grams(cache_dir, &mut m));
+    grams?;
+    timings.sidecar = sidecar_seconds;
     m.run.chunks = partial.chunk_infos();
     m.complete = true;
     m.run.finished = Some(now());
+    timings.writing = work.host.writing.as_secs_f64() + assembled;
+    timings.total = run_start.elapsed().as_secs_f64();
+    m.run.timings_s = Some(timings);
     schemas::write_manifest(&manifest_path, &m)?;
     partial.remove()?;
     Ok(Summary {
@@ -326,16 +360,24 @@ fn run_locked(
         already_complete: false,
         n_statements: ids.len(),
         n_layers: model.export.n_layers,
-        n_run,
-        n_resumed,
-        seconds,
+        n_run: work.host.n_run,
+        n_resumed: work.n_resumed,
+        seconds: work.seconds,
         session_seconds,
         provider: rt.provider.to_string(),
         provider_note: rt.provider_note.clone(),
         device_name: rt.device_name.clone(),
         ort_version: rt.ort_version.clone(),
         probe: Some(parity),
+        timings: Some(timings),
     })
+}
+
+/// `f`'s result and how long it took, in seconds.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let v = f();
+    (v, t.elapsed().as_secs_f64())
 }
 
 /// The inputs a manifest records, in [`RunKey`] form. Caches written before every
@@ -421,6 +463,7 @@ fn manifest(
             parity: None,
             chunks: Vec::new(),
             shard: None,
+            timings_s: None,
         },
         files: BTreeMap::new(),
         grams: None,
@@ -472,7 +515,18 @@ impl Progress {
     }
 }
 
-/// Runs the statements not yet done, chunk by chunk; returns (run now, resumed, seconds).
+/// What [`work`] did.
+struct Work {
+    host: HostTimes,
+    n_resumed: usize,
+    /// Seconds inside the session's run calls.
+    forward: f64,
+    /// Wall clock of the whole loop, until the last chunk was written.
+    seconds: f64,
+}
+
+/// Runs the statements not yet done, chunk by chunk: the device here, the host's
+/// reduction and writing on the writer thread behind a bounded queue.
 #[allow(clippy::too_many_arguments)]
 fn work(
     opts: &Options,
@@ -481,10 +535,11 @@ fn work(
     tokens: &[Vec<i64>],
     ids: &[u32],
     rt: &mut Runtime,
+    fwd: &mut Forward,
     settings: &Settings,
     poolings: &[Pooling],
     partial: &mut Partial,
-) -> Result<(usize, usize, f64)> {
+) -> Result<Work> {
     let done = partial.done();
     let n = ids.len();
     let todo: Vec<usize> = ids
@@ -494,73 +549,77 @@ fn work(
         .collect();
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let plan = batch::chunks(batch::plan(&todo, &lengths, opts.batching), n);
+    // Padded up front (a few bytes per token), so the device never waits for the host
+    // between two batches.
+    let padded: Vec<Vec<Padded>> = plan
+        .iter()
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|group| {
+                    let seqs: Vec<&[i64]> = group.iter().map(|&i| tokens[i].as_slice()).collect();
+                    batch::pad(&seqs)
+                })
+                .collect()
+        })
+        .collect();
+    let host = Host {
+        data,
+        lengths: &lengths,
+        poolings,
+        model,
+        settings,
+        device_name: &rt.device_name.clone(),
+    };
 
     let t0 = Instant::now();
     let mut progress = Progress::new(n, done.len());
-    let mut n_run = 0usize;
-    for chunk in plan {
-        let mut items: Vec<(StatementRow, Vec<f32>)> = Vec::new();
-        for group in chunk {
-            let seqs: Vec<&[i64]> = group.iter().map(|&i| tokens[i].as_slice()).collect();
-            let out = rt.run_batch(&batch::pad(&seqs), poolings)?;
-            for (row, (&i, pooled)) in group.iter().zip(out.pooled).enumerate() {
-                let s = &data.statements[i];
-                let nll = out.nll_sum[row];
-                check_finite(s, lengths[i], nll, &pooled, poolings.len(), model)?;
-                items.push((
-                    StatementRow {
-                        statement_id: s.id,
-                        category: s.category.clone(),
-                        pair_index: s.pair_index,
-                        side: s.side,
-                        text: s.text.clone(),
-                        n_tokens: lengths[i] as u32,
-                        nll_sum: nll,
-                        n_predicted: out.n_predicted[row],
-                    },
-                    pooled,
-                ));
+    let recycle = fwd.recycler();
+    let (queue, from_device) = sync_channel::<Msg>(writer::QUEUE_DEPTH);
+    let (forward, host_times) = std::thread::scope(|s| {
+        let written = s.spawn(|| {
+            writer::run(&host, from_device, partial, recycle, |n_run| {
+                let rate = n_run as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                progress.update(done.len() + n_run, rate);
+            })
+        });
+        let mut forward = Duration::ZERO;
+        let sent = (|| -> Result<()> {
+            for (chunk, batches) in plan.iter().zip(&padded) {
+                for (group, batch) in chunk.iter().zip(batches) {
+                    let t = Instant::now();
+                    let out = fwd.run(rt, batch, poolings)?;
+                    forward += t.elapsed();
+                    // A closed queue means the writer failed: its error is the one to report.
+                    if queue
+                        .send(Msg::Batch {
+                            group: group.clone(),
+                            out,
+                        })
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                if queue.send(Msg::EndChunk).is_err() {
+                    return Ok(());
+                }
             }
-        }
-        n_run += items.len();
-        partial.write_chunk(items, settings, &rt.device_name)?;
-        progress.update(
-            done.len() + n_run,
-            n_run as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-        );
-    }
+            Ok(())
+        })();
+        drop(queue);
+        let host_times = written
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (sent.map(|()| forward), host_times)
+    });
+    let host_times = host_times?;
+    let forward = forward?;
     progress.finish();
-    Ok((n_run, done.len(), t0.elapsed().as_secs_f64()))
-}
-
-/// A NaN or infinity anywhere would poison every statistic downstream: refuse it
-/// naming the statement and the layer.
-fn check_finite(
-    s: &Statement,
-    n_tokens: usize,
-    nll: f64,
-    pooled: &[f32],
-    n_poolings: usize,
-    model: &ModelDir,
-) -> Result<()> {
-    let bad_layer = pooled
-        .iter()
-        .position(|x| !x.is_finite())
-        .map(|p| p / (n_poolings * model.export.hidden_size as usize));
-    if nll.is_finite() && bad_layer.is_none() {
-        return Ok(());
-    }
-    let what = match bad_layer {
-        Some(l) => format!("hidden states at layer {l}"),
-        None => "the NLL".to_string(),
-    };
-    let hint = if model.dtype == Dtype::F16 {
-        " (float16 overflow? export in float32)"
-    } else {
-        ""
-    };
-    bail!(
-        "{} ({n_tokens} tokens): NaN or infinite values in {what}{hint}",
-        describe(s)
-    )
+    Ok(Work {
+        host: host_times,
+        n_resumed: done.len(),
+        forward: forward.as_secs_f64(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }

@@ -1,5 +1,5 @@
 //! ONNX Runtime: finding the shared library, choosing the execution provider,
-//! creating the session and running one padded batch through it.
+//! creating the session (batches run in [`crate::forward`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,12 +8,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use ort::ep::{self, ExecutionProvider};
 use ort::logging::LogLevel;
 use ort::session::Session;
-use ort::value::{Tensor, TensorElementType};
-use schemas::Pooling;
 
-use crate::batch::Padded;
-use crate::model_dir::{Dtype, ModelDir, INPUTS, OUTPUTS};
-use crate::pooling::{pool_into, Elem};
+use crate::model_dir::{Dtype, Layout, ModelDir, INPUTS};
 
 const SETUP_HINT: &str = "run scripts/setup (or scripts/setup --gpu for CUDA) or set ORT_DYLIB_PATH to a libonnxruntime.so (.dylib on macOS)";
 
@@ -201,17 +197,8 @@ fn gpu_name() -> String {
         .unwrap_or_else(|| "CUDA device 0".to_string())
 }
 
-/// Pooled vectors and NLLs of one batch, rows in batch order.
-pub struct BatchResult {
-    /// Per row: `(n_layers + 1) * n_poolings * hidden` floats, index
-    /// `(layer * n_poolings + k) * hidden`.
-    pub pooled: Vec<Vec<f32>>,
-    pub nll_sum: Vec<f64>,
-    pub n_predicted: Vec<u32>,
-}
-
 pub struct Runtime {
-    session: Session,
+    pub(crate) session: Session,
     _env: ort::environment::Environment,
     pub library: PathBuf,
     pub ort_version: String,
@@ -220,12 +207,13 @@ pub struct Runtime {
     pub device_name: String,
     /// Why this provider, for the summary (e.g. auto's choice).
     pub provider_note: String,
-    n_layers: usize,
-    hidden: usize,
-    dtype: Dtype,
+    pub(crate) n_layers: usize,
+    pub(crate) hidden: usize,
+    pub(crate) dtype: Dtype,
+    pub(crate) layout: Layout,
 }
 
-fn ort_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> anyhow::Error {
+pub(crate) fn ort_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> anyhow::Error {
     move |e| anyhow!("{what}: {e}")
 }
 
@@ -331,120 +319,32 @@ impl Runtime {
             n_layers: model.export.n_layers as usize,
             hidden: model.export.hidden_size as usize,
             dtype: model.dtype,
+            layout: model.layout,
         })
     }
 
-    /// One forward pass: every hidden state and the per-token log-probs, pooled
-    /// and summed for the rows' real tokens. `poolings` sets the order of the
-    /// pooled blocks.
-    pub fn run_batch(&mut self, batch: &Padded, poolings: &[Pooling]) -> Result<BatchResult> {
-        let shape = [batch.rows, batch.seq];
-        let ids = Tensor::from_array((shape, batch.input_ids.clone()))
-            .map_err(ort_err("cannot build input_ids"))?;
-        let mask = Tensor::from_array((shape, batch.attention_mask.clone()))
-            .map_err(ort_err("cannot build attention_mask"))?;
-        let outputs = self
-            .session
-            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
-            .map_err(ort_err("ONNX Runtime failed to run the batch"))?;
-        let hs = outputs
-            .get(OUTPUTS[0])
-            .ok_or_else(|| anyhow!("the graph returned no '{}'", OUTPUTS[0]))?;
-        let lp = outputs
-            .get(OUTPUTS[1])
-            .ok_or_else(|| anyhow!("the graph returned no '{}'", OUTPUTS[1]))?;
-
-        let (lp_shape, lp) = lp
-            .try_extract_tensor::<f32>()
-            .map_err(|e| anyhow!("output 'token_logprobs' is not a float32 tensor ({e})"))?;
-        let want_lp = [batch.rows as i64, batch.seq as i64];
-        if **lp_shape != want_lp {
-            bail!(
-                "output 'token_logprobs' has shape {:?}, expected [batch, seq] = {want_lp:?}",
-                &**lp_shape
-            );
-        }
-        let mut nll_sum = Vec::with_capacity(batch.rows);
-        let mut n_predicted = Vec::with_capacity(batch.rows);
-        for (r, &n) in batch.lengths.iter().enumerate() {
-            let (s, k) = crate::nll::nll_sum(&lp[r * batch.seq..(r + 1) * batch.seq], n);
-            nll_sum.push(s);
-            n_predicted.push(k);
-        }
-
-        let (l1, h) = (self.n_layers + 1, self.hidden);
-        let pooled = match (hs.dtype().tensor_type(), self.dtype) {
-            (Some(TensorElementType::Float32), Dtype::F32) => {
-                let (s, data) = hs
-                    .try_extract_tensor::<f32>()
-                    .map_err(ort_err("cannot read hidden_states"))?;
-                pool_rows(l1, h, s, data, batch, poolings)?
-            }
-            (Some(TensorElementType::Float16), Dtype::F16) => {
-                let (s, data) = hs
-                    .try_extract_tensor::<half::f16>()
-                    .map_err(ort_err("cannot read hidden_states"))?;
-                pool_rows(l1, h, s, data, batch, poolings)?
-            }
-            (ty, d) => bail!(
-                "output 'hidden_states' holds {} but export.json says {}",
-                ty.map(|t| t.to_string())
-                    .unwrap_or_else(|| "a non-tensor".into()),
-                d.as_str()
-            ),
-        };
-        Ok(BatchResult {
-            pooled,
-            nll_sum,
-            n_predicted,
-        })
+    pub fn is_cuda(&self) -> bool {
+        self.provider == "CUDAExecutionProvider"
     }
 }
 
-/// Pools every row of a `[n_layers + 1, batch, seq, hidden]` output.
-fn pool_rows<T: Elem>(
-    l1: usize,
-    h: usize,
-    shape: &[i64],
-    data: &[T],
-    batch: &Padded,
-    poolings: &[Pooling],
-) -> Result<Vec<Vec<f32>>> {
-    let want = [l1 as i64, batch.rows as i64, batch.seq as i64, h as i64];
-    if shape != want {
-        bail!("output 'hidden_states' has shape {shape:?}, expected [n_layers+1, batch, seq, hidden] = {want:?}");
-    }
-    let mut acc = Vec::new();
-    let mut pooled = Vec::with_capacity(batch.rows);
-    for (r, &n) in batch.lengths.iter().enumerate() {
-        let mut out = Vec::with_capacity(l1 * poolings.len() * h);
-        for l in 0..l1 {
-            let start = ((l * batch.rows + r) * batch.seq) * h;
-            pool_into(
-                &data[start..start + batch.seq * h],
-                h,
-                n,
-                poolings,
-                &mut acc,
-                &mut out,
-            );
-        }
-        pooled.push(out);
-    }
-    Ok(pooled)
-}
-
-/// The graph must take `input_ids` and `attention_mask` (rank 2) and give
-/// `hidden_states` (rank 4) and `token_logprobs` (rank 2).
+/// The graph must take `input_ids` and `attention_mask` (rank 2) and give the
+/// outputs of its layout (export.json's "outputs") at their ranks.
 fn check_signature(session: &Session, model: &ModelDir) -> Result<()> {
     let onnx = model.onnx.display().to_string();
     let inputs = INPUTS
         .iter()
         .zip([2usize, 2])
         .map(|(n, r)| ("input", session.inputs(), *n, r));
-    let outputs = OUTPUTS
+    let ranks: &[usize] = match model.layout {
+        Layout::Reduced => &[4, 1, 1],
+        Layout::TokenStates => &[4, 2],
+    };
+    let outputs = model
+        .layout
+        .outputs()
         .iter()
-        .zip([4usize, 2])
+        .zip(ranks.iter().copied())
         .map(|(n, r)| ("output", session.outputs(), *n, r));
     for (kind, ports, want, rank) in inputs.chain(outputs) {
         let port = ports.iter().find(|p| p.name() == want).ok_or_else(|| {
@@ -452,6 +352,39 @@ fn check_signature(session: &Session, model: &ModelDir) -> Result<()> {
             anyhow!("{onnx}: the graph has no {kind} '{want}' ({kind}s: {names:?})")
         })?;
         check_rank(port, rank, &onnx)?;
+    }
+    if model.layout == Layout::Reduced {
+        check_pooled_shape(session, model, &onnx)?;
+    }
+    Ok(())
+}
+
+/// The pooled output's fixed axes must be export.json's: a graph of another
+/// model would otherwise fail only at the first batch, in ONNX Runtime's words.
+fn check_pooled_shape(session: &Session, model: &ModelDir, onnx: &str) -> Result<()> {
+    let want = [
+        -1,
+        i64::from(model.export.n_layers) + 1,
+        3,
+        i64::from(model.export.hidden_size),
+    ];
+    let Some(shape) = session
+        .outputs()
+        .iter()
+        .find(|p| p.name() == "pooled")
+        .and_then(|p| p.dtype().tensor_shape())
+    else {
+        return Ok(());
+    };
+    let fits = shape
+        .iter()
+        .zip(want)
+        .all(|(&d, w)| d < 0 || w < 0 || d == w);
+    if !fits {
+        bail!(
+            "{onnx}: output 'pooled' has shape {:?} but export.json describes [batch, n_layers+1, 3, hidden] = [batch, {}, 3, {}]: the graph comes from another export; re-export with scripts/export",
+            &**shape, want[1], want[3]
+        );
     }
     Ok(())
 }

@@ -59,20 +59,6 @@ pub fn min_tokens(poolings: &[Pooling]) -> (usize, String) {
     (need, why.join(", "))
 }
 
-fn describe(s: &Statement) -> String {
-    let mut text: String = s.text.chars().take(60).collect();
-    if text.len() < s.text.len() {
-        text.push('…');
-    }
-    format!(
-        "statement {} (category '{}', pair {}, side {}, {text:?})",
-        s.id,
-        s.category,
-        s.pair_index,
-        s.side.as_str()
-    )
-}
-
 /// Tokenizes every statement and checks its length against the run's needs and
 /// the model's context.
 pub fn tokenize_all(
@@ -86,12 +72,12 @@ pub fn tokenize_all(
     for s in statements {
         let ids = tok.encode(&s.text)?;
         if ids.len() < need {
-            bail!("{} has {} token(s); {why}", describe(s), ids.len());
+            bail!("{} has {} token(s); {why}", s.describe(), ids.len());
         }
         if ids.len() as u64 > max_positions {
             bail!(
                 "{} has {} tokens, more than the model's max_positions ({max_positions})",
-                describe(s),
+                s.describe(),
                 ids.len()
             );
         }

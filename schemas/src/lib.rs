@@ -13,6 +13,7 @@ mod contract;
 mod error;
 mod files;
 pub mod gram;
+mod layers;
 mod lock;
 mod manifest;
 mod read;
@@ -20,7 +21,7 @@ mod validate;
 mod write;
 
 pub use compact::{
-    add_compact_grams, add_grams, grams_schema, read_grams, GramsInfo, GRAMS_FILE,
+    add_compact_grams, add_grams, grams_schema, read_grams, GramsInfo, GramsWriter, GRAMS_FILE,
     GRAMS_FORMAT_VERSION,
 };
 pub use contract::{
@@ -30,7 +31,9 @@ pub use contract::{
 pub use error::CacheError;
 pub use files::{sha256_file, statements_digest, sync_dir, FileEntry};
 pub use lock::{CacheLock, LOCK_FILE};
-pub use manifest::{ChunkInfo, DatasetInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo};
+pub use manifest::{
+    ChunkInfo, DatasetInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo, Timings,
+};
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
 pub use validate::{validate_cache, validate_cache_in, Scope, ValidCache};
 pub use write::{

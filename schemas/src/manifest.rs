@@ -98,6 +98,32 @@ pub struct RunInfo {
     /// holds. Absent in whole caches, merged ones included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// Where the last run's time went. Absent in older caches and in merged ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings_s: Option<Timings>,
+}
+
+/// Seconds of the run that completed the cache, by step. The forward passes and the
+/// host's work overlap (a writer thread reduces and writes while the device runs the
+/// next batch), so the steps add up to more than `total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Creating the ONNX Runtime session (loading and optimizing the graph).
+    pub session: f64,
+    /// Hashing the model's files, concurrently with the session on a fresh run.
+    pub hashing: f64,
+    /// The parity probes: one batch through the session.
+    pub probes: f64,
+    /// Inside ONNX Runtime's run calls, the device's work and its copies.
+    pub forward: f64,
+    /// Host work on the graph's outputs: choosing the poolings, NLL means, checks.
+    pub host_reduction: f64,
+    /// The Gram blocks of `grams.parquet`.
+    pub sidecar: f64,
+    /// Parquet chunks, the final files and the manifest.
+    pub writing: f64,
+    /// From the start of the run to the complete manifest.
+    pub total: f64,
 }
 
 /// A shard cache holds the statements of the global pairs `p` with

@@ -86,6 +86,7 @@ fn write_cache(dir: &Path) -> Manifest {
             parity: None,
             chunks: Vec::new(),
             shard: None,
+            timings_s: None,
         },
         files,
         grams: None,

@@ -12,14 +12,16 @@
 //!
 //! `synth-cache --help` lists the options.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use rayon::prelude::*;
 use schemas::{
-    write_manifest, write_statements, DatasetInfo, EmbeddingsWriter, Manifest, ModelInfo, Pooling,
-    RunInfo, Side, StatementRow, EMBEDDINGS_FILE, MANIFEST_FILE, SCHEMA_VERSION, STATEMENTS_FILE,
+    write_manifest, write_statements, DatasetInfo, EmbeddingsWriter, GramsWriter, Manifest,
+    ModelInfo, Pooling, RunInfo, Side, StatementRow, EMBEDDINGS_FILE, MANIFEST_FILE,
+    SCHEMA_VERSION, STATEMENTS_FILE,
 };
 
 const DEFAULT_MODELS: &str = "pythia-410m:24:1024:405334016,pythia-1.4b:24:2048:1414647808,pythia-6.9b:32:4096:6857302016,pythia-12b:36:5120:11846072320";
@@ -293,10 +295,14 @@ fn write_cache(
                 .collect())
         })?;
     } else {
-        let entry = embeddings(&planted, &dir)?;
+        // The sidecar streams from the vectors as they are written, as extract's does.
+        let mut grams = (!args.no_grams)
+            .then(|| GramsWriter::create(&dir, &manifest, &rows))
+            .transpose()?;
+        let entry = embeddings(&planted, &dir, grams.as_mut())?;
         manifest.files.insert(EMBEDDINGS_FILE.to_string(), entry);
-        if !args.no_grams {
-            schemas::add_grams(&dir, &mut manifest)?;
+        if let Some(grams) = grams {
+            grams.finish(&mut manifest)?;
         }
     }
     write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;
@@ -498,16 +504,23 @@ impl<'a> Planted<'a> {
     }
 }
 
-/// Writes every layer of every pooling to `embeddings.parquet`.
-fn embeddings(planted: &Planted, dir: &std::path::Path) -> Result<schemas::FileEntry> {
+/// Writes every layer of every pooling to `embeddings.parquet`, and to `grams` when given.
+fn embeddings(
+    planted: &Planted,
+    dir: &std::path::Path,
+    mut grams: Option<&mut GramsWriter>,
+) -> Result<schemas::FileEntry> {
     let ids: Vec<u32> = (0..planted.cat_of.len() as u32).collect();
-    let mut writer = EmbeddingsWriter::create(
-        &dir.join(EMBEDDINGS_FILE),
-        planted.hidden,
-        &planted.args.poolings,
-    )?;
+    let poolings = &planted.args.poolings;
+    let mut writer = EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), planted.hidden, poolings)?;
     for layer in 0..=planted.layers {
-        writer.write_layer(layer, &ids, planted.layer(layer))?;
+        let vectors = planted.layer(layer);
+        if let Some(grams) = grams.as_deref_mut() {
+            let by_pooling: BTreeMap<Pooling, &Vec<f32>> =
+                poolings.iter().copied().zip(&vectors).collect();
+            grams.add_layer(layer, &by_pooling)?;
+        }
+        writer.write_layer(layer, &ids, vectors)?;
     }
     Ok(writer.finish()?)
 }
@@ -578,6 +591,7 @@ fn manifest(
             parity: None,
             chunks: Vec::new(),
             shard: None,
+            timings_s: None,
         },
         files: Default::default(),
         grams: None,

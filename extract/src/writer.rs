@@ -1,0 +1,152 @@
+//! The host side of a run: a thread behind a bounded queue turns each batch's
+//! outputs into statement rows, checks them, and writes a chunk whenever the
+//! forward loop closes one, while the device runs the next batches.
+//!
+//! A chunk is written only on [`Msg::EndChunk`]: when the forward loop stops
+//! early (an error, a kill) the rows of an unfinished chunk are dropped, exactly as
+//! before the writer had a thread of its own, and a resumed run redoes them.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use schemas::{Pooling, StatementRow};
+
+use crate::chunks::{Partial, Settings};
+use crate::dataset::{Dataset, Statement};
+use crate::forward::{BatchOut, Outputs};
+use crate::model_dir::{Dtype, ModelDir};
+
+/// What the forward loop sends.
+pub enum Msg {
+    /// One batch: the statements (indices into the dataset) in row order and their outputs.
+    Batch { group: Vec<usize>, out: BatchOut },
+    /// The batches sent since the last `EndChunk` form a chunk: write it.
+    EndChunk,
+}
+
+/// Batches queued between the device and the host: enough to ride out one slow
+/// chunk write, few enough that the output tensors held stay small.
+pub const QUEUE_DEPTH: usize = 2;
+
+/// What the writer needs to know of the run.
+pub struct Host<'a> {
+    pub data: &'a Dataset,
+    /// Token count of every statement of the dataset.
+    pub lengths: &'a [usize],
+    pub poolings: &'a [Pooling],
+    pub model: &'a ModelDir,
+    pub settings: &'a Settings,
+    pub device_name: &'a str,
+}
+
+/// Where the writer's time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostTimes {
+    /// From the graph's outputs to checked rows.
+    pub reduction: Duration,
+    /// Parquet chunks.
+    pub writing: Duration,
+    pub n_run: usize,
+}
+
+/// Runs until the forward loop hangs up; `on_chunk(rows written so far)` after
+/// each chunk.
+pub fn run(
+    host: &Host,
+    queue: Receiver<Msg>,
+    partial: &mut Partial,
+    recycle: Sender<Outputs>,
+    mut on_chunk: impl FnMut(usize),
+) -> Result<HostTimes> {
+    let mut times = HostTimes::default();
+    let mut items: Vec<(StatementRow, Vec<f32>)> = Vec::new();
+    for msg in queue {
+        match msg {
+            Msg::Batch { group, out } => {
+                let t = Instant::now();
+                let rows = reduce(host, &group, &out);
+                out.recycle(&recycle);
+                items.extend(rows?);
+                times.reduction += t.elapsed();
+            }
+            Msg::EndChunk => {
+                let t = Instant::now();
+                times.n_run += items.len();
+                partial.write_chunk(std::mem::take(&mut items), host.settings, host.device_name)?;
+                times.writing += t.elapsed();
+                on_chunk(times.n_run);
+            }
+        }
+    }
+    Ok(times)
+}
+
+/// One batch's rows, each with its pooled vectors in the order of `host.poolings`.
+fn reduce(host: &Host, group: &[usize], out: &BatchOut) -> Result<Vec<(StatementRow, Vec<f32>)>> {
+    let (l1, h) = (
+        host.model.export.n_layers as usize + 1,
+        host.model.export.hidden_size as usize,
+    );
+    let mut rows = Vec::with_capacity(group.len());
+    for (row, &i) in group.iter().enumerate() {
+        let s = &host.data.statements[i];
+        let mut pooled = Vec::with_capacity(l1 * host.poolings.len() * h);
+        out.pooled_row(row, host.poolings, &mut pooled);
+        let nll = out.nll_sum[row];
+        check_finite(
+            s,
+            host.lengths[i],
+            nll,
+            &pooled,
+            host.poolings.len(),
+            host.model,
+        )?;
+        rows.push((
+            StatementRow {
+                statement_id: s.id,
+                category: s.category.clone(),
+                pair_index: s.pair_index,
+                side: s.side,
+                text: s.text.clone(),
+                n_tokens: host.lengths[i] as u32,
+                nll_sum: nll,
+                n_predicted: out.n_predicted[row],
+            },
+            pooled,
+        ));
+    }
+    Ok(rows)
+}
+
+/// A NaN or infinity anywhere would poison every statistic downstream: refuse it
+/// naming the statement and the layer.
+fn check_finite(
+    s: &Statement,
+    n_tokens: usize,
+    nll: f64,
+    pooled: &[f32],
+    n_poolings: usize,
+    model: &ModelDir,
+) -> Result<()> {
+    let bad_layer = pooled
+        .iter()
+        .position(|x| !x.is_finite())
+        .map(|p| p / (n_poolings * model.export.hidden_size as usize));
+    if nll.is_finite() && bad_layer.is_none() {
+        return Ok(());
+    }
+    let what = match bad_layer {
+        Some(l) => format!("hidden states at layer {l}"),
+        None => "the NLL".to_string(),
+    };
+    let hint = if model.dtype == Dtype::F16 {
+        " (float16 overflow? export in float32)"
+    } else {
+        ""
+    };
+    bail!(
+        "{} ({n_tokens} tokens): NaN or infinite values in {what}{hint}",
+        s.describe()
+    )
+}
