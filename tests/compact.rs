@@ -341,3 +341,28 @@ fn a_compact_only_cache_is_refused_by_what_needs_vectors() {
     }
     assert!(!out.exists(), "nothing written");
 }
+
+/// extract computes the sidecar from each layer while it assembles the embeddings;
+/// `analyze index` reads them back from the file: the two must write the same bytes
+/// (tiny-m: massive activations, and a BOS).
+#[test]
+fn extract_and_analyze_index_write_the_same_sidecar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = extract_cpu(&fixture("tiny-m"), &demo_dataset(), &cache, "m", &[]);
+    assert_ok(&out, "extract tiny-m");
+    let grams = cache.join("m").join(GRAMS_FILE);
+    let written = std::fs::read(&grams).unwrap();
+    flip_byte(&grams, written.len() / 2);
+    let index = run_cmd(
+        &binary("analyze"),
+        &["index", "--cache", cache.to_str().unwrap()],
+    );
+    assert_ok(&index, "analyze index");
+    let said = String::from_utf8_lossy(&index.stdout);
+    assert!(said.contains("rebuilt grams.parquet"), "{said}");
+    assert!(
+        std::fs::read(&grams).unwrap() == written,
+        "analyze index wrote another sidecar than extract did"
+    );
+}

@@ -80,6 +80,27 @@ fn every_model_file_is_recorded_and_checked() {
     );
     let parity = m.run.parity.expect("the manifest records the parity check");
     assert!(parity.n_probes > 0 && parity.max_embedding_error <= parity.bound);
+    let t = m
+        .run
+        .timings_s
+        .expect("the manifest records where the time went");
+    let steps = [
+        t.session,
+        t.hashing,
+        t.probes,
+        t.forward,
+        t.host_reduction,
+        t.sidecar,
+        t.writing,
+    ];
+    assert!(steps.iter().all(|s| s.is_finite() && *s >= 0.0), "{t:?}");
+    // the steps that do not overlap anything fit inside the whole
+    assert!(
+        t.total > 0.0 && t.session + t.probes + t.sidecar <= t.total,
+        "{t:?}"
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("time (s): session"), "{summary}");
     assert_eq!(m.run.execution_provider, "CPUExecutionProvider");
     assert!(!m.run.chunks.is_empty());
     assert!(m

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use schemas::{validate_cache, validate_cache_in, CacheLock, Scope, GRAMS_FILE, MANIFEST_FILE};
+use schemas::{
+    validate_cache, validate_cache_in, CacheLock, Manifest, Scope, GRAMS_FILE, MANIFEST_FILE,
+};
 
 /// Indexes every model folder under `cache` (or the named ones); one line each.
 pub fn index(cache: &Path, only: Option<&[String]>) -> Result<Vec<String>> {
@@ -17,19 +19,23 @@ pub fn index(cache: &Path, only: Option<&[String]>) -> Result<Vec<String>> {
 
 /// A cache whose sidecar already validates is left alone (exit 0); otherwise the
 /// rest of the cache must validate, and the sidecar is written beside it, then
-/// listed by an atomic rewrite of the manifest.
+/// listed by an atomic rewrite of the manifest. The embeddings are hashed once:
+/// by the full validation of a listed sidecar, else by `add_grams` as it reads
+/// them (the checks of `Scope::WithoutGrams` leave them to it).
 fn index_one(dir: &Path) -> Result<String> {
     let _lock = CacheLock::acquire(dir)?;
     let base = validate_cache_in(dir, Scope::WithoutGrams).map_err(|e| anyhow!("{e}"))?;
-    let replaced = match validate_cache(dir) {
-        Ok(v) if v.manifest.grams.is_some() => {
+    let on_disk = Manifest::read(&dir.join(MANIFEST_FILE))?;
+    let listed = on_disk.grams.is_some() || on_disk.files.contains_key(GRAMS_FILE);
+    let replaced = match listed.then(|| validate_cache(dir)) {
+        Some(Ok(_)) => {
             return Ok(format!(
                 "{}: already indexed ({GRAMS_FILE} matches its embeddings); nothing to do",
                 dir.display()
             ))
         }
-        Ok(_) => None,
-        Err(e) => Some(e),
+        Some(Err(e)) => Some(e),
+        None => None,
     };
     schemas::remove_temp_files(dir)?;
     let mut manifest = base.manifest;

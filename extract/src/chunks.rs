@@ -8,13 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use schemas::{
-    read_embeddings_layer, read_statements, ChunkInfo, EmbeddingsWriter, FileEntry, Pooling,
-    StatementRow,
+    read_embeddings_layer, read_statements, ChunkInfo, EmbeddingsWriter, FileEntry, GramsWriter,
+    Manifest, Pooling, StatementRow,
 };
 
 use crate::dataset::Statement;
@@ -348,8 +350,10 @@ impl Partial {
     }
 
     /// Merges the chunks into `out_dir`'s final files, layer by layer, rows by
-    /// statement id; every statement of `ids` (ascending) must be present exactly once.
-    pub fn assemble(&self, out_dir: &Path, ids: &[u32]) -> Result<(FileEntry, FileEntry)> {
+    /// statement id, computing the sidecar from each layer on the way; every statement
+    /// of `ids` (ascending) must be present exactly once. Lists the three files in
+    /// `m.files` (and the sidecar in `m.grams`); returns the time the sidecar took.
+    pub fn assemble(&self, out_dir: &Path, ids: &[u32], m: &mut Manifest) -> Result<Duration> {
         let mut rows: Vec<StatementRow> = self
             .chunks
             .iter()
@@ -363,17 +367,23 @@ impl Partial {
             );
         }
         let sources: Vec<PathBuf> = self.chunks.iter().map(|c| c.embeddings.clone()).collect();
-        let emb = combine_layers(
+        let mut grams = GramsWriter::create(out_dir, m, &rows)?;
+        let (emb, sidecar) = combine_layers(
             &out_dir.join(schemas::EMBEDDINGS_FILE),
             &sources,
             ids,
             &self.poolings(),
             self.key.n_layers as usize + 1,
             self.key.hidden_size as usize,
+            &mut grams,
         )
         .with_context(|| format!("delete {} and rerun", self.dir.display()))?;
         let st = schemas::write_statements(&out_dir.join(schemas::STATEMENTS_FILE), &rows)?;
-        Ok((st, emb))
+        m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
+        m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
+        let t = Instant::now();
+        grams.finish(m)?;
+        Ok(sidecar + t.elapsed())
     }
 
     pub fn remove(self) -> Result<()> {
@@ -384,7 +394,9 @@ impl Partial {
 /// Writes `out` from embeddings files that each hold some statements of every
 /// layer (one row group per layer): layer by layer, rows by statement id, so the
 /// result is byte for byte what one writer of all rows would produce. Every id of
-/// `ids` (ascending) must be in exactly one source.
+/// `ids` (ascending) must be in exactly one source. Each layer also goes to
+/// `grams`, so the sidecar needs no second read of the embeddings; returns the
+/// time that took.
 pub fn combine_layers(
     out: &Path,
     sources: &[PathBuf],
@@ -392,45 +404,81 @@ pub fn combine_layers(
     poolings: &[Pooling],
     n_layer_rows: usize,
     hidden: usize,
-) -> Result<FileEntry> {
+    grams: &mut GramsWriter,
+) -> Result<(FileEntry, Duration)> {
+    let mut sidecar = Duration::ZERO;
     let mut writer = EmbeddingsWriter::create(out, hidden, poolings)?;
-    for l in 0..n_layer_rows {
-        let mut blocks = Vec::with_capacity(sources.len());
-        for src in sources {
-            let b = read_embeddings_layer(src, l, poolings)?;
-            if b.layer as usize != l {
-                bail!("{}: row group {l} is not layer {l}", src.display());
-            }
-            blocks.push(b);
-        }
-        // (statement id, block, row)
-        let mut order: Vec<(u32, usize, usize)> = blocks
-            .iter()
-            .enumerate()
-            .flat_map(|(bi, b)| {
-                b.statement_ids
-                    .iter()
-                    .enumerate()
-                    .map(move |(ri, &id)| (id, bi, ri))
-            })
-            .collect();
-        order.sort_unstable();
-        if !order.iter().map(|&(id, _, _)| id).eq(ids.iter().copied()) {
-            bail!("layer {l} of the sources does not hold every statement exactly once");
-        }
-        let vectors: Vec<Vec<f32>> = poolings
-            .iter()
-            .map(|p| {
-                let mut v = Vec::with_capacity(ids.len() * hidden);
-                for &(_, bi, ri) in &order {
-                    v.extend_from_slice(&blocks[bi].vectors[p][ri * hidden..(ri + 1) * hidden]);
+    // Layer l+1 is read and put in order on a thread of its own while layer l goes
+    // to the sidecar and the file.
+    let (layers, read) = sync_channel::<Result<Vec<Vec<f32>>>>(1);
+    std::thread::scope(|s| -> Result<()> {
+        s.spawn(move || {
+            for l in 0..n_layer_rows {
+                let layer = layer_in_order(sources, ids, poolings, hidden, l);
+                let failed = layer.is_err();
+                if layers.send(layer).is_err() || failed {
+                    return;
                 }
-                v
-            })
-            .collect();
-        writer.write_layer(l as u32, ids, vectors)?;
+            }
+        });
+        // Owned here, so an early return hangs up on the reader and it stops.
+        let read = read;
+        for (l, vectors) in read.iter().enumerate() {
+            let vectors = vectors?;
+            let t = Instant::now();
+            let by_pooling: BTreeMap<Pooling, &Vec<f32>> =
+                poolings.iter().copied().zip(&vectors).collect();
+            grams.add_layer(l as u32, &by_pooling)?;
+            sidecar += t.elapsed();
+            writer.write_layer(l as u32, ids, vectors)?;
+        }
+        Ok(())
+    })?;
+    Ok((writer.finish()?, sidecar))
+}
+
+/// Layer `l` of every source, rows by statement id: one `ids.len() x hidden` block
+/// per pooling.
+fn layer_in_order(
+    sources: &[PathBuf],
+    ids: &[u32],
+    poolings: &[Pooling],
+    hidden: usize,
+    l: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let mut blocks = Vec::with_capacity(sources.len());
+    for src in sources {
+        let b = read_embeddings_layer(src, l, poolings)?;
+        if b.layer as usize != l {
+            bail!("{}: row group {l} is not layer {l}", src.display());
+        }
+        blocks.push(b);
     }
-    Ok(writer.finish()?)
+    // (statement id, block, row)
+    let mut order: Vec<(u32, usize, usize)> = blocks
+        .iter()
+        .enumerate()
+        .flat_map(|(bi, b)| {
+            b.statement_ids
+                .iter()
+                .enumerate()
+                .map(move |(ri, &id)| (id, bi, ri))
+        })
+        .collect();
+    order.sort_unstable();
+    if !order.iter().map(|&(id, _, _)| id).eq(ids.iter().copied()) {
+        bail!("layer {l} of the sources does not hold every statement exactly once");
+    }
+    Ok(poolings
+        .iter()
+        .map(|p| {
+            let mut v = Vec::with_capacity(ids.len() * hidden);
+            for &(_, bi, ri) in &order {
+                v.extend_from_slice(&blocks[bi].vectors[p][ri * hidden..(ri + 1) * hidden]);
+            }
+            v
+        })
+        .collect())
 }
 
 /// Removes `.partial/` and temp files from a cache folder whose manifest already

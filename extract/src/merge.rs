@@ -209,13 +209,16 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
     }
 
     let sources: Vec<PathBuf> = shards.iter().map(|s| s.cache.embeddings_path()).collect();
-    let emb = chunks::combine_layers(
+    // The shards' sidecars describe their own slices: the merged cache gets its own.
+    let mut grams = schemas::GramsWriter::create(out_dir, first, &rows)?;
+    let (emb, _) = chunks::combine_layers(
         &out_dir.join(schemas::EMBEDDINGS_FILE),
         &sources,
         &ids,
         &shards[0].cache.poolings,
         first.model.n_layers as usize + 1,
         first.model.hidden_size as usize,
+        &mut grams,
     )?;
     let st = schemas::write_statements(&out_dir.join(schemas::STATEMENTS_FILE), &rows)?;
 
@@ -245,9 +248,8 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
         (schemas::STATEMENTS_FILE.to_string(), st),
         (schemas::EMBEDDINGS_FILE.to_string(), emb),
     ]);
-    // The first shard's sidecar describes its own slice: the merged cache gets its own.
     m.grams = None;
-    schemas::add_grams(out_dir, &mut m)?;
+    grams.finish(&mut m)?;
     m.complete = true;
     schemas::write_manifest(&manifest_path, &m)?;
     Ok(format!(

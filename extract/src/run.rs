@@ -337,16 +337,13 @@ fn run_locked(
     )?;
     timings.forward = work.forward;
     timings.host_reduction = work.host.reduction.as_secs_f64();
+    // The sidecar is computed from each layer as the final files are assembled, and
+    // listed only by the manifest that says complete: a kill up to here leaves it
+    // unlisted, and the resumed run computes it again from the same embeddings.
     let t = Instant::now();
-    let (st, emb) = partial.assemble(cache_dir, &ids)?;
-    m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
-    m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
-    let assembled = t.elapsed().as_secs_f64();
-    // Before the manifest says complete: a kill up to here leaves no sidecar listed,
-    // and the resumed run computes it again from the same embeddings.
-    let (grams, sidecar_seconds) = timed(|| schemas::add_grams(cache_dir, &mut m));
-    grams?;
-    timings.sidecar = sidecar_seconds;
+    let sidecar = partial.assemble(cache_dir, &ids, &mut m)?;
+    timings.sidecar = sidecar.as_secs_f64();
+    let assembled = t.elapsed().as_secs_f64() - timings.sidecar;
     m.run.chunks = partial.chunk_infos();
     m.complete = true;
     m.run.finished = Some(now());

@@ -11,7 +11,7 @@
 //! another cache passes for this cache's.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Float64Array, ListArray, StringArray, UInt32Array};
@@ -29,10 +29,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::{check_sha256, sha256_bytes};
 use crate::gram::{category_gram, Arithmetic, CategoryGram};
-use crate::write::{close_writer, finish_file, open_writer, temp_path};
+use crate::layers::for_each_layer;
+use crate::write::{close_writer, finish_file, open_writer, temp_path, ParquetWriter};
 use crate::{
-    read_embeddings_layer, read_statements, CacheError, FileEntry, Manifest, Pooling, Side,
-    StatementRow, EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
+    read_statements, CacheError, FileEntry, Manifest, Pooling, Side, StatementRow, EMBEDDINGS_FILE,
+    MANIFEST_FILE, STATEMENTS_FILE,
 };
 
 pub const GRAMS_FILE: &str = "grams.parquet";
@@ -73,12 +74,24 @@ impl GramsInfo {
     }
 
     fn key_values(&self) -> Vec<KeyValue> {
+        let mut kv = self.format_key_values();
+        kv.push(self.source_key_value());
+        kv
+    }
+
+    /// What the file holds: known when it is opened.
+    fn format_key_values(&self) -> Vec<KeyValue> {
         vec![
             KeyValue::new(KEY_VERSION.into(), self.format_version.to_string()),
             KeyValue::new(KEY_ARITHMETIC.into(), self.arithmetic.clone()),
-            // No value in a compact-only sidecar: there are no embeddings to name.
-            KeyValue::new(KEY_EMBEDDINGS.into(), self.embeddings_sha256.clone()),
         ]
+    }
+
+    /// What it came from: known once the embeddings are written, so appended to the
+    /// footer when the file is closed ([`GramsWriter::finish`]). No value in a
+    /// compact-only sidecar: there are no embeddings to name.
+    fn source_key_value(&self) -> KeyValue {
+        KeyValue::new(KEY_EMBEDDINGS.into(), self.embeddings_sha256.clone())
     }
 }
 
@@ -108,30 +121,47 @@ fn column_name(pooling: Pooling, block: &str) -> String {
 
 /// Writes the sidecar of a cache whose statements and embeddings are written and
 /// listed in `manifest.files`, and records it there (`files` and `grams`). The
-/// blocks come from the bytes on disk, so a resumed extraction, a merge and
-/// `analyze index` write the same sidecar for the same embeddings.
+/// blocks come from the bytes on disk, read once: every byte is hashed as it is
+/// read, and embeddings whose sha256 is not the one `files` records are refused
+/// before anything is written. A resumed extraction, a merge and `analyze index`
+/// write the same sidecar for the same embeddings, the bytes [`GramsWriter`] writes
+/// from the same vectors in memory.
 pub fn add_grams(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> {
-    let embeddings = manifest.files.get(EMBEDDINGS_FILE).ok_or_else(|| {
-        CacheError::new(
+    let Some(embeddings) = manifest.files.get(EMBEDDINGS_FILE).cloned() else {
+        return Err(CacheError::new(
             dir.join(MANIFEST_FILE),
             format!("lists no entry for {EMBEDDINGS_FILE}"),
-        )
-    })?;
-    let info = GramsInfo::exact(Some(embeddings.sha256.clone()));
-    let source = Source::open(dir, manifest)?;
+        ));
+    };
+    let statements = read_statements(&dir.join(STATEMENTS_FILE))?;
+    let ids: Vec<u32> = statements.iter().map(|r| r.statement_id).collect();
+    let mut writer = GramsWriter::create(dir, manifest, &statements)?;
     let path = dir.join(EMBEDDINGS_FILE);
-    let entry = write_sidecar(&source, &info, &path, |layer| {
-        let block = read_embeddings_layer(&path, layer as usize, &source.poolings)?;
-        if block.statement_ids != source.ids || block.layer != layer {
+    let poolings = writer.plan.poolings.clone();
+    let mut next = 0;
+    let sha256 = for_each_layer(&path, &poolings, ids.len(), |block| {
+        if block.statement_ids != ids || block.layers.iter().any(|&l| l != next) {
             return Err(CacheError::new(
                 &path,
-                format!("row group {layer} does not hold layer {layer} of the statements of {STATEMENTS_FILE} in their order"),
+                format!("row group {next} does not hold layer {next} of the statements of {STATEMENTS_FILE} in their order"),
             ));
         }
-        Ok(block.vectors)
+        writer.add_layer(next, &block.vectors)?;
+        next += 1;
+        Ok(())
     })?;
-    record(manifest, entry, info);
-    Ok(())
+    if next != manifest.model.n_layers + 1 {
+        return Err(CacheError::new(
+            &path,
+            format!(
+                "holds {next} row groups but the manifest's {} layers need {}",
+                manifest.model.n_layers,
+                manifest.model.n_layers + 1
+            ),
+        ));
+    }
+    check_sha256(&path, &sha256, &embeddings)?;
+    writer.finish(manifest)
 }
 
 /// Writes the sidecar of a compact-only cache, one without `embeddings.parquet`:
@@ -141,7 +171,7 @@ pub fn add_grams(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> 
 pub fn add_compact_grams(
     dir: &Path,
     manifest: &mut Manifest,
-    vectors: impl FnMut(u32) -> Result<BTreeMap<Pooling, Vec<f32>>, CacheError>,
+    mut vectors: impl FnMut(u32) -> Result<BTreeMap<Pooling, Vec<f32>>, CacheError>,
 ) -> Result<(), CacheError> {
     if manifest.files.contains_key(EMBEDDINGS_FILE) {
         return Err(CacheError::new(
@@ -151,123 +181,263 @@ pub fn add_compact_grams(
             ),
         ));
     }
-    let info = GramsInfo::exact(None);
-    let origin = dir.join(GRAMS_FILE);
-    let entry = write_sidecar(&Source::open(dir, manifest)?, &info, &origin, vectors)?;
-    record(manifest, entry, info);
-    Ok(())
+    let statements = read_statements(&dir.join(STATEMENTS_FILE))?;
+    let mut writer = GramsWriter::create(dir, manifest, &statements)?;
+    writer.origin = dir.join(GRAMS_FILE);
+    for layer in 0..=manifest.model.n_layers {
+        writer.add_layer(layer, &vectors(layer)?)?;
+    }
+    writer.finish(manifest)
 }
 
-fn record(manifest: &mut Manifest, entry: FileEntry, info: GramsInfo) {
-    manifest.files.insert(GRAMS_FILE.to_string(), entry);
-    manifest.grams = Some(info);
+/// Streams `grams.parquet` from each layer's vectors as they are produced, so that
+/// a writer of `embeddings.parquet` never reads them back: the bytes are those
+/// [`add_grams`] writes from the same embeddings on disk (it reads them back into
+/// this writer). Dropping it unfinished removes its temp file.
+///
+/// extract, assembling `embeddings.parquet` layer by layer (`combine_layers`), calls:
+///
+/// ```text
+/// // `manifest`: model, dataset.categories and run.poolings filled in; `rows`: the
+/// // statements as statements.parquet holds them (its order is the vectors' row order)
+/// let mut grams = GramsWriter::create(cache_dir, &manifest, &rows)?;
+/// for layer in 0..=n_layers {
+///     let vectors: Vec<Vec<f32>> = ...;   // per pooling of run.poolings, rows x hidden
+///     let by_pooling: BTreeMap<Pooling, &Vec<f32>> = poolings.iter().copied().zip(&vectors).collect();
+///     grams.add_layer(layer, &by_pooling)?;
+///     embeddings.write_layer(layer, ids, vectors)?;
+/// }
+/// manifest.files.insert(EMBEDDINGS_FILE.into(), embeddings.finish()?);
+/// grams.finish(&mut manifest)?;   // names the embeddings' sha256, lists grams.parquet
+/// ```
+///
+/// `finish` commits `grams.parquet` under its name; only the final manifest lists
+/// it, so a run killed before that leaves nothing listed and its resumed run writes
+/// the same bytes again. `add_layer` computes on rayon's pool and returns when the
+/// layer is written: a caller that reads its next layer on a thread of its own
+/// meanwhile overlaps the two.
+pub struct GramsWriter {
+    plan: Plan,
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ParquetWriter>,
+    schema: SchemaRef,
+    /// The next layer `add_layer` takes.
+    next: u32,
+    /// Where the vectors come from, named when they are unusable: the embeddings
+    /// they are written to, or the sidecar itself in a compact-only cache.
+    origin: PathBuf,
 }
 
-/// Writes `grams.parquet` (temp file, rename) layer by layer from `vectors`;
-/// `origin` is where the vectors came from, named when they hold non-finite values.
-fn write_sidecar(
-    source: &Source,
-    info: &GramsInfo,
-    origin: &Path,
-    mut vectors: impl FnMut(u32) -> Result<BTreeMap<Pooling, Vec<f32>>, CacheError>,
-) -> Result<FileEntry, CacheError> {
-    let path = source.dir.join(GRAMS_FILE);
-    let tmp = temp_path(&path);
-    let props = WriterProperties::builder()
-        .set_compression(Compression::UNCOMPRESSED)
-        .set_dictionary_enabled(false)
-        .set_statistics_enabled(EnabledStatistics::None)
-        .set_key_value_metadata(Some(info.key_values()))
-        .build();
-    let schema = grams_schema(&source.poolings);
-    let written = open_writer(&tmp, schema.clone(), props).and_then(|mut writer| {
-        for layer in 0..=source.n_layers {
-            let batch = source.layer_batch(layer, &vectors(layer)?, origin, &schema)?;
-            writer
-                .write(&batch)
-                .and_then(|()| writer.flush())
-                .map_err(|e| CacheError::new(&tmp, e.to_string()))?;
+impl GramsWriter {
+    /// Opens `dir/grams.parquet`'s temp file for the cache `manifest` describes
+    /// (`model.n_layers`, `model.hidden_size`, `dataset.categories`,
+    /// `run.poolings`), whose statements are `statements` in the order of
+    /// `statements.parquet`: the order of every layer's rows.
+    pub fn create(
+        dir: &Path,
+        manifest: &Manifest,
+        statements: &[StatementRow],
+    ) -> Result<Self, CacheError> {
+        let categories = manifest.dataset.categories.clone();
+        let plan = Plan {
+            n_layers: manifest.model.n_layers,
+            hidden: manifest.model.hidden_size as usize,
+            poolings: manifest.poolings(&dir.join(MANIFEST_FILE))?,
+            n_rows: statements.len(),
+            pairs: category_rows(statements, &categories, &dir.join(STATEMENTS_FILE))?,
+            categories,
+        };
+        let path = dir.join(GRAMS_FILE);
+        let tmp = temp_path(&path);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_key_value_metadata(Some(GramsInfo::exact(None).format_key_values()))
+            .build();
+        let schema = grams_schema(&plan.poolings);
+        let writer = open_writer(&tmp, schema.clone(), props)?;
+        Ok(GramsWriter {
+            plan,
+            path,
+            tmp,
+            writer: Some(writer),
+            schema,
+            next: 0,
+            origin: dir.join(EMBEDDINGS_FILE),
+        })
+    }
+
+    /// Adds `layer`'s row group (layers come in order, from 0): `vectors` holds
+    /// every pooling of the manifest's `run.poolings`, each an `n_statements x
+    /// hidden` matrix, rows in the order of the statements given to `create`.
+    pub fn add_layer<V: AsRef<[f32]>>(
+        &mut self,
+        layer: u32,
+        vectors: &BTreeMap<Pooling, V>,
+    ) -> Result<(), CacheError> {
+        if layer != self.next || layer > self.plan.n_layers {
+            return Err(CacheError::new(
+                &self.tmp,
+                format!(
+                    "layer {layer} given where layer {} of 0..={} comes next",
+                    self.next, self.plan.n_layers
+                ),
+            ));
         }
-        close_writer(writer, &tmp)
-    });
-    let rows = u64::from(source.n_layers + 1) * source.categories.len() as u64;
-    finish_file(&tmp, &path, rows, written)
+        let matrices = self
+            .plan
+            .poolings
+            .iter()
+            .map(|p| {
+                let m = vectors.get(p).map(AsRef::as_ref).ok_or_else(|| {
+                    CacheError::new(&self.origin, format!("layer {layer}: no {p} vectors given"))
+                })?;
+                self.plan.check_shape(layer, *p, m, &self.origin)?;
+                Ok(m)
+            })
+            .collect::<Result<Vec<&[f32]>, CacheError>>()?;
+        let grams = self.plan.grams(&matrices);
+        // A non-finite value makes its vector's squared norm (the diagonal) and so its
+        // cosines non-finite, and every statement is in some category: checking the
+        // blocks checks the vectors, at about 1% of the reads.
+        for (p, grams) in self.plan.poolings.iter().zip(&grams) {
+            let blocks = grams.iter().flat_map(|g| [&g.a, &g.b, &g.ab]);
+            if !blocks.flatten().all(|v| v.is_finite()) {
+                return Err(CacheError::new(
+                    &self.origin,
+                    format!("layer {layer} ({p}) holds non-finite values"),
+                ));
+            }
+        }
+        let batch = self
+            .plan
+            .layer_batch(layer, &grams, &self.schema, &self.tmp)?;
+        let writer = self.writer.as_mut().expect("open until finish");
+        writer
+            .write(&batch)
+            .and_then(|()| writer.flush())
+            .map_err(|e| CacheError::new(&self.tmp, e.to_string()))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Completes `grams.parquet` once every layer was added: names the sha256 of the
+    /// `embeddings.parquet` that `manifest.files` lists (none in a compact-only
+    /// cache), moves the file into place and records it in `manifest` (`files` and
+    /// `grams`). The manifest itself is the caller's to write.
+    pub fn finish(mut self, manifest: &mut Manifest) -> Result<(), CacheError> {
+        if self.next != self.plan.n_layers + 1 {
+            return Err(CacheError::new(
+                &self.tmp,
+                format!(
+                    "finished after {} of the {} layers",
+                    self.next,
+                    self.plan.n_layers + 1
+                ),
+            ));
+        }
+        let sha256 = manifest
+            .files
+            .get(EMBEDDINGS_FILE)
+            .map(|e| e.sha256.clone());
+        let info = GramsInfo::exact(sha256);
+        let mut writer = self.writer.take().expect("open until finish");
+        writer.append_key_value_metadata(info.source_key_value());
+        let written = close_writer(writer, &self.tmp);
+        let rows = u64::from(self.plan.n_layers + 1) * self.plan.categories.len() as u64;
+        let entry = finish_file(&self.tmp, &self.path, rows, written)?;
+        manifest.files.insert(GRAMS_FILE.to_string(), entry);
+        manifest.grams = Some(info);
+        Ok(())
+    }
 }
 
-/// What the sidecar is computed from: the cache's statements, paired per category.
-struct Source<'a> {
-    dir: &'a Path,
+impl Drop for GramsWriter {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// What the sidecar is computed from: the cache's shape and its statements, paired
+/// per category.
+struct Plan {
     n_layers: u32,
     hidden: usize,
     poolings: Vec<Pooling>,
-    categories: &'a [String],
-    ids: Vec<u32>,
+    categories: Vec<String>,
+    n_rows: usize,
     /// Per category, the rows of its pairs' A and B statements in pair_index order.
     pairs: Vec<PairRows>,
 }
 
-impl<'a> Source<'a> {
-    fn open(dir: &'a Path, manifest: &'a Manifest) -> Result<Source<'a>, CacheError> {
-        let statements_path = dir.join(STATEMENTS_FILE);
-        let rows = read_statements(&statements_path)?;
-        let categories = &manifest.dataset.categories;
-        Ok(Source {
-            dir,
-            n_layers: manifest.model.n_layers,
-            hidden: manifest.model.hidden_size as usize,
-            poolings: manifest.poolings(&dir.join(MANIFEST_FILE))?,
-            categories,
-            ids: rows.iter().map(|r| r.statement_id).collect(),
-            pairs: category_rows(&rows, categories, &statements_path)?,
-        })
+impl Plan {
+    /// One pooling's matrix has the cache's shape.
+    fn check_shape(
+        &self,
+        layer: u32,
+        p: Pooling,
+        matrix: &[f32],
+        origin: &Path,
+    ) -> Result<(), CacheError> {
+        if matrix.len() != self.n_rows * self.hidden {
+            return Err(CacheError::new(
+                origin,
+                format!(
+                    "layer {layer} ({p}): {} values given for {} statements of width {}",
+                    matrix.len(),
+                    self.n_rows,
+                    self.hidden
+                ),
+            ));
+        }
+        Ok(())
     }
 
-    /// One layer's row group: every category's blocks for every pooling.
+    /// Every category's blocks, per pooling of `matrices`, computed as one task per
+    /// (pooling, category) on rayon's pool; each task's arithmetic is its own, so the
+    /// bits do not depend on the number of threads.
+    fn grams(&self, matrices: &[&[f32]]) -> Vec<Vec<CategoryGram>> {
+        let tasks: Vec<(&[f32], &PairRows)> = matrices
+            .iter()
+            .flat_map(|&m| self.pairs.iter().map(move |rows| (m, rows)))
+            .collect();
+        let mut grams: Vec<CategoryGram> = tasks
+            .into_par_iter()
+            .map(|(m, (a, b))| category_gram(m, self.hidden, a, b, Arithmetic::Exact))
+            .collect();
+        let n_cat = self.pairs.len();
+        (0..matrices.len())
+            .map(|_| grams.drain(..n_cat).collect())
+            .collect()
+    }
+
+    /// One layer's row group from its blocks, `grams[pooling][category]`.
     fn layer_batch(
         &self,
         layer: u32,
-        vectors: &BTreeMap<Pooling, Vec<f32>>,
-        origin: &Path,
+        grams: &[Vec<CategoryGram>],
         schema: &SchemaRef,
+        path: &Path,
     ) -> Result<RecordBatch, CacheError> {
         let n_cat = self.categories.len();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(vec![layer; n_cat])),
-            Arc::new(StringArray::from_iter_values(self.categories)),
+            Arc::new(StringArray::from_iter_values(&self.categories)),
             Arc::new(UInt32Array::from_iter_values(
                 self.pairs.iter().map(|(a, _)| a.len() as u32),
             )),
         ];
-        for p in &self.poolings {
-            let matrix = &vectors[p];
-            if matrix.len() != self.ids.len() * self.hidden {
-                return Err(CacheError::new(
-                    origin,
-                    format!(
-                        "layer {layer} ({p}): {} values given for {} statements of width {}",
-                        matrix.len(),
-                        self.ids.len(),
-                        self.hidden
-                    ),
-                ));
-            }
-            if matrix.iter().any(|v| !v.is_finite()) {
-                return Err(CacheError::new(
-                    origin,
-                    format!("layer {layer} ({p}) holds non-finite values"),
-                ));
-            }
-            let grams: Vec<CategoryGram> = self
-                .pairs
-                .par_iter()
-                .map(|(a, b)| category_gram(matrix, self.hidden, a, b, Arithmetic::Exact))
-                .collect();
+        for grams in grams {
             columns.push(list(grams.iter().map(|g| upper_triangle(&g.a, g.n))));
             columns.push(list(grams.iter().map(|g| upper_triangle(&g.b, g.n))));
             columns.push(list(grams.iter().map(|g| g.ab.clone())));
         }
         RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| CacheError::new(self.dir.join(GRAMS_FILE), e.to_string()))
+            .map_err(|e| CacheError::new(path, e.to_string()))
     }
 }
 

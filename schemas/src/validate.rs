@@ -30,8 +30,10 @@ pub enum Scope {
     /// bytes are not read; the sidecar is hashed and must name the embeddings'
     /// sha256. Without a sidecar, as `Full`.
     PreferGrams,
-    /// The sidecar is not checked and is left out of the returned manifest (to
-    /// rebuild it).
+    /// The sidecar is not checked and is left out of the returned manifest, and the
+    /// embeddings' bytes are not hashed: the scope of rebuilding the sidecar, whose
+    /// writer ([`crate::add_grams`]) hashes every byte of the embeddings as it reads
+    /// them and refuses a mismatch before it writes anything.
     WithoutGrams,
 }
 
@@ -144,6 +146,8 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
     check_sidecar_listing(dir, &manifest)?;
     // A reader of the sidecar checks its sha256 as it reads it (`read_grams`).
     let hashed_by_reader = scope == Scope::PreferGrams && manifest.grams.is_some();
+    // So does the writer of a new one with the embeddings' (`add_grams`).
+    let embeddings_hashed_later = hashed_by_reader || scope == Scope::WithoutGrams;
     if !compact_only || manifest.grams.is_none() {
         let emb_schema = embeddings_schema(manifest.model.hidden_size as usize, &poolings);
         let embeddings = check_file(
@@ -152,7 +156,7 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
             EMBEDDINGS_FILE,
             n_statements * n_layer_rows,
             &emb_schema,
-            !hashed_by_reader,
+            !embeddings_hashed_later,
         )?;
         check_row_groups(
             &dir.join(EMBEDDINGS_FILE),

@@ -11,11 +11,11 @@ use arrow::datatypes::{Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sha2::{Digest, Sha256};
 
 use crate::{
-    embeddings_schema, sha256_file, statements_schema, sync_dir, CacheError, FileEntry, Manifest,
-    Pooling, Side,
+    embeddings_schema, statements_schema, sync_dir, CacheError, FileEntry, Manifest, Pooling, Side,
 };
 
 /// One statement's row in `statements.parquet`.
@@ -83,35 +83,72 @@ fn rename_durably(tmp: &Path, path: &Path) -> Result<(), CacheError> {
 }
 
 /// Renames the finished temp file into place and describes it for the manifest.
-fn commit(tmp: &Path, path: &Path, rows: u64) -> Result<FileEntry, CacheError> {
+fn commit(tmp: &Path, path: &Path, rows: u64, written: Written) -> Result<FileEntry, CacheError> {
     rename_durably(tmp, path)?;
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| CacheError::new(path, e.to_string()))?
-        .len();
-    let sha256 = sha256_file(path).map_err(|e| CacheError::new(path, e.to_string()))?;
     Ok(FileEntry {
         rows,
-        bytes,
-        sha256,
+        bytes: written.bytes,
+        sha256: written.sha256,
     })
+}
+
+/// A file being written that hashes its bytes on the way: the finished file's
+/// sha256 then needs no second read of it (a gigabyte of embeddings at the 12B
+/// shape). Parquet writers only append, so the stream is the file.
+pub(crate) struct HashingFile {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// A Parquet writer into a temp file, hashing as it goes.
+pub(crate) type ParquetWriter = ArrowWriter<HashingFile>;
+
+/// What a closed writer leaves: the file's size and sha256.
+pub(crate) struct Written {
+    bytes: u64,
+    sha256: String,
 }
 
 pub(crate) fn open_writer(
     tmp: &Path,
     schema: SchemaRef,
     props: WriterProperties,
-) -> Result<ArrowWriter<File>, CacheError> {
+) -> Result<ParquetWriter, CacheError> {
     let file =
         File::create(tmp).map_err(|e| CacheError::new(tmp, format!("cannot create: {e}")))?;
+    let file = HashingFile {
+        file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
     ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| CacheError::new(tmp, e.to_string()))
 }
 
-pub(crate) fn close_writer(writer: ArrowWriter<File>, tmp: &Path) -> Result<(), CacheError> {
+pub(crate) fn close_writer(writer: ParquetWriter, tmp: &Path) -> Result<Written, CacheError> {
     let file = writer
         .into_inner()
         .map_err(|e| CacheError::new(tmp, format!("cannot finish Parquet file: {e}")))?;
-    file.sync_all()
-        .map_err(|e| CacheError::new(tmp, e.to_string()))
+    file.file
+        .sync_all()
+        .map_err(|e| CacheError::new(tmp, e.to_string()))?;
+    Ok(Written {
+        bytes: file.bytes,
+        sha256: hex::encode(file.hasher.finalize()),
+    })
 }
 
 /// Writes `statements.parquet` (or a chunk of it) atomically, rows as given.
@@ -166,10 +203,10 @@ pub(crate) fn finish_file(
     tmp: &Path,
     path: &Path,
     rows: u64,
-    written: Result<(), CacheError>,
+    written: Result<Written, CacheError>,
 ) -> Result<FileEntry, CacheError> {
     written
-        .and_then(|()| commit(tmp, path, rows))
+        .and_then(|w| commit(tmp, path, rows, w))
         .inspect_err(|_| {
             let _ = std::fs::remove_file(tmp);
         })
@@ -180,7 +217,7 @@ pub(crate) fn finish_file(
 pub struct EmbeddingsWriter {
     path: PathBuf,
     tmp: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<ParquetWriter>,
     schema: SchemaRef,
     hidden_size: usize,
     poolings: Vec<Pooling>,
@@ -196,10 +233,12 @@ impl EmbeddingsWriter {
         let tmp = temp_path(path);
         let schema = embeddings_schema(hidden_size, poolings);
         // Float embeddings neither compress nor dictionary-encode usefully;
-        // plain pages keep the reader fast.
+        // plain pages keep the reader fast. Every reader takes whole row groups, so
+        // min/max statistics over a gigabyte of floats would be computed for nobody.
         let props = WriterProperties::builder()
             .set_compression(Compression::UNCOMPRESSED)
             .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::None)
             .set_max_row_group_row_count(None)
             .build();
         let writer = open_writer(&tmp, schema.clone(), props)?;

@@ -512,7 +512,8 @@ fn embeddings(
 ) -> Result<schemas::FileEntry> {
     let ids: Vec<u32> = (0..planted.cat_of.len() as u32).collect();
     let poolings = &planted.args.poolings;
-    let mut writer = EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), planted.hidden, poolings)?;
+    let mut writer =
+        EmbeddingsWriter::create(&dir.join(EMBEDDINGS_FILE), planted.hidden, poolings)?;
     for layer in 0..=planted.layers {
         let vectors = planted.layer(layer);
         if let Some(grams) = grams.as_deref_mut() {
