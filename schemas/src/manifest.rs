@@ -73,7 +73,7 @@ pub struct DatasetInfo {
     pub statements_sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub tool: String,
     pub onnxruntime_version: String,
