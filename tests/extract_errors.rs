@@ -490,3 +490,52 @@ fn parity_slack_must_be_at_least_one() {
         );
     }
 }
+
+/// export.json names the graph's outputs: a layout extract does not know, or a
+/// reduced graph whose pooling axis is in another order, is refused naming the file.
+#[test]
+fn unknown_outputs_and_pooled_order_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("outputs");
+    copy_dir(&fixture("tiny-a"), &dir);
+    edit_export(&dir, |e| e["outputs"] = serde_json::json!(["logits"]));
+    fails(
+        &dir,
+        &demo_dataset(),
+        &[],
+        &["export.json", "outputs", "logits", "re-export"],
+    );
+    edit_export(&dir, |e| {
+        e["outputs"] = serde_json::json!(["pooled", "nll_sum", "n_predicted"]);
+        e["pooled_order"] = serde_json::json!(["last", "mean", "mean_skip_first"]);
+    });
+    fails(
+        &dir,
+        &demo_dataset(),
+        &[],
+        &["export.json", "pooled_order", "re-export"],
+    );
+}
+
+/// The output buffers a batching needs are estimated before the model is loaded:
+/// a model this wide (export.json and config.json both say 200,000,000) is refused
+/// with the flag to lower, not left to fail an allocation.
+#[test]
+fn batches_that_cannot_fit_in_memory_are_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wide");
+    copy_dir(&fixture("tiny-a"), &dir);
+    edit_export(&dir, |e| e["hidden_size"] = serde_json::json!(200_000_000));
+    let config = dir.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    c["hidden_size"] = serde_json::json!(200_000_000);
+    std::fs::write(&config, serde_json::to_vec(&c).unwrap()).unwrap();
+    relist(&dir, "config.json");
+    fails(
+        &dir,
+        &demo_dataset(),
+        &[],
+        &["GiB of host memory", "--batch-size"],
+    );
+}

@@ -29,6 +29,15 @@ pub struct Outputs {
     n_predicted: Tensor<i64>,
 }
 
+/// One padded batch as the session takes it.
+struct Inputs {
+    ids: Tensor<i64>,
+    mask: Tensor<i64>,
+    seq: usize,
+    /// Real tokens of each row.
+    lengths: Vec<usize>,
+}
+
 /// Where a batch's pooled vectors are.
 enum Pooled {
     /// The graph's `[rows, n_layers+1, 3, hidden]` output, pooling axis in the order
@@ -60,27 +69,12 @@ impl BatchOut {
             Pooled::Graph(o) => {
                 let (_, data) = o.pooled.extract_tensor();
                 let row = &data[r * self.l1 * 3 * h..][..self.l1 * 3 * h];
-                for layer in row.chunks_exact(3 * h) {
-                    for p in poolings {
-                        let k = Pooling::ALL.iter().position(|q| q == p).expect("ALL");
-                        out.extend_from_slice(&layer[k * h..][..h]);
-                    }
-                }
+                append_layers(row, &Pooling::ALL, poolings, h, out);
             }
             Pooled::Host {
                 rows,
                 poolings: have,
-            } => {
-                let row = &rows[r];
-                for layer in row.chunks_exact(have.len() * h) {
-                    for p in poolings {
-                        let k = have.iter().position(|q| q == p).unwrap_or_else(|| {
-                            panic!("pooling {p} was not computed for this batch")
-                        });
-                        out.extend_from_slice(&layer[k * h..][..h]);
-                    }
-                }
-            }
+            } => append_layers(&rows[r], have, poolings, h, out),
         }
     }
 
@@ -89,6 +83,24 @@ impl BatchOut {
         if let Pooled::Graph(o) = self.pooled {
             // The forward loop may be gone already (it failed): then they just drop.
             let _ = to.send(o);
+        }
+    }
+}
+
+/// Appends `want`'s vectors of every layer of `row`, which holds `have`'s in that
+/// order per layer.
+fn append_layers(row: &[f32], have: &[Pooling], want: &[Pooling], h: usize, out: &mut Vec<f32>) {
+    let ks: Vec<usize> = want
+        .iter()
+        .map(|p| {
+            have.iter()
+                .position(|q| q == p)
+                .unwrap_or_else(|| panic!("pooling {p} was not computed for this batch"))
+        })
+        .collect();
+    for layer in row.chunks_exact(have.len() * h) {
+        for &k in &ks {
+            out.extend_from_slice(&layer[k * h..][..h]);
         }
     }
 }
@@ -160,12 +172,23 @@ impl Forward {
     pub fn run(
         &mut self,
         rt: &mut Runtime,
-        batch: &Padded,
+        batch: Padded,
         poolings: &[Pooling],
     ) -> Result<BatchOut> {
+        let shape = [batch.rows, batch.seq];
+        let ids = Tensor::from_array((shape, batch.input_ids))
+            .map_err(ort_err("cannot build input_ids"))?;
+        let mask = Tensor::from_array((shape, batch.attention_mask))
+            .map_err(ort_err("cannot build attention_mask"))?;
+        let inputs = Inputs {
+            ids,
+            mask,
+            seq: batch.seq,
+            lengths: batch.lengths,
+        };
         match self.layout {
-            Layout::Reduced => self.run_reduced(rt, batch),
-            Layout::TokenStates => self.run_token_states(rt, batch, poolings),
+            Layout::Reduced => self.run_reduced(rt, inputs),
+            Layout::TokenStates => self.run_token_states(rt, inputs, poolings),
         }
     }
 
@@ -190,21 +213,17 @@ impl Forward {
         })
     }
 
-    fn run_reduced(&mut self, rt: &mut Runtime, batch: &Padded) -> Result<BatchOut> {
-        let mut outputs = self.outputs_for(rt, batch.rows)?;
+    fn run_reduced(&mut self, rt: &mut Runtime, batch: Inputs) -> Result<BatchOut> {
+        let mut outputs = self.outputs_for(rt, batch.lengths.len())?;
         let binding = self
             .binding
             .as_mut()
             .expect("a reduced graph has a binding");
-        let shape = [batch.rows, batch.seq];
-        let ids = Tensor::from_array((shape, batch.input_ids.clone()))
-            .map_err(ort_err("cannot build input_ids"))?;
-        let mask = Tensor::from_array((shape, batch.attention_mask.clone()))
-            .map_err(ort_err("cannot build attention_mask"))?;
+        let (ids, mask) = (&batch.ids, &batch.mask);
         let bind_err = ort_err("cannot bind the batch to the session");
-        binding.bind_input("input_ids", &ids).map_err(&bind_err)?;
+        binding.bind_input("input_ids", ids).map_err(&bind_err)?;
         binding
-            .bind_input("attention_mask", &mask)
+            .bind_input("attention_mask", mask)
             .map_err(&bind_err)?;
         binding
             .bind_output("pooled", &mut outputs.pooled)
@@ -248,17 +267,13 @@ impl Forward {
     fn run_token_states(
         &mut self,
         rt: &mut Runtime,
-        batch: &Padded,
+        batch: Inputs,
         poolings: &[Pooling],
     ) -> Result<BatchOut> {
-        let shape = [batch.rows, batch.seq];
-        let ids = Tensor::from_array((shape, batch.input_ids.clone()))
-            .map_err(ort_err("cannot build input_ids"))?;
-        let mask = Tensor::from_array((shape, batch.attention_mask.clone()))
-            .map_err(ort_err("cannot build attention_mask"))?;
+        let (rows, seq) = (batch.lengths.len(), batch.seq);
         let outputs = rt
             .session
-            .run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+            .run(ort::inputs!["input_ids" => batch.ids, "attention_mask" => batch.mask])
             .map_err(ort_err("ONNX Runtime failed to run the batch"))?;
         let get = |name: &str| {
             outputs
@@ -269,17 +284,17 @@ impl Forward {
         let (lp_shape, lp) = lp
             .try_extract_tensor::<f32>()
             .map_err(|e| anyhow!("output 'token_logprobs' is not a float32 tensor ({e})"))?;
-        let want_lp = [batch.rows as i64, batch.seq as i64];
+        let want_lp = [rows as i64, seq as i64];
         if **lp_shape != want_lp {
             bail!(
                 "output 'token_logprobs' has shape {:?}, expected [batch, seq] = {want_lp:?}",
                 &**lp_shape
             );
         }
-        let mut nll_sum = Vec::with_capacity(batch.rows);
-        let mut n_predicted = Vec::with_capacity(batch.rows);
+        let mut nll_sum = Vec::with_capacity(rows);
+        let mut n_predicted = Vec::with_capacity(rows);
         for (r, &n) in batch.lengths.iter().enumerate() {
-            let (s, k) = crate::nll::nll_sum(&lp[r * batch.seq..(r + 1) * batch.seq], n);
+            let (s, k) = crate::nll::nll_sum(&lp[r * seq..(r + 1) * seq], n);
             nll_sum.push(s);
             n_predicted.push(k);
         }
@@ -289,13 +304,13 @@ impl Forward {
                 let (s, data) = hs
                     .try_extract_tensor::<f32>()
                     .map_err(ort_err("cannot read hidden_states"))?;
-                pool_rows(l1, h, s, data, batch, poolings)?
+                pool_rows(l1, h, s, data, seq, &batch.lengths, poolings)?
             }
             (Some(TensorElementType::Float16), Dtype::F16) => {
                 let (s, data) = hs
                     .try_extract_tensor::<half::f16>()
                     .map_err(ort_err("cannot read hidden_states"))?;
-                pool_rows(l1, h, s, data, batch, poolings)?
+                pool_rows(l1, h, s, data, seq, &batch.lengths, poolings)?
             }
             (ty, d) => bail!(
                 "output 'hidden_states' holds {} but export.json says {}",
@@ -323,21 +338,23 @@ fn pool_rows<T: Elem>(
     h: usize,
     shape: &[i64],
     data: &[T],
-    batch: &Padded,
+    seq: usize,
+    lengths: &[usize],
     poolings: &[Pooling],
 ) -> Result<Vec<Vec<f32>>> {
-    let want = [l1 as i64, batch.rows as i64, batch.seq as i64, h as i64];
+    let rows = lengths.len();
+    let want = [l1 as i64, rows as i64, seq as i64, h as i64];
     if shape != want {
         bail!("output 'hidden_states' has shape {shape:?}, expected [n_layers+1, batch, seq, hidden] = {want:?}");
     }
     let mut acc = Vec::new();
-    let mut pooled = Vec::with_capacity(batch.rows);
-    for (r, &n) in batch.lengths.iter().enumerate() {
+    let mut pooled = Vec::with_capacity(rows);
+    for (r, &n) in lengths.iter().enumerate() {
         let mut out = Vec::with_capacity(l1 * poolings.len() * h);
         for l in 0..l1 {
-            let start = ((l * batch.rows + r) * batch.seq) * h;
+            let start = ((l * rows + r) * seq) * h;
             pool_into(
-                &data[start..start + batch.seq * h],
+                &data[start..start + seq * h],
                 h,
                 n,
                 poolings,

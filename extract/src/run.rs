@@ -283,6 +283,10 @@ fn run_locked(
     let tok = TextTokenizer::from_file(&model.tokenizer)?;
     let tokens =
         tokenize::tokenize_all(&tok, &data.statements, poolings, model.export.max_positions)?;
+    let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
+    let all: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
+    let whole = batch::chunks(batch::plan(&all, &lengths, opts.batching), ids.len());
+    check_memory(&whole, &lengths, &model, poolings.len())?;
     // A fresh run hashes the weights while ONNX Runtime loads them; a resumed one
     // hashed them above to compare with the manifest.
     let (rt, hashed) = std::thread::scope(|s| {
@@ -512,6 +516,50 @@ impl Progress {
     }
 }
 
+/// Refuses, before the model is loaded, a batching whose buffers would not fit in
+/// memory (estimated on the whole run's batches, a bound for a resumed one): the output sets in flight ([`writer::QUEUE_DEPTH`] queued, one running,
+/// one being read), the token states a token-states graph returns, and the rows of
+/// the largest chunk the writer holds until it is written.
+fn check_memory(
+    plan: &[Vec<Vec<usize>>],
+    lengths: &[usize],
+    model: &ModelDir,
+    n_poolings: usize,
+) -> Result<()> {
+    let Some(available) = crate::util::available_memory() else {
+        return Ok(());
+    };
+    let layer_bytes = (model.export.n_layers as u64 + 1) * u64::from(model.export.hidden_size) * 4;
+    let batches = plan.iter().flatten();
+    let rows = batches.clone().map(Vec::len).max().unwrap_or(0) as u64;
+    let tokens = batches
+        .map(|g| g.len() * g.iter().map(|&i| lengths[i]).max().unwrap_or(0))
+        .max()
+        .unwrap_or(0) as u64;
+    let chunk_rows = plan
+        .iter()
+        .map(|c| c.iter().map(Vec::len).sum::<usize>())
+        .max()
+        .unwrap_or(0) as u64;
+    let in_flight = (writer::QUEUE_DEPTH as u64 + 2) * rows * 3 * layer_bytes;
+    let token_states = match model.layout {
+        model_dir::Layout::Reduced => 0,
+        model_dir::Layout::TokenStates => tokens * layer_bytes,
+    };
+    let need = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes;
+    if need > available {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        bail!(
+            "batches of up to {rows} statements ({tokens} tokens) at {} layers x {} hidden need about {:.1} GiB of host memory for their outputs, more than the {:.1} GiB available; lower --batch-size or --max-tokens",
+            model.export.n_layers + 1,
+            model.export.hidden_size,
+            gib(need),
+            gib(available)
+        );
+    }
+    Ok(())
+}
+
 /// What [`work`] did.
 struct Work {
     host: HostTimes,
@@ -560,13 +608,15 @@ fn work(
                 .collect()
         })
         .collect();
+    // The forward loop holds the runtime mutably, so the writer gets its own copy.
+    let device_name = rt.device_name.clone();
     let host = Host {
         data,
         lengths: &lengths,
         poolings,
         model,
         settings,
-        device_name: &rt.device_name.clone(),
+        device_name: &device_name,
     };
 
     let t0 = Instant::now();
@@ -582,19 +632,13 @@ fn work(
         });
         let mut forward = Duration::ZERO;
         let sent = (|| -> Result<()> {
-            for (chunk, batches) in plan.iter().zip(&padded) {
-                for (group, batch) in chunk.iter().zip(batches) {
+            for (chunk, batches) in plan.into_iter().zip(padded) {
+                for (group, batch) in chunk.into_iter().zip(batches) {
                     let t = Instant::now();
                     let out = fwd.run(rt, batch, poolings)?;
                     forward += t.elapsed();
                     // A closed queue means the writer failed: its error is the one to report.
-                    if queue
-                        .send(Msg::Batch {
-                            group: group.clone(),
-                            out,
-                        })
-                        .is_err()
-                    {
+                    if queue.send(Msg::Batch { group, out }).is_err() {
                         return Ok(());
                     }
                 }

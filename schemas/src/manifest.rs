@@ -120,7 +120,7 @@ pub struct Timings {
     pub host_reduction: f64,
     /// The Gram blocks of `grams.parquet`.
     pub sidecar: f64,
-    /// Parquet chunks, the final files and the manifest.
+    /// Parquet chunks and the final statements and embeddings files.
     pub writing: f64,
     /// From the start of the run to the complete manifest.
     pub total: f64,
