@@ -310,7 +310,7 @@ impl Partial {
             poolings.len(),
         );
         let ids: Vec<u32> = items.iter().map(|(r, _)| r.statement_id).collect();
-        let mut writer = EmbeddingsWriter::create(&paths.embeddings, h, &poolings)?;
+        let mut writer = EmbeddingsWriter::create_scratch(&paths.embeddings, h, &poolings)?;
         for l in 0..l1 {
             let blocks: Vec<Vec<f32>> = (0..np)
                 .map(|k| {
@@ -322,7 +322,7 @@ impl Partial {
                 .collect();
             writer.write_layer(l as u32, &ids, blocks)?;
         }
-        writer.finish()?;
+        writer.finish_scratch()?;
         let info = ChunkInfo {
             index,
             n_statements: items.len() as u32,

@@ -84,27 +84,33 @@ fn rename_durably(tmp: &Path, path: &Path) -> Result<(), CacheError> {
 
 /// Renames the finished temp file into place and describes it for the manifest.
 fn commit(tmp: &Path, path: &Path, rows: u64, written: Written) -> Result<FileEntry, CacheError> {
+    let sha256 = written
+        .sha256
+        .ok_or_else(|| CacheError::new(tmp, "a scratch file was written without a hash"))?;
     rename_durably(tmp, path)?;
     Ok(FileEntry {
         rows,
         bytes: written.bytes,
-        sha256: written.sha256,
+        sha256,
     })
 }
 
 /// A file being written that hashes its bytes on the way: the finished file's
 /// sha256 then needs no second read of it (a gigabyte of embeddings at the 12B
 /// shape). Parquet writers only append, so the stream is the file.
+/// Scratch files (resumable chunks, read back and deleted) are written without a hash.
 pub(crate) struct HashingFile {
     file: File,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     bytes: u64,
 }
 
 impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -120,7 +126,8 @@ pub(crate) type ParquetWriter = ArrowWriter<HashingFile>;
 /// What a closed writer leaves: the file's size and sha256.
 pub(crate) struct Written {
     bytes: u64,
-    sha256: String,
+    /// None for a scratch file.
+    sha256: Option<String>,
 }
 
 pub(crate) fn open_writer(
@@ -128,11 +135,20 @@ pub(crate) fn open_writer(
     schema: SchemaRef,
     props: WriterProperties,
 ) -> Result<ParquetWriter, CacheError> {
+    open_file_writer(tmp, schema, props, true)
+}
+
+fn open_file_writer(
+    tmp: &Path,
+    schema: SchemaRef,
+    props: WriterProperties,
+    hashed: bool,
+) -> Result<ParquetWriter, CacheError> {
     let file =
         File::create(tmp).map_err(|e| CacheError::new(tmp, format!("cannot create: {e}")))?;
     let file = HashingFile {
         file,
-        hasher: Sha256::new(),
+        hasher: hashed.then(Sha256::new),
         bytes: 0,
     };
     ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| CacheError::new(tmp, e.to_string()))
@@ -147,7 +163,7 @@ pub(crate) fn close_writer(writer: ParquetWriter, tmp: &Path) -> Result<Written,
         .map_err(|e| CacheError::new(tmp, e.to_string()))?;
     Ok(Written {
         bytes: file.bytes,
-        sha256: hex::encode(file.hasher.finalize()),
+        sha256: file.hasher.map(|h| hex::encode(h.finalize())),
     })
 }
 
@@ -225,10 +241,31 @@ pub struct EmbeddingsWriter {
 }
 
 impl EmbeddingsWriter {
+    /// A file for the manifest: hashed as it is written.
     pub fn create(
         path: &Path,
         hidden_size: usize,
         poolings: &[Pooling],
+    ) -> Result<Self, CacheError> {
+        Self::open(path, hidden_size, poolings, true)
+    }
+
+    /// A scratch file that is read back and deleted, never listed in a manifest
+    /// (extract's resumable chunks): not hashed, a gigabyte of sha256 saved at the
+    /// 12B shape. Close it with [`Self::finish_scratch`].
+    pub fn create_scratch(
+        path: &Path,
+        hidden_size: usize,
+        poolings: &[Pooling],
+    ) -> Result<Self, CacheError> {
+        Self::open(path, hidden_size, poolings, false)
+    }
+
+    fn open(
+        path: &Path,
+        hidden_size: usize,
+        poolings: &[Pooling],
+        hashed: bool,
     ) -> Result<Self, CacheError> {
         let tmp = temp_path(path);
         let schema = embeddings_schema(hidden_size, poolings);
@@ -241,7 +278,7 @@ impl EmbeddingsWriter {
             .set_statistics_enabled(EnabledStatistics::None)
             .set_max_row_group_row_count(None)
             .build();
-        let writer = open_writer(&tmp, schema.clone(), props)?;
+        let writer = open_file_writer(&tmp, schema.clone(), props, hashed)?;
         Ok(Self {
             path: path.to_path_buf(),
             tmp,
@@ -305,6 +342,16 @@ impl EmbeddingsWriter {
         let writer = self.writer.take().expect("writer is open until finish");
         let written = close_writer(writer, &self.tmp);
         finish_file(&self.tmp, &self.path, self.rows, written)
+    }
+
+    /// Closes a file from [`Self::create_scratch`]: synced and moved into place.
+    pub fn finish_scratch(mut self) -> Result<(), CacheError> {
+        let writer = self.writer.take().expect("writer is open until finish");
+        close_writer(writer, &self.tmp)
+            .and_then(|_| rename_durably(&self.tmp, &self.path))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&self.tmp);
+            })
     }
 }
 
