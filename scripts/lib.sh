@@ -1,5 +1,5 @@
 # Shared set-up for scripts/demo, scripts/test and the benchmarks: sourced, not run.
-# Installs what a fresh machine lacks (Python packages, the ONNX Runtime library)
+# Installs what a fresh machine lacks (the Python packages into .venv/, the ONNX Runtime library)
 # and builds the release binaries, so that neither command depends on a manual step.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,13 +9,60 @@ BIN=$CARGO_TARGET_DIR/release
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# numpy, scipy and pyarrow run the seed's own analysis code in the parity tests;
-# onnx rewrites fixture graphs (external weights, a perturbed weight) in the provenance tests.
-ensure_python_packages() {
-  if ! python3 -c 'import numpy, scipy, pyarrow, onnx' 2>/dev/null; then
-    step "installing numpy, scipy, pyarrow, onnx (for the seed-exact and provenance tests)"
-    python3 -m pip install -q numpy scipy pyarrow onnx
+# The project's Python lives in .venv/ inside the clone, never in the system Python:
+# ensure_venv creates it (python3 -m venv), installs python/requirements.txt and the package
+# uatools (pip install -e .) into it, and puts .venv/bin first on PATH, so that every `python3`
+# after it (the Rust tests' included) is the venv's. A stamp file per requirements set
+# (.venv/.ua-stamp-NAME, holding a hash of the requirements, pyproject.toml and the Python
+# version) makes a second run a no-op.
+VENV=$ROOT/.venv
+
+venv_stamp_key() { # requirements files...
+  { python3 --version 2>&1; cat "$@" "$ROOT/pyproject.toml"; } | sha256sum | cut -c1-32
+}
+
+ensure_venv() {
+  if [[ ! -x $VENV/bin/python3 ]]; then
+    step "creating the virtual environment .venv (python3 -m venv)"
+    python3 -m venv "$VENV" || {
+      echo "python3 -m venv failed: on Debian/Ubuntu install python3-venv (apt-get install python3-venv)" >&2
+      rm -rf "$VENV"; exit 1; }
   fi
+  export VIRTUAL_ENV=$VENV
+  export PATH="$VENV/bin:$PATH"
+  local key
+  key=$(venv_stamp_key "$ROOT/python/requirements.txt")
+  if [[ $(cat "$VENV/.ua-stamp-test" 2>/dev/null) != "$key" ]]; then
+    step "installing python/requirements.txt and the package uatools into .venv"
+    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check -r "$ROOT/python/requirements.txt"
+    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+    echo "$key" > "$VENV/.ua-stamp-test"
+  fi
+}
+
+# MODELS_PY: a Python with what makes and exports models (python/requirements-models.txt:
+# torch, transformers, onnxscript, safetensors, tokenizers), for scripts/slurm-test's stand-in
+# checkpoints. The venv's when it has them; else the Python the venv was made from when that
+# has them (nothing is installed then, as before the venv); else they are installed into
+# .venv: torch's CPU wheel first (PyPI's default Linux torch pulls gigabytes of CUDA
+# libraries), PyPI's only where download.pytorch.org is unreachable.
+MODELS_IMPORT='import torch, transformers, onnxscript, safetensors, tokenizers'
+ensure_models_python() {
+  ensure_venv
+  MODELS_PY=$VENV/bin/python3
+  "$MODELS_PY" -c "$MODELS_IMPORT" 2>/dev/null && return 0
+  local base
+  base=$("$VENV/bin/python3" -c 'import sys; print(getattr(sys, "_base_executable", "") or "")')
+  if [[ -n $base && -x $base ]] && "$base" -c "$MODELS_IMPORT" 2>/dev/null; then
+    MODELS_PY=$base
+    step "using $base for the model packages (torch, transformers, onnxscript: it has them)"
+    return 0
+  fi
+  step "installing python/requirements-models.txt (torch's CPU build, transformers, onnxscript) into .venv"
+  "$MODELS_PY" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
+    || "$MODELS_PY" -m pip install -q torch || { echo "pip install torch failed (CPU index and PyPI)" >&2; exit 1; }
+  "$MODELS_PY" -m pip install -q -r "$ROOT/python/requirements-models.txt" \
+    || { echo "pip install -r python/requirements-models.txt failed" >&2; exit 1; }
 }
 
 ensure_onnxruntime() {

@@ -39,7 +39,7 @@ fn numpy_cka(cache: &Path, out: &Path) -> Value {
         });
     assert!(
         res.status.success(),
-        "tests/cka_reference.py failed (it needs numpy and pyarrow: python3 -m pip install numpy pyarrow):\n{}",
+        "tests/cka_reference.py failed (it needs numpy and pyarrow, which scripts/test installs into .venv):\n{}",
         String::from_utf8_lossy(&res.stderr)
     );
     serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()

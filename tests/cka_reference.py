@@ -1,65 +1,15 @@
 #!/usr/bin/env python3
-"""Linear CKA (Kornblith et al. 2019) computed directly from the features with numpy,
-as the reference for analyze's Gram-matrix computation (tests/cka_exact.rs).
-
-CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), Xc, Yc the column-centred
-statements x hidden matrices (float64) of one layer, statements in statement_id order.
-Models are ordered as analyze orders them (manifest n_parameters, else
-n_layers * hidden_size^2, then folder name); every pair (smaller model first) at every
-layer.
-
-usage: cka_reference.py --cache CACHE [--pooling mean_skip_first] --out cka.json
-"""
-import argparse
-import json
+"""tests/cka_reference.py: linear CKA from the features with numpy, the reference of
+tests/cka_exact.rs. The code: python/uatools/cka.py (usage: --help)."""
 import os
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "python"))
+
 try:
-    import numpy as np
-    import pyarrow.parquet as pq
+    from uatools.cka import main
 except ImportError as e:  # the Rust test turns this into a failure with advice
     sys.stderr.write(f"cka_reference.py needs numpy and pyarrow: {e}. Install them: python3 -m pip install numpy pyarrow\n")
     sys.exit(3)
 
-
-def layers_of(model_dir, pooling):
-    """Every layer's centred float64 matrix, rows in statement_id order."""
-    manifest = json.load(open(os.path.join(model_dir, "manifest.json")))
-    hidden = manifest["model"]["hidden_size"]
-    pf = pq.ParquetFile(os.path.join(model_dir, "embeddings.parquet"))
-    out = []
-    for layer in range(manifest["model"]["n_layers"] + 1):
-        t = pf.read_row_group(layer, columns=["statement_id", pooling])
-        x = t.column(pooling).combine_chunks().flatten().to_numpy().reshape(-1, hidden).astype(np.float64)
-        x = x[np.argsort(t.column("statement_id").to_numpy())]
-        out.append(x - x.mean(axis=0))
-    return out
-
-
-def cka(xc, yc):
-    return float(np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", required=True)
-    ap.add_argument("--pooling", default="mean_skip_first")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-
-    def size(name):
-        m = json.load(open(os.path.join(args.cache, name, "manifest.json")))["model"]
-        return (m.get("n_parameters") or m["n_layers"] * m["hidden_size"] ** 2, name)
-
-    names = sorted((d for d in os.listdir(args.cache) if not d.startswith(".")), key=size)
-    layers = {n: layers_of(os.path.join(args.cache, n), args.pooling) for n in names}
-    pairs = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            pairs.append({"model": a, "other": b, "cka": [[cka(x, y) for y in layers[b]] for x in layers[a]]})
-    json.dump({"pairs": pairs}, open(args.out, "w"))
-
-
-if __name__ == "__main__":
-    main()
+sys.exit(main())

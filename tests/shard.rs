@@ -111,6 +111,10 @@ fn merged_shards_equal_the_unsharded_cache_byte_for_byte() {
     assert_eq!(m.model, w.model);
     assert_eq!(m.dataset, w.dataset);
     assert_eq!(m.files, w.files);
+    assert!(
+        m.files.contains_key(schemas::CARD_FILE),
+        "the merged cache has its card"
+    );
     assert_eq!(m.run.shard, None);
     assert_eq!(m.run.poolings, w.run.poolings);
     // the chunks of every shard, each naming its shard

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::analysis::Analysis;
+use crate::analysis::results::Analysis;
 
 fn num(v: f64) -> String {
     if v.is_finite() {

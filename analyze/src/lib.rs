@@ -3,43 +3,31 @@
 //! size?" with the seed's exact statistics and a rigorous layer of uncertainty.
 
 pub mod analysis;
-pub mod bootstrap;
-pub mod cka;
-pub mod cka_plot;
-pub mod cka_report;
-pub mod correlation;
+pub mod cache;
 pub mod csv;
-pub mod digest;
-pub mod export;
-pub mod grid;
-pub mod identity;
-pub mod index;
-pub mod load;
+pub mod export_cache;
+pub mod figures;
+pub mod format;
+pub mod json;
 pub mod output;
-pub mod pairs;
-pub mod peaks;
-pub mod plots;
-pub mod plots_training;
 pub mod report;
-pub mod report_training;
-pub mod results;
-pub mod size;
-pub mod uniformity;
+pub mod settings;
+pub mod stats;
 
-pub use analysis::{analyze, Analysis, Settings};
+pub use analysis::analyze;
+pub use analysis::results::Analysis;
+pub use settings::AnalysisSettings;
 
 /// Runs the analysis and writes every output into `settings.out`, all or nothing
 /// (see `output`); notes on the way out join the analysis' warnings.
-pub fn run(settings: &Settings) -> anyhow::Result<Analysis> {
+pub fn run(settings: &AnalysisSettings) -> anyhow::Result<Analysis> {
     output::check(&settings.out, &settings.cache, output::Kind::Analysis)?;
     let mut a = analyze(settings)?;
     let ((), notes) = output::write_atomically(&settings.out, output::Kind::Analysis, |dir| {
-        results::write(&a, dir)?;
+        json::write(&a, dir)?;
         csv::write(&a, dir)?;
         report::write(&a, dir)?;
-        plots::write(&a, dir)?;
-        cka_plot::write(&a, dir)?;
-        plots_training::write(&a, dir)
+        figures::write(&a, dir)
     })?;
     a.warnings.extend(notes);
     Ok(a)

@@ -151,6 +151,66 @@ fn chunk_paths(dir: &Path, index: u32) -> ChunkPaths {
     }
 }
 
+/// Creates `dir` with its run file, or checks that the unfinished run there is of
+/// the same inputs and (unless `force`) settings.
+fn check_run_file(dir: &Path, key: &RunKey, settings: &Settings, force: bool) -> Result<()> {
+    let run_path = dir.join(RUN_FILE);
+    let wanted = RunFile {
+        format: RUN_FORMAT.to_string(),
+        key: key.clone(),
+        settings: settings.clone(),
+    };
+    if !run_path.is_file() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        return Ok(schemas::write_json(&run_path, &wanted)?);
+    }
+    let text = std::fs::read_to_string(&run_path)
+        .with_context(|| format!("cannot read {}", run_path.display()))?;
+    let found: RunFile = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: unreadable or from an older extract ({e}); {}",
+            run_path.display(),
+            start_over(dir)
+        )
+    })?;
+    let inputs = found.key.differences(key);
+    if !inputs.is_empty() || found.format != RUN_FORMAT {
+        bail!(
+            "{} holds an unfinished run for other inputs ({} differ); pick another --name or delete that folder",
+            dir.display(),
+            inputs.join(", ")
+        );
+    }
+    let changed = found.settings.differences(settings);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        bail!(
+            "{} holds an unfinished run made with other settings ({}); rerun with the earlier settings, or pass --force-resume to combine both (each chunk's provider is recorded in the manifest)",
+            dir.display(),
+            changed.join(", ")
+        );
+    }
+    Ok(schemas::write_json(&run_path, &wanted)?)
+}
+
+/// The indices of the chunk files in `dir`, finished or not.
+fn chunk_indices(dir: &Path) -> Result<BTreeSet<u32>> {
+    let mut indices = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(idx) = name
+            .strip_prefix("chunk-")
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            indices.insert(idx);
+        }
+    }
+    Ok(indices)
+}
+
 fn start_over(dir: &Path) -> String {
     format!("delete {} to start over", dir.display())
 }
@@ -168,65 +228,12 @@ impl Partial {
         statements: &[Statement],
     ) -> Result<Partial> {
         let dir = cache_dir.join(PARTIAL_DIR);
-        let run_path = dir.join(RUN_FILE);
-        let wanted = RunFile {
-            format: RUN_FORMAT.to_string(),
-            key: key.clone(),
-            settings: settings.clone(),
-        };
-        if run_path.is_file() {
-            let text = std::fs::read_to_string(&run_path)
-                .with_context(|| format!("cannot read {}", run_path.display()))?;
-            let found: RunFile = serde_json::from_str(&text).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: unreadable or from an older extract ({e}); {}",
-                    run_path.display(),
-                    start_over(&dir)
-                )
-            })?;
-            let inputs = found.key.differences(key);
-            if !inputs.is_empty() || found.format != RUN_FORMAT {
-                bail!(
-                    "{} holds an unfinished run for other inputs ({} differ); pick another --name or delete that folder",
-                    dir.display(),
-                    inputs.join(", ")
-                );
-            }
-            let changed = found.settings.differences(settings);
-            if !changed.is_empty() {
-                if !force {
-                    bail!(
-                        "{} holds an unfinished run made with other settings ({}); rerun with the earlier settings, or pass --force-resume to combine both (each chunk's provider is recorded in the manifest)",
-                        dir.display(),
-                        changed.join(", ")
-                    );
-                }
-                schemas::write_json(&run_path, &wanted)?;
-            }
-        } else {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            schemas::write_json(&run_path, &wanted)?;
-        }
+        check_run_file(&dir, key, settings, force)?;
         schemas::remove_temp_files(&dir)?;
-
-        let mut indices = BTreeSet::new();
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-        {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if let Some(idx) = name
-                .strip_prefix("chunk-")
-                .and_then(|r| r.split('.').next())
-                .and_then(|n| n.parse::<u32>().ok())
-            {
-                indices.insert(idx);
-            }
-        }
         let mut chunks = Vec::new();
         let mut seen = vec![false; statements.len()];
         let shard = key.shard.map(|(index, count)| Shard { index, count });
-        for index in indices {
+        for index in chunk_indices(&dir)? {
             let paths = chunk_paths(&dir, index);
             if !paths.statements.is_file() {
                 // never finished: its statements file is written last

@@ -210,41 +210,46 @@ fn category_pairs(cat: &str, def: &Value) -> std::result::Result<Vec<(String, St
             pairs.len()
         ));
     }
-    let mut out = Vec::with_capacity(pairs.len());
-    for (i, pair) in pairs.iter().enumerate() {
-        let where_ = format!("category '{cat}' pair {i} (counting from 0)");
-        let items = match pair {
-            Value::Array(items) if items.len() == 2 => items,
-            Value::Array(items) => {
-                return Err(format!(
-                    "{where_} has {} element{}; a pair is exactly [A, B]",
-                    items.len(),
-                    if items.len() == 1 { "" } else { "s" }
-                ))
-            }
-            v => return Err(format!("{where_} is {}; a pair is exactly [A, B]", kind(v))),
-        };
-        let text = |side: &str, item: &Value| -> std::result::Result<String, String> {
-            let t = item.as_str().ok_or_else(|| {
-                format!(
-                    "{where_} side {side} is {}; a statement is a string",
-                    kind(item)
-                )
-            })?;
-            if t.trim().is_empty() {
-                return Err(format!("{where_} side {side} is an empty statement"));
-            }
-            Ok(t.to_string())
-        };
-        let (a, b) = (text("A", &items[0])?, text("B", &items[1])?);
-        if a == b {
+    pairs
+        .iter()
+        .enumerate()
+        .map(|(i, pair)| one_pair(cat, i, pair))
+        .collect()
+}
+
+/// Pair `i` of category `cat`: two different, non-empty statements.
+fn one_pair(cat: &str, i: usize, pair: &Value) -> std::result::Result<(String, String), String> {
+    let where_ = format!("category '{cat}' pair {i} (counting from 0)");
+    let items = match pair {
+        Value::Array(items) if items.len() == 2 => items,
+        Value::Array(items) => {
             return Err(format!(
-                "{where_} has the same text on both sides; a pair contrasts two statements"
-            ));
+                "{where_} has {} element{}; a pair is exactly [A, B]",
+                items.len(),
+                if items.len() == 1 { "" } else { "s" }
+            ))
         }
-        out.push((a, b));
+        v => return Err(format!("{where_} is {}; a pair is exactly [A, B]", kind(v))),
+    };
+    let text = |side: &str, item: &Value| -> std::result::Result<String, String> {
+        let t = item.as_str().ok_or_else(|| {
+            format!(
+                "{where_} side {side} is {}; a statement is a string",
+                kind(item)
+            )
+        })?;
+        if t.trim().is_empty() {
+            return Err(format!("{where_} side {side} is an empty statement"));
+        }
+        Ok(t.to_string())
+    };
+    let (a, b) = (text("A", &items[0])?, text("B", &items[1])?);
+    if a == b {
+        return Err(format!(
+            "{where_} has the same text on both sides; a pair contrasts two statements"
+        ));
     }
-    Ok(out)
+    Ok((a, b))
 }
 
 /// Parses dataset JSON; `name` is used in messages.

@@ -69,35 +69,10 @@ fn check_shards(dirs: &[PathBuf]) -> Result<Vec<ShardCache>> {
     if dirs.is_empty() {
         bail!("extract merge: name the shard folders to merge (SHARD_DIR...)");
     }
-    let mut shards: Vec<ShardCache> = Vec::new();
-    for dir in dirs {
-        let manifest_path = dir.join(MANIFEST_FILE);
-        if manifest_path.is_file() {
-            let m = Manifest::read(&manifest_path)?;
-            if !m.complete {
-                bail!(
-                    "{}: an incomplete shard (complete: false); rerun its extract --shard command to finish it",
-                    dir.display()
-                );
-            }
-        }
-        let cache = schemas::validate_cache(dir)
-            .and_then(|c| c.require_embeddings("extract merge").map(|()| c))
-            .map_err(|e| anyhow!("{e}"))?;
-        let Some(info) = cache.manifest.run.shard else {
-            bail!(
-                "{}: not a shard cache (its manifest has no run.shard); merge only folders written by extract --shard",
-                dir.display()
-            );
-        };
-        shards.push(ShardCache {
-            cache,
-            shard: Shard {
-                index: info.index,
-                count: info.count,
-            },
-        });
-    }
+    let mut shards = dirs
+        .iter()
+        .map(|dir| read_shard(dir))
+        .collect::<Result<Vec<_>>>()?;
     let first = &shards[0];
     let mut key = key_of(&first.cache.manifest, &first.cache.dir)?;
     key.shard = None;
@@ -132,33 +107,63 @@ fn check_shards(dirs: &[PathBuf]) -> Result<Vec<ShardCache>> {
             );
         }
     }
-    let count = first.shard.count;
-    if let Some(missing) = (0..count).find(|i| !by_index.contains_key(i)) {
-        let name = first
-            .cache
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let base = name
-            .strip_suffix(&first.shard.folder_name(""))
-            .unwrap_or(&name);
-        let wanted = Shard {
-            index: missing,
-            count,
-        };
-        bail!(
-            "shard {wanted} is missing (given: {}); extract it with --shard {wanted} (folder {}) and pass it too",
-            by_index
-                .values()
-                .map(|s| s.dir())
-                .collect::<Vec<_>>()
-                .join(", "),
-            wanted.folder_name(base)
-        );
+    if let Some(missing) = (0..first.shard.count).find(|i| !by_index.contains_key(i)) {
+        bail!(missing_shard(first, missing, &by_index));
     }
     shards.sort_by_key(|s| s.shard.index);
     Ok(shards)
+}
+
+/// A complete, valid shard cache, or why `dir` is not one.
+fn read_shard(dir: &Path) -> Result<ShardCache> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if manifest_path.is_file() {
+        let m = Manifest::read(&manifest_path)?;
+        if !m.complete {
+            bail!(
+                "{}: an incomplete shard (complete: false); rerun its extract --shard command to finish it",
+                dir.display()
+            );
+        }
+    }
+    let cache = schemas::validate_cache(dir)
+        .and_then(|c| c.require_embeddings("extract merge").map(|()| c))
+        .map_err(|e| anyhow!("{e}"))?;
+    let Some(info) = cache.manifest.run.shard else {
+        bail!(
+            "{}: not a shard cache (its manifest has no run.shard); merge only folders written by extract --shard",
+            dir.display()
+        );
+    };
+    Ok(ShardCache {
+        cache,
+        shard: Shard {
+            index: info.index,
+            count: info.count,
+        },
+    })
+}
+
+/// Names the missing shard, the folder and the command that make it.
+fn missing_shard(first: &ShardCache, missing: u32, given: &BTreeMap<u32, &ShardCache>) -> String {
+    let name = first
+        .cache
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = name
+        .strip_suffix(&first.shard.folder_name(""))
+        .unwrap_or(&name);
+    let wanted = Shard {
+        index: missing,
+        count: first.shard.count,
+    };
+    format!(
+        "shard {wanted} is missing (given: {}); extract it with --shard {wanted} (folder {}) and pass it too",
+        given.values().map(|s| s.dir()).collect::<Vec<_>>().join(", "),
+        wanted.folder_name(base)
+    )
 }
 
 fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<String> {
@@ -174,39 +179,7 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
     let n_statements = first.dataset.n_statements as usize;
     let ids: Vec<u32> = (0..n_statements as u32).collect();
 
-    let mut rows: Vec<StatementRow> = Vec::with_capacity(n_statements);
-    for s in shards {
-        let shard_rows = schemas::read_statements(&s.cache.statements_path())?;
-        if let Some(r) = shard_rows
-            .iter()
-            .find(|r| !s.shard.contains(r.statement_id))
-        {
-            bail!(
-                "{}: holds statement {} which is not in shard {}; re-extract that shard",
-                s.dir(),
-                r.statement_id,
-                s.shard
-            );
-        }
-        rows.extend(shard_rows);
-    }
-    rows.sort_by_key(|r| r.statement_id);
-    if !rows.iter().map(|r| r.statement_id).eq(ids.iter().copied()) {
-        bail!(
-            "{}: the shards do not hold every statement of the dataset exactly once; re-extract them",
-            shards[0].dir()
-        );
-    }
-    if let Some(want) = &first.dataset.statements_sha256 {
-        let got =
-            schemas::statements_digest(rows.iter().map(|r| (r.statement_id, r.text.as_str())));
-        if &got != want {
-            bail!(
-                "{}: the shards' statements are not the dataset's its manifest names (statements_sha256 differs); re-extract them",
-                shards[0].dir()
-            );
-        }
-    }
+    let rows = merged_statements(shards, &ids)?;
 
     let sources: Vec<PathBuf> = shards.iter().map(|s| s.cache.embeddings_path()).collect();
     // The shards' sidecars describe their own slices: the merged cache gets its own.
@@ -250,6 +223,7 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
     ]);
     m.grams = None;
     grams.finish(&mut m)?;
+    schemas::write_card(out_dir, &mut m)?;
     m.complete = true;
     schemas::write_manifest(&manifest_path, &m)?;
     Ok(format!(
@@ -258,6 +232,46 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
         first.model.n_layers + 1,
         out_dir.display()
     ))
+}
+
+/// Every shard's statements, in statement order: each where its shard says, all of
+/// `ids` exactly once, and the dataset's text as the manifest's digest says.
+fn merged_statements(shards: &[ShardCache], ids: &[u32]) -> Result<Vec<StatementRow>> {
+    let first = &shards[0].cache.manifest;
+    let mut rows: Vec<StatementRow> = Vec::with_capacity(ids.len());
+    for s in shards {
+        let shard_rows = schemas::read_statements(&s.cache.statements_path())?;
+        if let Some(r) = shard_rows
+            .iter()
+            .find(|r| !s.shard.contains(r.statement_id))
+        {
+            bail!(
+                "{}: holds statement {} which is not in shard {}; re-extract that shard",
+                s.dir(),
+                r.statement_id,
+                s.shard
+            );
+        }
+        rows.extend(shard_rows);
+    }
+    rows.sort_by_key(|r| r.statement_id);
+    if !rows.iter().map(|r| r.statement_id).eq(ids.iter().copied()) {
+        bail!(
+            "{}: the shards do not hold every statement of the dataset exactly once; re-extract them",
+            shards[0].dir()
+        );
+    }
+    if let Some(want) = &first.dataset.statements_sha256 {
+        let got =
+            schemas::statements_digest(rows.iter().map(|r| (r.statement_id, r.text.as_str())));
+        if &got != want {
+            bail!(
+                "{}: the shards' statements are not the dataset's its manifest names (statements_sha256 differs); re-extract them",
+                shards[0].dir()
+            );
+        }
+    }
+    Ok(rows)
 }
 
 /// Each shard proved parity on the same probes; the merged cache records the

@@ -57,24 +57,7 @@ pub fn check(
         model.export.n_layers as usize + 1,
         model.export.hidden_size as usize,
     );
-    let mut ids = Vec::with_capacity(probes.len());
-    for (i, p) in probes.iter().enumerate() {
-        let ours = tok.encode(&p.text)?;
-        if ours != p.input_ids {
-            bail!(
-                "parity probe {i} ({:?}): input_ids {:?} differ from transformers' {:?}: tokenizer.json does not match the export",
-                short(&p.text), ours, p.input_ids
-            );
-        }
-        if ours.is_empty() || ours.len() as u64 > model.export.max_positions {
-            bail!(
-                "parity probe {i} ({:?}) has {} tokens and cannot be run",
-                short(&p.text),
-                ours.len()
-            );
-        }
-        ids.push(ours);
-    }
+    let ids = probe_tokens(model, tok)?;
     let mut report = ParityInfo {
         n_probes: probes.len(),
         bound,
@@ -105,35 +88,81 @@ pub fn check(
             }
             report.max_nll_error = report.max_nll_error.max(e);
         }
-        for (k, &pooling) in poolings.iter().enumerate() {
-            let Some(refv) = reference(p, pooling) else {
-                continue;
-            };
-            if n < pooling.min_tokens() {
-                continue;
-            }
-            if refv.len() != l1 {
-                bail!(
-                    "{}: export.json holds {} layers of {pooling}, the model has {l1}",
-                    what("reference"),
-                    refv.len()
-                );
-            }
-            for (l, r) in refv.iter().enumerate() {
-                if r.len() != h {
-                    bail!("{}: export.json's {pooling} at layer {l} has {} values, hidden size is {h}", what("reference"), r.len());
-                }
-                let ours = &pooled[(l * poolings.len() + k) * h..][..h];
-                let e = parity::vector_error(ours, r);
-                if e.relative > bound {
-                    bail!(
-                        "{} differs from transformers at layer {l}, dimension {}: {} vs {} (relative error {:.2e} of the vector's scale {:.4e} > {bound:.2e}, {dtype}): {}",
-                        what(pooling.as_str()), e.dim, ours[e.dim], r[e.dim], e.relative, e.scale, next_step(e.relative, bound)
-                    );
-                }
-                report.max_embedding_error = report.max_embedding_error.max(e.relative);
-            }
-        }
+        let errors = pooled_errors(p, &pooled, n, (l1, h), (bound, dtype), &what)?;
+        report.max_embedding_error = report.max_embedding_error.max(errors);
     }
     Ok(report)
+}
+
+/// Each probe's token ids, which must be transformers' (else tokenizer.json is not
+/// the export's) and fit the model.
+fn probe_tokens(model: &ModelDir, tok: &TextTokenizer) -> Result<Vec<Vec<i64>>> {
+    let mut ids = Vec::with_capacity(model.export.probes.len());
+    for (i, p) in model.export.probes.iter().enumerate() {
+        let ours = tok.encode(&p.text)?;
+        if ours != p.input_ids {
+            bail!(
+                "parity probe {i} ({:?}): input_ids {:?} differ from transformers' {:?}: tokenizer.json does not match the export",
+                short(&p.text), ours, p.input_ids
+            );
+        }
+        if ours.is_empty() || ours.len() as u64 > model.export.max_positions {
+            bail!(
+                "parity probe {i} ({:?}) has {} tokens and cannot be run",
+                short(&p.text),
+                ours.len()
+            );
+        }
+        ids.push(ours);
+    }
+    Ok(ids)
+}
+
+/// Checks one probe's pooled vectors (`[layer][pooling][hidden]`, every pooling of
+/// [`Pooling::ALL`]) against export.json's references; returns the largest relative
+/// error. `n` is the probe's token count, `what` names the probe in errors.
+fn pooled_errors(
+    p: &Probe,
+    pooled: &[f32],
+    n: usize,
+    (l1, h): (usize, usize),
+    (bound, dtype): (f64, &str),
+    what: &dyn Fn(&str) -> String,
+) -> Result<f64> {
+    let poolings = Pooling::ALL;
+    let mut largest = 0.0f64;
+    for (k, &pooling) in poolings.iter().enumerate() {
+        let Some(refv) = reference(p, pooling) else {
+            continue;
+        };
+        if n < pooling.min_tokens() {
+            continue;
+        }
+        if refv.len() != l1 {
+            bail!(
+                "{}: export.json holds {} layers of {pooling}, the model has {l1}",
+                what("reference"),
+                refv.len()
+            );
+        }
+        for (l, r) in refv.iter().enumerate() {
+            if r.len() != h {
+                bail!(
+                    "{}: export.json's {pooling} at layer {l} has {} values, hidden size is {h}",
+                    what("reference"),
+                    r.len()
+                );
+            }
+            let ours = &pooled[(l * poolings.len() + k) * h..][..h];
+            let e = parity::vector_error(ours, r);
+            if e.relative > bound {
+                bail!(
+                    "{} differs from transformers at layer {l}, dimension {}: {} vs {} (relative error {:.2e} of the vector's scale {:.4e} > {bound:.2e}, {dtype}): {}",
+                    what(pooling.as_str()), e.dim, ours[e.dim], r[e.dim], e.relative, e.scale, next_step(e.relative, bound)
+                );
+            }
+            largest = largest.max(e.relative);
+        }
+    }
+    Ok(largest)
 }

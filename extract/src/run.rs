@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -69,6 +69,30 @@ pub struct Summary {
 }
 
 impl Summary {
+    fn already_complete(
+        cache_dir: &Path,
+        n_statements: usize,
+        model: &ModelDir,
+        m: Manifest,
+    ) -> Self {
+        Summary {
+            cache_dir: cache_dir.to_path_buf(),
+            already_complete: true,
+            n_statements,
+            n_layers: model.export.n_layers,
+            n_run: 0,
+            n_resumed: 0,
+            seconds: 0.0,
+            session_seconds: 0.0,
+            provider: m.run.execution_provider,
+            provider_note: String::new(),
+            device_name: m.run.device_name,
+            ort_version: m.run.onnxruntime_version,
+            probe: None,
+            timings: None,
+        }
+    }
+
     pub fn lines(&self) -> Vec<String> {
         if self.already_complete {
             return vec![format!(
@@ -202,6 +226,8 @@ fn has_chunks(cache_dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+// Long: the run's steps in the order a reader checks them against the resume rules
+// (inputs, earlier run, session, probes, manifest, work, assembly); each is one call.
 fn run_locked(
     opts: &Options,
     data: &Dataset,
@@ -213,70 +239,23 @@ fn run_locked(
     let mut timings = Timings::default();
     let model = ModelDir::open(&opts.model)?;
     let place = opts.checkpoint.resolve(&model)?;
-    let key = RunKey {
-        model_files: model.files.clone(),
-        dtype: model.dtype.as_str().to_string(),
-        dataset_sha256: data.sha256.clone(),
-        poolings: poolings.iter().map(|p| p.as_str().to_string()).collect(),
-        n_layers: model.export.n_layers,
-        hidden_size: model.export.hidden_size,
-        shard: opts.shard.map(|s| (s.index, s.count)),
-    };
+    let key = run_key(opts, data, &model, poolings);
     // The statements this cache holds, by global id (= index into data.statements).
     let ids: Vec<u32> = match opts.shard {
         Some(shard) => shard.ids(data.statements.len()),
         None => (0..data.statements.len() as u32).collect(),
     };
     let manifest_path = cache_dir.join(MANIFEST_FILE);
-    let mut earlier_start = None;
     let verified = manifest_path.is_file();
+    let mut earlier_start = None;
     if verified {
-        let (hashed, seconds) = timed(|| model.verify_files());
-        hashed?;
-        timings.hashing = seconds;
-        let m = Manifest::read(&manifest_path)?;
-        let found = key_of(&m, &manifest_path)?;
-        // A cache from before every model file was recorded names only these two.
-        let mut comparable = key.clone();
-        if m.model.files.is_empty() {
-            comparable
-                .model_files
-                .retain(|name, _| found.model_files.contains_key(name));
+        match earlier_run(cache_dir, &model, &key, &mut timings)? {
+            Earlier::Complete(m) => {
+                chunks::remove_leftovers(cache_dir)?;
+                return Ok(Summary::already_complete(cache_dir, ids.len(), &model, *m));
+            }
+            Earlier::Started(started) => earlier_start = Some(started),
         }
-        let diff = found.differences(&comparable);
-        if !diff.is_empty() {
-            bail!(
-                "{} holds a cache of other inputs ({} differ); pick another --name or delete that folder",
-                cache_dir.display(),
-                diff.join(", ")
-            );
-        }
-        if m.complete {
-            schemas::validate_cache(cache_dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "{e}; the cache is marked complete but broken: delete {} and rerun",
-                    cache_dir.display()
-                )
-            })?;
-            chunks::remove_leftovers(cache_dir)?;
-            return Ok(Summary {
-                cache_dir: cache_dir.to_path_buf(),
-                already_complete: true,
-                n_statements: ids.len(),
-                n_layers: model.export.n_layers,
-                n_run: 0,
-                n_resumed: 0,
-                seconds: 0.0,
-                session_seconds: 0.0,
-                provider: m.run.execution_provider,
-                provider_note: String::new(),
-                device_name: m.run.device_name,
-                ort_version: m.run.onnxruntime_version,
-                probe: None,
-                timings: None,
-            });
-        }
-        earlier_start = Some(m.run.started);
     }
     schemas::remove_temp_files(cache_dir)?;
 
@@ -287,22 +266,7 @@ fn run_locked(
     let all: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
     let whole = batch::chunks(batch::plan(&all, &lengths, opts.batching), ids.len());
     check_memory(&whole, &lengths, &model, poolings.len())?;
-    // A fresh run hashes the weights while ONNX Runtime loads them; a resumed one
-    // hashed them above to compare with the manifest.
-    let (rt, hashed) = std::thread::scope(|s| {
-        let hashing = (!verified).then(|| s.spawn(|| timed(|| model.verify_files())));
-        let rt = timed(|| Runtime::new(&model, opts.device));
-        let hashed = hashing.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-        (rt, hashed)
-    });
-    if let Some((result, seconds)) = hashed {
-        // An altered file explains a session that fails to load, not the reverse.
-        result?;
-        timings.hashing = seconds;
-    }
-    let (rt, session_seconds) = rt;
-    let mut rt = rt?;
-    timings.session = session_seconds;
+    let mut rt = open_session(&model, opts.device, !verified, &mut timings)?;
     let settings = Settings {
         execution_provider: rt.provider.to_string(),
         batch_size: opts.batching.max_rows as u32,
@@ -339,23 +303,15 @@ fn run_locked(
         poolings,
         &mut partial,
     )?;
-    timings.forward = work.forward;
-    timings.host_reduction = work.host.reduction.as_secs_f64();
-    // The sidecar is computed from each layer as the final files are assembled, and
-    // listed only by the manifest that says complete: a kill up to here leaves it
-    // unlisted, and the resumed run computes it again from the same embeddings.
-    let t = Instant::now();
-    let sidecar = partial.assemble(cache_dir, &ids, &mut m)?;
-    timings.sidecar = sidecar.as_secs_f64();
-    let assembled = t.elapsed().as_secs_f64() - timings.sidecar;
-    m.run.chunks = partial.chunk_infos();
-    m.complete = true;
-    m.run.finished = Some(now());
-    timings.writing = work.host.writing.as_secs_f64() + assembled;
-    timings.total = run_start.elapsed().as_secs_f64();
-    m.run.timings_s = Some(timings);
-    schemas::write_manifest(&manifest_path, &m)?;
-    partial.remove()?;
+    finish(
+        partial,
+        cache_dir,
+        &ids,
+        &mut m,
+        &work,
+        &mut timings,
+        run_start,
+    )?;
     Ok(Summary {
         cache_dir: cache_dir.to_path_buf(),
         already_complete: false,
@@ -364,7 +320,7 @@ fn run_locked(
         n_run: work.host.n_run,
         n_resumed: work.n_resumed,
         seconds: work.seconds,
-        session_seconds,
+        session_seconds: timings.session,
         provider: rt.provider.to_string(),
         provider_note: rt.provider_note.clone(),
         device_name: rt.device_name.clone(),
@@ -372,6 +328,122 @@ fn run_locked(
         probe: Some(parity),
         timings: Some(timings),
     })
+}
+
+/// What a cache must have been made from to be resumed or reused.
+fn run_key(opts: &Options, data: &Dataset, model: &ModelDir, poolings: &[Pooling]) -> RunKey {
+    RunKey {
+        model_files: model.files.clone(),
+        dtype: model.dtype.as_str().to_string(),
+        dataset_sha256: data.sha256.clone(),
+        poolings: poolings.iter().map(|p| p.as_str().to_string()).collect(),
+        n_layers: model.export.n_layers,
+        hidden_size: model.export.hidden_size,
+        shard: opts.shard.map(|s| (s.index, s.count)),
+    }
+}
+
+/// A cache folder that already has a manifest.
+enum Earlier {
+    /// Complete and valid for these inputs: nothing to run.
+    Complete(Box<Manifest>),
+    /// Started at this time; its chunks are resumed.
+    Started(String),
+}
+
+/// Checks an earlier run's manifest against these inputs (hashing the model files
+/// first, into `timings.hashing`): refused when made from others.
+fn earlier_run(
+    cache_dir: &Path,
+    model: &ModelDir,
+    key: &RunKey,
+    timings: &mut Timings,
+) -> Result<Earlier> {
+    let manifest_path = cache_dir.join(MANIFEST_FILE);
+    let (hashed, seconds) = timed(|| model.verify_files());
+    hashed?;
+    timings.hashing = seconds;
+    let m = Manifest::read(&manifest_path)?;
+    let found = key_of(&m, &manifest_path)?;
+    // A cache from before every model file was recorded names only these two.
+    let mut comparable = key.clone();
+    if m.model.files.is_empty() {
+        comparable
+            .model_files
+            .retain(|name, _| found.model_files.contains_key(name));
+    }
+    let diff = found.differences(&comparable);
+    if !diff.is_empty() {
+        bail!(
+            "{} holds a cache of other inputs ({} differ); pick another --name or delete that folder",
+            cache_dir.display(),
+            diff.join(", ")
+        );
+    }
+    if !m.complete {
+        return Ok(Earlier::Started(m.run.started));
+    }
+    schemas::validate_cache(cache_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; the cache is marked complete but broken: delete {} and rerun",
+            cache_dir.display()
+        )
+    })?;
+    Ok(Earlier::Complete(Box::new(m)))
+}
+
+/// Creates the session. A fresh run (`hash`) hashes the weights while ONNX Runtime
+/// loads them; a resumed one hashed them already, to compare with the manifest.
+fn open_session(
+    model: &ModelDir,
+    device: DeviceChoice,
+    hash: bool,
+    timings: &mut Timings,
+) -> Result<Runtime> {
+    let (rt, hashed) = std::thread::scope(|s| {
+        let hashing = hash.then(|| s.spawn(|| timed(|| model.verify_files())));
+        let rt = timed(|| Runtime::new(model, device));
+        let hashed = hashing.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (rt, hashed)
+    });
+    if let Some((result, seconds)) = hashed {
+        // An altered file explains a session that fails to load, not the reverse.
+        result?;
+        timings.hashing = seconds;
+    }
+    let (rt, seconds) = rt;
+    timings.session = seconds;
+    rt
+}
+
+/// Assembles the final files from the chunks and writes the manifest that says complete.
+fn finish(
+    partial: Partial,
+    cache_dir: &Path,
+    ids: &[u32],
+    m: &mut Manifest,
+    work: &Work,
+    timings: &mut Timings,
+    run_start: Instant,
+) -> Result<()> {
+    timings.forward = work.forward;
+    timings.host_reduction = work.host.reduction.as_secs_f64();
+    // The sidecar is computed from each layer as the final files are assembled, and
+    // listed only by the manifest that says complete: a kill up to here leaves it
+    // unlisted, and the resumed run computes it again from the same embeddings.
+    let t = Instant::now();
+    let sidecar = partial.assemble(cache_dir, ids, m)?;
+    timings.sidecar = sidecar.as_secs_f64();
+    let assembled = t.elapsed().as_secs_f64() - timings.sidecar;
+    m.run.chunks = partial.chunk_infos();
+    m.complete = true;
+    m.run.finished = Some(now());
+    timings.writing = work.host.writing.as_secs_f64() + assembled;
+    timings.total = run_start.elapsed().as_secs_f64();
+    m.run.timings_s = Some(*timings);
+    schemas::write_card(cache_dir, m)?;
+    schemas::write_manifest(&cache_dir.join(MANIFEST_FILE), m)?;
+    partial.remove()
 }
 
 /// `f`'s result and how long it took, in seconds.
@@ -561,6 +633,50 @@ fn check_memory(
 }
 
 /// What [`work`] did.
+/// Padded up front (a few bytes per token), so the device never waits for the host
+/// between two batches.
+fn pad_all(plan: &[Vec<Vec<usize>>], tokens: &[Vec<i64>]) -> Vec<Vec<Padded>> {
+    plan.iter()
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|group| {
+                    let seqs: Vec<&[i64]> = group.iter().map(|&i| tokens[i].as_slice()).collect();
+                    batch::pad(&seqs)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs every batch and queues its outputs for the writer, chunk by chunk; returns
+/// the time spent inside the session.
+fn feed(
+    plan: Vec<Vec<Vec<usize>>>,
+    padded: Vec<Vec<Padded>>,
+    rt: &mut Runtime,
+    fwd: &mut Forward,
+    poolings: &[Pooling],
+    queue: &SyncSender<Msg>,
+) -> Result<Duration> {
+    let mut forward = Duration::ZERO;
+    for (chunk, batches) in plan.into_iter().zip(padded) {
+        for (group, batch) in chunk.into_iter().zip(batches) {
+            let t = Instant::now();
+            let out = fwd.run(rt, batch, poolings)?;
+            forward += t.elapsed();
+            // A closed queue means the writer failed: its error is the one to report.
+            if queue.send(Msg::Batch { group, out }).is_err() {
+                return Ok(forward);
+            }
+        }
+        if queue.send(Msg::EndChunk).is_err() {
+            return Ok(forward);
+        }
+    }
+    Ok(forward)
+}
+
 struct Work {
     host: HostTimes,
     n_resumed: usize,
@@ -594,20 +710,7 @@ fn work(
         .collect();
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let plan = batch::chunks(batch::plan(&todo, &lengths, opts.batching), n);
-    // Padded up front (a few bytes per token), so the device never waits for the host
-    // between two batches.
-    let padded: Vec<Vec<Padded>> = plan
-        .iter()
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|group| {
-                    let seqs: Vec<&[i64]> = group.iter().map(|&i| tokens[i].as_slice()).collect();
-                    batch::pad(&seqs)
-                })
-                .collect()
-        })
-        .collect();
+    let padded = pad_all(&plan, tokens);
     // The forward loop holds the runtime mutably, so the writer gets its own copy.
     let device_name = rt.device_name.clone();
     let host = Host {
@@ -630,29 +733,12 @@ fn work(
                 progress.update(done.len() + n_run, rate);
             })
         });
-        let mut forward = Duration::ZERO;
-        let sent = (|| -> Result<()> {
-            for (chunk, batches) in plan.into_iter().zip(padded) {
-                for (group, batch) in chunk.into_iter().zip(batches) {
-                    let t = Instant::now();
-                    let out = fwd.run(rt, batch, poolings)?;
-                    forward += t.elapsed();
-                    // A closed queue means the writer failed: its error is the one to report.
-                    if queue.send(Msg::Batch { group, out }).is_err() {
-                        return Ok(());
-                    }
-                }
-                if queue.send(Msg::EndChunk).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        })();
+        let sent = feed(plan, padded, rt, fwd, poolings, &queue);
         drop(queue);
         let host_times = written
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (sent.map(|()| forward), host_times)
+        (sent, host_times)
     });
     let host_times = host_times?;
     let forward = forward?;

@@ -231,82 +231,13 @@ impl Runtime {
             .build()
             .map_err(ort_err("cannot create the ONNX Runtime environment"))?;
         let ort_version = ort_version(&library);
-
-        let cuda_available = <ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false);
-        let want_cuda = match device {
-            DeviceChoice::Cpu => false,
-            DeviceChoice::Cuda if !cuda_available => bail!(
-                "--device cuda: the ONNX Runtime at {} has no CUDA provider; run scripts/setup --gpu (onnxruntime-gpu) or use --device cpu",
-                library.display()
-            ),
-            DeviceChoice::Cuda => true,
-            DeviceChoice::Auto => cuda_available,
-        };
-        let builder = || -> Result<ort::session::builder::SessionBuilder> {
-            Session::builder(&env)
-                .map_err(ort_err("cannot create a session builder"))?
-                .with_log_level(LogLevel::Error)
-                .map_err(ort_err("cannot set the log level"))
-        };
-        let commit = |b: ort::session::builder::SessionBuilder| -> Result<Session> {
-            let mut b = b;
-            b.commit_from_file(&model.onnx).map_err(|e| {
-                anyhow!(
-                    "cannot load {} into ONNX Runtime: {e}",
-                    model.onnx.display()
-                )
-            })
-        };
-        let (session, provider, device_name, provider_note) = if want_cuda {
-            // TF32 matmuls broke float32 parity with transformers to 1e-2: keep full precision.
-            let cuda = ep::CUDA::default()
-                .with_tf32(false)
-                .build()
-                .error_on_failure();
-            let attempt = builder()?
-                .with_execution_providers([cuda])
-                .map_err(|e| anyhow!("{e}"))
-                .and_then(commit);
-            match attempt {
-                Ok(s) => {
-                    let note = if device == DeviceChoice::Auto {
-                        "auto: CUDA available"
-                    } else {
-                        "cuda"
-                    };
-                    (s, "CUDAExecutionProvider", gpu_name(), note.to_string())
-                }
-                Err(e) if device == DeviceChoice::Cuda => {
-                    bail!("--device cuda: the CUDA provider failed to start ({e}); check the driver, CUDA 13 and cuDNN 9 libraries, or use --device cpu")
-                }
-                Err(e) => {
-                    let note = format!(
-                        "auto: CUDA provider failed to start ({}), using the CPU",
-                        crate::util::one_line(&e)
-                    );
-                    (
-                        commit(builder()?)?,
-                        "CPUExecutionProvider",
-                        cpu_name(),
-                        note,
-                    )
-                }
-            }
-        } else {
-            let note = match device {
-                DeviceChoice::Auto => {
-                    "auto: this ONNX Runtime has no CUDA provider, using the CPU".to_string()
-                }
-                _ => "cpu".to_string(),
-            };
-            (
-                commit(builder()?)?,
-                "CPUExecutionProvider",
-                cpu_name(),
-                note,
-            )
-        };
-
+        let want_cuda = wants_cuda(device, &library)?;
+        let Opened {
+            session,
+            provider,
+            device_name,
+            provider_note,
+        } = open_session(&env, model, device, want_cuda)?;
         check_signature(&session, model)?;
         Ok(Runtime {
             session,
@@ -325,6 +256,98 @@ impl Runtime {
 
     pub fn is_cuda(&self) -> bool {
         self.provider == "CUDAExecutionProvider"
+    }
+}
+
+/// A session and where it runs.
+struct Opened {
+    session: Session,
+    provider: &'static str,
+    device_name: String,
+    provider_note: String,
+}
+
+/// Whether to try the CUDA provider: `--device cuda` insists (refused where the
+/// library has none), `auto` takes it when the library has it.
+fn wants_cuda(device: DeviceChoice, library: &Path) -> Result<bool> {
+    let cuda_available = <ep::CUDA as ExecutionProvider>::is_available().unwrap_or(false);
+    Ok(match device {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda if !cuda_available => bail!(
+            "--device cuda: the ONNX Runtime at {} has no CUDA provider; run scripts/setup --gpu (onnxruntime-gpu) or use --device cpu",
+            library.display()
+        ),
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => cuda_available,
+    })
+}
+
+/// Loads the model on CUDA when `want_cuda` (falling back to the CPU under `auto`,
+/// with a note saying why), else on the CPU.
+fn open_session(
+    env: &ort::environment::Environment,
+    model: &ModelDir,
+    device: DeviceChoice,
+    want_cuda: bool,
+) -> Result<Opened> {
+    let builder = || -> Result<ort::session::builder::SessionBuilder> {
+        Session::builder(env)
+            .map_err(ort_err("cannot create a session builder"))?
+            .with_log_level(LogLevel::Error)
+            .map_err(ort_err("cannot set the log level"))
+    };
+    let commit = |mut b: ort::session::builder::SessionBuilder| -> Result<Session> {
+        b.commit_from_file(&model.onnx).map_err(|e| {
+            anyhow!(
+                "cannot load {} into ONNX Runtime: {e}",
+                model.onnx.display()
+            )
+        })
+    };
+    let on_cpu = |note: String| -> Result<Opened> {
+        Ok(Opened {
+            session: commit(builder()?)?,
+            provider: "CPUExecutionProvider",
+            device_name: cpu_name(),
+            provider_note: note,
+        })
+    };
+    if !want_cuda {
+        return on_cpu(
+            match device {
+                DeviceChoice::Auto => "auto: this ONNX Runtime has no CUDA provider, using the CPU",
+                _ => "cpu",
+            }
+            .to_string(),
+        );
+    }
+    // TF32 matmuls broke float32 parity with transformers to 1e-2: keep full precision.
+    let cuda = ep::CUDA::default()
+        .with_tf32(false)
+        .build()
+        .error_on_failure();
+    let attempt = builder()?
+        .with_execution_providers([cuda])
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(commit);
+    match attempt {
+        Ok(session) => Ok(Opened {
+            session,
+            provider: "CUDAExecutionProvider",
+            device_name: gpu_name(),
+            provider_note: match device {
+                DeviceChoice::Auto => "auto: CUDA available",
+                _ => "cuda",
+            }
+            .to_string(),
+        }),
+        Err(e) if device == DeviceChoice::Cuda => {
+            bail!("--device cuda: the CUDA provider failed to start ({e}); check the driver, CUDA 13 and cuDNN 9 libraries, or use --device cpu")
+        }
+        Err(e) => on_cpu(format!(
+            "auto: CUDA provider failed to start ({}), using the CPU",
+            crate::util::one_line(&e)
+        )),
     }
 }
 

@@ -25,15 +25,14 @@ use parquet::basic::Compression;
 use parquet::file::metadata::{FileMetaData, KeyValue};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::files::{check_sha256, sha256_bytes};
 use crate::gram::{category_gram, Arithmetic, CategoryGram};
 use crate::layers::for_each_layer;
 use crate::write::{close_writer, finish_file, open_writer, temp_path, ParquetWriter};
 use crate::{
-    read_statements, CacheError, FileEntry, Manifest, Pooling, Side, StatementRow, EMBEDDINGS_FILE,
-    MANIFEST_FILE, STATEMENTS_FILE,
+    read_statements, CacheError, FileEntry, GramsInfo, Manifest, Pooling, Side, StatementRow,
+    EMBEDDINGS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
 };
 
 pub const GRAMS_FILE: &str = "grams.parquet";
@@ -43,17 +42,6 @@ pub const GRAMS_FORMAT_VERSION: u32 = 1;
 const KEY_VERSION: &str = "ua.grams.format_version";
 const KEY_ARITHMETIC: &str = "ua.grams.arithmetic";
 const KEY_EMBEDDINGS: &str = "ua.grams.embeddings_sha256";
-
-/// The manifest's `grams` section: what the sidecar holds and what it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GramsInfo {
-    pub format_version: u32,
-    /// Always `exact`: float64 normalisation and products.
-    pub arithmetic: String,
-    /// sha256 of the `embeddings.parquet` the blocks were computed from; null in a
-    /// compact-only cache, whose writer held the vectors and wrote no embeddings.
-    pub embeddings_sha256: Option<String>,
-}
 
 impl GramsInfo {
     fn exact(embeddings_sha256: Option<String>) -> Self {

@@ -1,3 +1,6 @@
+//! The contract's names: file names, the schema version, the poolings and sides,
+//! the Arrow schemas of `statements.parquet` and `embeddings.parquet`, and a statement's row.
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -123,4 +126,27 @@ pub fn embeddings_schema(hidden_size: usize, poolings: &[Pooling]) -> SchemaRef 
         ));
     }
     Arc::new(Schema::new(fields))
+}
+
+/// One statement's row in `statements.parquet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementRow {
+    pub statement_id: u32,
+    pub category: String,
+    /// Index of the pair within its category.
+    pub pair_index: u32,
+    pub side: Side,
+    pub text: String,
+    pub n_tokens: u32,
+    /// Sum over predicted tokens of -log p (natural log).
+    pub nll_sum: f64,
+    /// `n_tokens - 1`: every token but the first is predicted.
+    pub n_predicted: u32,
+}
+
+impl StatementRow {
+    /// transformers' `loss` with `labels = input_ids`.
+    pub fn nll_mean(&self) -> f64 {
+        self.nll_sum / f64::from(self.n_predicted)
+    }
 }

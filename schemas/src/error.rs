@@ -1,3 +1,5 @@
+//! `CacheError`: every refusal names the file and the problem.
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 

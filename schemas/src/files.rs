@@ -1,3 +1,5 @@
+//! Files as the manifest lists them: size and sha256, the statements digest, syncing a folder.
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;

@@ -7,6 +7,7 @@
 //! directory so that a reader gets either a whole cache or an error naming the
 //! file and the problem. The prose spec is `schemas/CONTRACT.md`.
 
+mod card;
 pub mod checkpoint;
 mod compact;
 mod contract;
@@ -20,22 +21,23 @@ mod read;
 mod validate;
 mod write;
 
+pub use card::{card_text, write_card, CARD_FILE};
 pub use compact::{
-    add_compact_grams, add_grams, grams_schema, read_grams, GramsInfo, GramsWriter, GRAMS_FILE,
+    add_compact_grams, add_grams, grams_schema, read_grams, GramsWriter, GRAMS_FILE,
     GRAMS_FORMAT_VERSION,
 };
 pub use contract::{
-    embeddings_schema, statements_schema, Pooling, Side, EMBEDDINGS_FILE, MANIFEST_FILE,
-    SCHEMA_VERSION, STATEMENTS_FILE,
+    embeddings_schema, statements_schema, Pooling, Side, StatementRow, EMBEDDINGS_FILE,
+    MANIFEST_FILE, SCHEMA_VERSION, STATEMENTS_FILE,
 };
 pub use error::CacheError;
 pub use files::{sha256_file, statements_digest, sync_dir, FileEntry};
 pub use lock::{CacheLock, LOCK_FILE};
 pub use manifest::{
-    ChunkInfo, DatasetInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo, Timings,
+    ChunkInfo, DatasetInfo, GramsInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo, Timings,
 };
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
 pub use validate::{validate_cache, validate_cache_in, Scope, ValidCache};
 pub use write::{
-    remove_temp_files, write_json, write_manifest, write_statements, EmbeddingsWriter, StatementRow,
+    remove_temp_files, write_json, write_manifest, write_statements, write_text, EmbeddingsWriter,
 };

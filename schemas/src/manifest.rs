@@ -1,9 +1,11 @@
+//! `manifest.json`: provenance, row counts, the files' sha256, `complete`.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CacheError, FileEntry, GramsInfo, Pooling};
+use crate::{CacheError, FileEntry, Pooling};
 
 /// `manifest.json`: provenance of one model's cache and the state of its files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,4 +192,15 @@ impl Manifest {
             .map(|p| p.parse().map_err(|e: String| CacheError::new(path, e)))
             .collect()
     }
+}
+
+/// The manifest's `grams` section: what the sidecar holds and what it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GramsInfo {
+    pub format_version: u32,
+    /// Always `exact`: float64 normalisation and products.
+    pub arithmetic: String,
+    /// sha256 of the `embeddings.parquet` the blocks were computed from; null in a
+    /// compact-only cache, whose writer held the vectors and wrote no embeddings.
+    pub embeddings_sha256: Option<String>,
 }

@@ -1,3 +1,6 @@
+//! Reading `statements.parquet` and one layer of `embeddings.parquet` (extract's merge
+//! and resume; analyze reads through its own `cache` module).
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;

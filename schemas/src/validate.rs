@@ -1,3 +1,5 @@
+//! Validating a cache folder: a reader gets a whole cache or an error naming the file.
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -81,35 +83,8 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
 
 /// [`validate_cache`], reading as much as `scope` says.
 pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheError> {
-    if !dir.is_dir() {
-        return Err(CacheError::new(
-            dir,
-            "is not a directory (expected a model cache written by extract)",
-        ));
-    }
     let manifest_path = dir.join(MANIFEST_FILE);
-    if !manifest_path.is_file() {
-        return Err(CacheError::new(
-            &manifest_path,
-            "missing: this is not a model cache written by extract",
-        ));
-    }
-    let mut manifest = Manifest::read(&manifest_path)?;
-    if manifest.schema_version != SCHEMA_VERSION {
-        return Err(CacheError::new(
-            &manifest_path,
-            format!(
-                "cache contract version {} but this tool reads version {SCHEMA_VERSION}",
-                manifest.schema_version
-            ),
-        ));
-    }
-    if !manifest.complete {
-        return Err(CacheError::new(
-            &manifest_path,
-            "the extraction did not finish (complete: false); rerun the same extract command to resume it",
-        ));
-    }
+    let mut manifest = complete_manifest(dir)?;
     let compact_only = !manifest.files.contains_key(EMBEDDINGS_FILE);
     if scope == Scope::WithoutGrams {
         if compact_only && manifest.grams.is_some() {
@@ -176,6 +151,40 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
         poolings,
         grams_only,
     })
+}
+
+/// The manifest of a finished cache of this contract version, or why `dir` holds none.
+fn complete_manifest(dir: &Path) -> Result<Manifest, CacheError> {
+    if !dir.is_dir() {
+        return Err(CacheError::new(
+            dir,
+            "is not a directory (expected a model cache written by extract)",
+        ));
+    }
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if !manifest_path.is_file() {
+        return Err(CacheError::new(
+            &manifest_path,
+            "missing: this is not a model cache written by extract",
+        ));
+    }
+    let manifest = Manifest::read(&manifest_path)?;
+    if manifest.schema_version != SCHEMA_VERSION {
+        return Err(CacheError::new(
+            &manifest_path,
+            format!(
+                "cache contract version {} but this tool reads version {SCHEMA_VERSION}",
+                manifest.schema_version
+            ),
+        ));
+    }
+    if !manifest.complete {
+        return Err(CacheError::new(
+            &manifest_path,
+            "the extraction did not finish (complete: false); rerun the same extract command to resume it",
+        ));
+    }
+    Ok(manifest)
 }
 
 /// One row group per layer, each of `rows_per_layer` rows (one per `what`).

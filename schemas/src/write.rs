@@ -1,3 +1,6 @@
+//! Writing the contract's files atomically and durably: temp file, sha256 as written,
+//! fsync, rename, folder sync.
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,31 +18,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    embeddings_schema, statements_schema, sync_dir, CacheError, FileEntry, Manifest, Pooling, Side,
+    embeddings_schema, statements_schema, sync_dir, CacheError, FileEntry, Manifest, Pooling,
+    StatementRow,
 };
-
-/// One statement's row in `statements.parquet`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatementRow {
-    pub statement_id: u32,
-    pub category: String,
-    /// Index of the pair within its category.
-    pub pair_index: u32,
-    pub side: Side,
-    pub text: String,
-    pub n_tokens: u32,
-    /// Sum over predicted tokens of -log p (natural log).
-    pub nll_sum: f64,
-    /// `n_tokens - 1`: every token but the first is predicted.
-    pub n_predicted: u32,
-}
-
-impl StatementRow {
-    /// transformers' `loss` with `labels = input_ids`.
-    pub fn nll_mean(&self) -> f64 {
-        self.nll_sum / f64::from(self.n_predicted)
-    }
-}
 
 /// Files are written beside their final name and renamed into place, so a
 /// reader never sees a half-written file under the real name. The temp name is
@@ -370,19 +351,27 @@ pub fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), CacheError
 
 /// Writes a JSON file atomically and durably: synced, renamed, folder synced.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), CacheError> {
-    let tmp = temp_path(path);
     let text =
         serde_json::to_string_pretty(value).map_err(|e| CacheError::new(path, e.to_string()))?;
+    write_text(path, &(text + "\n")).map(|_| ())
+}
+
+/// Writes a text file atomically and durably; describes it for the manifest (no rows).
+pub fn write_text(path: &Path, text: &str) -> Result<FileEntry, CacheError> {
+    let tmp = temp_path(path);
     let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
         f.sync_all()
     });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(CacheError::new(&tmp, format!("cannot write: {e}")));
     }
-    rename_durably(&tmp, path).inspect_err(|_| {
+    let written = Written {
+        bytes: text.len() as u64,
+        sha256: Some(hex::encode(Sha256::digest(text.as_bytes()))),
+    };
+    commit(&tmp, path, 0, written).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
 }

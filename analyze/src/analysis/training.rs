@@ -19,85 +19,23 @@
 //! *undetermined*: a settling step exists but the CI reaches the last step, or
 //! there is no bootstrap to tell.
 
-use serde::Serialize;
-
-use super::{bootstrap_columns, category_prefs, Loaded, Settings};
-use crate::bootstrap::{percentile, Resamples};
-use crate::correlation::pearson;
-use crate::grid::{Grid, SizeGroup};
-use crate::peaks::{abs_peak, depth_pct, first_argmax, AbsPeak};
-use crate::uniformity::ua;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Settles,
-    KeepsMoving,
-    Undetermined,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Settles => "settles",
-            Verdict::KeepsMoving => "keeps moving",
-            Verdict::Undetermined => "undetermined",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Settling {
-    /// None: the peak moves by the threshold or more up to the last step.
-    pub step: Option<u64>,
-    /// Nearest-rank 2.5–97.5% of the resamples' settling steps (the last step
-    /// standing for "none").
-    pub ci: Option<[u64; 2]>,
-    /// Share of resamples whose peak settles before the last step.
-    pub share_settled: Option<f64>,
-    pub verdict: Verdict,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckpointPeak {
-    pub cache: String,
-    pub revision: Option<String>,
-    pub step: u64,
-    /// r at each sampled layer (the size's `layers`).
-    pub r: Vec<f64>,
-    pub abs_peak: AbsPeak,
-    /// 2.5–97.5 percentile of the resamples' |r|-peak positions (% depth).
-    pub peak_pct_ci: Option<[f64; 2]>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SizeTraining {
-    pub label: String,
-    pub series: Option<String>,
-    pub size: Option<String>,
-    pub n_layers: u32,
-    pub layers: Vec<u32>,
-    pub depth_pct: Vec<f64>,
-    pub checkpoints: Vec<CheckpointPeak>,
-    pub settling: Settling,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainingView {
-    pub pooling: String,
-    /// Resamples of the training view (`--training-bootstrap`), the same at every step.
-    pub bootstrap: usize,
-    pub seed: u64,
-    pub threshold_pct: f64,
-    pub sizes: Vec<SizeTraining>,
-}
+use super::columns::bootstrap_columns;
+use super::loaded::Loaded;
+use super::results::{
+    CheckpointPeak, Grid, Settling, SizeGroup, SizeTraining, TrainingView, Verdict,
+};
+use crate::settings::AnalysisSettings;
+use crate::stats::bootstrap::{percentile, Resamples};
+use crate::stats::correlation::pearson;
+use crate::stats::peaks::{abs_peak, depth_pct, first_argmax};
+use crate::stats::uniformity::ua;
 
 /// The view over every size with several checkpoints (primary pooling).
 pub(super) fn view(
     grid: &Grid,
     loaded: &[Loaded],
     pairs_per_category: &[usize],
-    settings: &Settings,
+    settings: &AnalysisSettings,
 ) -> TrainingView {
     let n = settings.training_bootstrap;
     let res = (n > 0).then(|| Resamples::draw(pairs_per_category, n, settings.seed));
@@ -117,8 +55,8 @@ pub(super) fn view(
 }
 
 /// r of every sampled layer of one cache, primary pooling.
-fn layer_r(l: &Loaded, settings: &Settings) -> Vec<f64> {
-    let prefs = category_prefs(&l.stmts);
+fn layer_r(l: &Loaded, settings: &AnalysisSettings) -> Vec<f64> {
+    let prefs = l.stmts.category_prefs();
     l.grams[0]
         .iter()
         .map(|grams| {
@@ -132,7 +70,7 @@ fn size_training(
     g: &SizeGroup,
     loaded: &[Loaded],
     res: Option<&Resamples>,
-    settings: &Settings,
+    settings: &AnalysisSettings,
 ) -> SizeTraining {
     let members: Vec<&Loaded> = g.members.iter().map(|m| &loaded[m.index]).collect();
     let layers = members[0].layers.clone();
@@ -196,7 +134,7 @@ fn resample_peaks(rows: &[f64], layers: &[u32], n_layers: u32, n: usize) -> Vec<
 
 /// The settling index of peak positions in step order (see the module comment):
 /// `len - 1` when only the last position is within the threshold of itself.
-pub fn settling_index(peaks: &[f64], threshold: f64) -> usize {
+fn settling_index(peaks: &[f64], threshold: f64) -> usize {
     let last = peaks[peaks.len() - 1];
     let mut i = peaks.len() - 1;
     while i > 0 && (peaks[i - 1] - last).abs() < threshold {

@@ -1,0 +1,175 @@
+//! The pipeline's first step: discover and check the caches, read their
+//! statements, and choose the layers and poolings to analyse.
+
+use anyhow::{anyhow, bail, Result};
+use schemas::Pooling;
+
+use super::loaded::Loaded;
+use super::results::{ModelEntry, Selection};
+use crate::cache::{discover, read_statements, size, ModelCache};
+use crate::settings::AnalysisSettings;
+use crate::stats::correlation::MAX_EXACT;
+
+/// The seed's layer sampling: `range(0, n_layers + 1, step)` plus the last layer.
+fn sampled_layers(n_layers: u32, step: u32) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..=n_layers).step_by(step.max(1) as usize).collect();
+    if *v.last().unwrap() != n_layers {
+        v.push(n_layers);
+    }
+    v
+}
+
+/// Fewer categories leave r undefined (1), or ±1 by construction (2): no verdict
+/// can rest on them.
+const MIN_CATEGORIES: usize = 3;
+
+/// The refusals that depend on the dataset rather than on one cache: too few
+/// categories, and Monte Carlo permutations asked with no draws.
+fn check_design(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()> {
+    let m = &models[0];
+    let cats = &m.manifest().dataset.categories;
+    if cats.len() < MIN_CATEGORIES {
+        bail!(
+            "{}: the dataset has {} categor{} ({}); r across categories needs at least {MIN_CATEGORIES} (with 2 it is ±1 by construction); extract with a dataset of {MIN_CATEGORIES} or more categories",
+            m.cache.dir.join(schemas::MANIFEST_FILE).display(),
+            cats.len(),
+            if cats.len() == 1 { "y" } else { "ies" },
+            cats.join(", ")
+        );
+    }
+    if (cats.len() > MAX_EXACT || settings.monte_carlo_permutations) && settings.permutations == 0 {
+        let why = if settings.monte_carlo_permutations {
+            "--monte-carlo-permutations asks for".to_string()
+        } else {
+            format!(
+                "with {} categories (more than {MAX_EXACT}) permutation p-values are",
+                cats.len()
+            )
+        };
+        bail!(
+            "--permutations 0: {why} Monte Carlo draws; pass --permutations 1000 or more (default 10000)"
+        );
+    }
+    Ok(())
+}
+
+/// Discovers and checks the caches, reads their statements, and checks that every
+/// model has the same pairs per category (the shared bootstrap needs it). Returns
+/// the models, the pairs per category and the notes so far.
+pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
+    let models = discover(
+        &settings.cache,
+        settings.models.as_deref(),
+        settings.allow_mixed_datasets,
+        settings.scope(),
+    )?;
+    check_design(&models, settings)?;
+    if let Some(why) = settings.needs_embeddings() {
+        for m in &models {
+            m.cache
+                .require_embeddings(why)
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    let mut warnings = size::order_notes(&models);
+    for m in &models {
+        if !m.cache.poolings.contains(&settings.pooling) {
+            bail!(
+                "{}: holds poolings {:?} but --pooling asks for '{}'",
+                m.cache.dir.join(schemas::MANIFEST_FILE).display(),
+                m.manifest().run.poolings,
+                settings.pooling
+            );
+        }
+        if m.size_estimated {
+            warnings.push(format!(
+                "{}: manifest gives no n_parameters; ordered by n_layers * hidden_size^2 = {} instead",
+                m.name, m.size
+            ));
+        }
+    }
+    let mut loaded = Vec::new();
+    for m in models {
+        let stmts = read_statements(&m)?;
+        let layers = sampled_layers(m.n_layers(), settings.layer_step);
+        loaded.push(Loaded {
+            model: m,
+            stmts,
+            layers,
+            grams: Vec::new(),
+            ua_other: Vec::new(),
+        });
+    }
+    let sizes: Vec<usize> = loaded[0].stmts.pairs.iter().map(Vec::len).collect();
+    for l in &loaded[1..] {
+        let s: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
+        if s != sizes {
+            bail!(
+                "{}: pairs per category {:?} differ from {}'s {:?}; the shared pair bootstrap needs the same pairs",
+                l.model.cache.dir.join(schemas::STATEMENTS_FILE).display(),
+                s,
+                loaded[0].model.name,
+                sizes
+            );
+        }
+    }
+    Ok((loaded, sizes, warnings))
+}
+
+/// The caches the cross-size verdict compares, one per size, in size order.
+pub fn chosen(loaded: Vec<Loaded>, selection: &Selection) -> Vec<Loaded> {
+    let mut slots: Vec<Option<Loaded>> = loaded.into_iter().map(Some).collect();
+    selection
+        .chosen
+        .iter()
+        .filter_map(|m| slots[m.index].take())
+        .collect()
+}
+
+/// The primary pooling first, then (if asked) the other poolings every cache holds.
+pub fn poolings_to_analyse(loaded: &[Loaded], settings: &AnalysisSettings) -> Vec<Pooling> {
+    let mut poolings = vec![settings.pooling];
+    for p in Pooling::ALL {
+        if settings.other_poolings
+            && p != settings.pooling
+            && loaded.iter().all(|l| l.model.cache.poolings.contains(&p))
+        {
+            poolings.push(p);
+        }
+    }
+    poolings
+}
+
+/// What results.json and the report say about one compared cache.
+pub fn model_entry(l: &Loaded) -> ModelEntry {
+    let mi = &l.model.manifest().model;
+    ModelEntry {
+        name: l.model.name.clone(),
+        display: mi.display_name.clone(),
+        model_id: mi.id.clone(),
+        n_layers: mi.n_layers,
+        hidden_size: mi.hidden_size,
+        n_parameters: mi.n_parameters,
+        size_for_ordering: l.model.size,
+        size_estimated: l.model.size_estimated,
+        layers_analyzed: l.layers.clone(),
+        gram_source: if l.model.cache.grams_only {
+            schemas::GRAMS_FILE
+        } else {
+            schemas::EMBEDDINGS_FILE
+        },
+        manifest: l.model.manifest().clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampled_layers;
+
+    #[test]
+    fn seed_layer_sampling() {
+        assert_eq!(sampled_layers(24, 4), vec![0, 4, 8, 12, 16, 20, 24]);
+        assert_eq!(sampled_layers(6, 4), vec![0, 4, 6]);
+        assert_eq!(sampled_layers(3, 1), vec![0, 1, 2, 3]);
+    }
+}

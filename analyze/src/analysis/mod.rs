@@ -1,0 +1,100 @@
+//! The whole analysis, as a pipeline: load the caches (`load`), read their Gram
+//! blocks (`grams`), the statistics of each pooling (`poolings`), the CKA
+//! alignment (`alignment`) and the training view (`training`); the checkpoint
+//! grid decides which caches are compared. Every result type is in `results`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::cache::ModelCache;
+use crate::settings::AnalysisSettings;
+use crate::stats::bootstrap::Resamples;
+use crate::stats::correlation::Permutations;
+use load::{chosen, load, model_entry, poolings_to_analyse};
+use poolings::{analyze_pooling, nan_warnings};
+use results::{Analysis, Grid, PoolingResult};
+
+mod alignment;
+mod columns;
+mod grams;
+mod grid;
+mod load;
+mod loaded;
+mod poolings;
+pub mod results;
+mod training;
+
+/// Runs the pipeline on `settings`; the timings of its steps are in the result.
+pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
+    let t0 = Instant::now();
+    let mut timings = BTreeMap::new();
+    let (mut loaded, sizes, mut warnings) = load(settings)?;
+    let caches: Vec<&ModelCache> = loaded.iter().map(|l| &l.model).collect();
+    let grid = Grid::group(&caches)?;
+    let selection = grid.select(settings.revision, &caches)?;
+    let poolings = poolings_to_analyse(&loaded, settings);
+    timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
+
+    let (cka_pairs, compact) =
+        grams::read_all(&mut loaded, &poolings, &selection, settings, &mut timings)?;
+
+    let t2 = Instant::now();
+    let training = grid
+        .has_axis()
+        .then(|| training::view(&grid, &loaded, &sizes, settings));
+    if training.is_some() {
+        timings.insert("training_view".into(), t2.elapsed().as_secs_f64());
+    }
+    let loaded = chosen(loaded, &selection);
+    if loaded.len() < 2 {
+        warnings.push(format!(
+            "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
+            loaded[0].model.name
+        ));
+    }
+    let categories = loaded[0].stmts.categories.clone();
+    let perms = Permutations::new(
+        categories.len(),
+        settings.permutations,
+        settings.seed,
+        settings.monte_carlo_permutations,
+    );
+    let resamples = (settings.bootstrap > 0)
+        .then(|| Resamples::draw(&sizes, settings.bootstrap, settings.seed));
+    let results: Vec<PoolingResult> = poolings
+        .iter()
+        .enumerate()
+        .map(|(pi, &pooling)| {
+            analyze_pooling(&loaded, pi, pooling, &perms, resamples.as_ref(), settings)
+        })
+        .collect();
+    warnings.extend(nan_warnings(&results));
+    timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
+    let cka = alignment::alignment(
+        compact,
+        settings.pooling,
+        loaded[0].stmts.ids.len(),
+        cka_pairs,
+        &results[0].models,
+    );
+    timings.insert("total".into(), t0.elapsed().as_secs_f64());
+
+    Ok(Analysis {
+        settings: settings.clone(),
+        models: loaded.iter().map(model_entry).collect(),
+        categories,
+        pairs_per_category: sizes,
+        permutation_kind: perms.kind,
+        n_permutations: perms.orders.len(),
+        permutation_floor: perms.floor(),
+        poolings: results,
+        cka,
+        grid,
+        selection,
+        training,
+        warnings,
+        timings_s: timings,
+    })
+}

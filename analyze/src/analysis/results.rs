@@ -1,0 +1,262 @@
+//! The analysis' results, as results.json, the report and the figures read them:
+//! per layer, per model and pooling, across models, the CKA alignment and the
+//! training view. Filled by the pipeline's steps beside this file.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::settings::AnalysisSettings;
+use crate::stats::cka::CkaPair;
+use crate::stats::correlation::PermutationKind;
+use crate::stats::peaks::{AbsPeak, PeakAnalysis, SeedSummary};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerStats {
+    pub layer: u32,
+    pub depth_pct: f64,
+    /// Seed-exact Pearson r and its t-distribution p (n = categories).
+    pub r: f64,
+    pub p: f64,
+    /// r in the other arithmetic (primary pooling only; NaN elsewhere).
+    pub r_other_arithmetic: f64,
+    pub p_holm: f64,
+    pub perm_p: f64,
+    pub perm_p_holm: f64,
+    pub spearman_rho: f64,
+    pub spearman_p: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub boot_median: f64,
+    /// r with each category left out, in category order.
+    pub loco_r: Vec<f64>,
+    pub loco_min: f64,
+    pub loco_max: f64,
+    /// Pair level (n = pairs): r of per-pair centroid asymmetry with per-pair preference.
+    pub pair_r: f64,
+    pub pair_p: f64,
+    pub pair_rho: f64,
+    pub pair_rho_p: f64,
+    /// Per category UA and preference (the seed's x and y).
+    pub ua: Vec<f64>,
+    pub pref: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakBootstrap {
+    pub max_pos_pct_median: f64,
+    pub max_pos_pct_ci: [f64; 2],
+    pub abs_pct_median: f64,
+    pub abs_pct_ci: [f64; 2],
+    /// Share of resamples whose peak falls on each sampled layer (keyed by layer).
+    pub max_pos_layer_share: BTreeMap<u32, f64>,
+    pub abs_layer_share: BTreeMap<u32, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelPooling {
+    pub model: String,
+    pub n_layers: u32,
+    pub layers: Vec<LayerStats>,
+    pub seed_summary: SeedSummary,
+    pub abs_peak: AbsPeak,
+    pub peak_bootstrap: Option<PeakBootstrap>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StabilityBootstrap {
+    /// Share of resamples in which std of the peak positions < threshold.
+    pub share_stable: f64,
+    pub std_median: f64,
+    pub std_ci: [f64; 2],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolingResult {
+    pub pooling: String,
+    pub models: Vec<ModelPooling>,
+    /// The seed's verdict (max positive r).
+    pub peak_analysis: PeakAnalysis,
+    /// The same verdict on the |r| peak.
+    pub abs_peak_analysis: PeakAnalysis,
+    pub stability_max_pos: Option<StabilityBootstrap>,
+    pub stability_abs: Option<StabilityBootstrap>,
+    /// Largest |r(seed) - r(exact)| over models and layers (primary pooling only).
+    pub arithmetic_gap: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub display: String,
+    pub model_id: String,
+    pub n_layers: u32,
+    pub hidden_size: u32,
+    pub n_parameters: Option<u64>,
+    pub size_for_ordering: u64,
+    pub size_estimated: bool,
+    pub layers_analyzed: Vec<u32>,
+    /// Where the Gram blocks came from: `grams.parquet` (compact statistics, no
+    /// embeddings read) or `embeddings.parquet`.
+    pub gram_source: &'static str,
+    pub manifest: schemas::Manifest,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub settings: AnalysisSettings,
+    pub models: Vec<ModelEntry>,
+    pub categories: Vec<String>,
+    pub pairs_per_category: Vec<usize>,
+    pub permutation_kind: PermutationKind,
+    pub n_permutations: usize,
+    /// The smallest permutation p the design allows: 1/n! (exact) or 1/(draws+1).
+    pub permutation_floor: f64,
+    pub poolings: Vec<PoolingResult>,
+    /// Layers of each model matched to the largest model's by representation (CKA).
+    pub cka: Alignment,
+    /// The caches as series → sizes → steps, and the checkpoint per size compared.
+    pub grid: Grid,
+    pub selection: Selection,
+    /// Present when some size has several checkpoints.
+    pub training: Option<TrainingView>,
+    pub warnings: Vec<String>,
+    pub timings_s: BTreeMap<String, f64>,
+}
+
+impl Analysis {
+    pub fn primary(&self) -> &PoolingResult {
+        &self.poolings[0]
+    }
+}
+
+/// A model's |r| peak carried to the reference (largest) model's depth through the
+/// reference layer whose representation is most alike (argmax CKA).
+#[derive(Debug, Clone, Serialize)]
+pub struct DepthMatch {
+    pub model: String,
+    pub model_index: usize,
+    pub peak_layer: u32,
+    pub peak_pct: f64,
+    pub matched_layer: u32,
+    pub matched_pct: f64,
+    /// CKA of the peak layer with the matched one; None for the reference itself.
+    pub cka: Option<f64>,
+}
+
+/// The `cka_alignment` section of results.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alignment {
+    /// False with a single model (nothing to align) or from compact statistics (no vectors).
+    pub applicable: bool,
+    /// Why not, when not applicable.
+    pub not_applicable: Option<&'static str>,
+    pub pooling: String,
+    pub vectors: &'static str,
+    pub n_statements: usize,
+    /// The largest model, whose depth the others are mapped to.
+    pub reference: Option<String>,
+    /// Every pair of models, the smaller (in size order) as rows.
+    pub pairs: Vec<CkaPair>,
+    pub depth: Vec<DepthMatch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Settles,
+    KeepsMoving,
+    Undetermined,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Settles => "settles",
+            Verdict::KeepsMoving => "keeps moving",
+            Verdict::Undetermined => "undetermined",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settling {
+    /// None: the peak moves by the threshold or more up to the last step.
+    pub step: Option<u64>,
+    /// Nearest-rank 2.5–97.5% of the resamples' settling steps (the last step
+    /// standing for "none").
+    pub ci: Option<[u64; 2]>,
+    /// Share of resamples whose peak settles before the last step.
+    pub share_settled: Option<f64>,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointPeak {
+    pub cache: String,
+    pub revision: Option<String>,
+    pub step: u64,
+    /// r at each sampled layer (the size's `layers`).
+    pub r: Vec<f64>,
+    pub abs_peak: AbsPeak,
+    /// 2.5–97.5 percentile of the resamples' |r|-peak positions (% depth).
+    pub peak_pct_ci: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeTraining {
+    pub label: String,
+    pub series: Option<String>,
+    pub size: Option<String>,
+    pub n_layers: u32,
+    pub layers: Vec<u32>,
+    pub depth_pct: Vec<f64>,
+    pub checkpoints: Vec<CheckpointPeak>,
+    pub settling: Settling,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingView {
+    pub pooling: String,
+    /// Resamples of the training view (`--training-bootstrap`), the same at every step.
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub threshold_pct: f64,
+    pub sizes: Vec<SizeTraining>,
+}
+
+/// One checkpoint: `index` into the model list it was grouped from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub index: usize,
+    pub cache: String,
+    pub revision: Option<String>,
+    pub step: Option<u64>,
+}
+
+/// The checkpoints of one size, in step order.
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeGroup {
+    pub series: Option<String>,
+    pub size: Option<String>,
+    /// `series size`, or the cache folder when the manifest does not say.
+    pub label: String,
+    pub members: Vec<Member>,
+}
+
+/// Every size, in the model order (parameter count).
+#[derive(Debug, Clone, Serialize)]
+pub struct Grid {
+    pub sizes: Vec<SizeGroup>,
+}
+
+/// Which checkpoint per size the cross-size verdict used, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Selection {
+    /// The common step; None without a revision axis and steps.
+    pub step: Option<u64>,
+    /// `latest common step`, `--revision`, or `one cache per size`.
+    pub rule: String,
+    /// Per size, the chosen checkpoint.
+    pub chosen: Vec<Member>,
+}

@@ -1,0 +1,54 @@
+//! `analyze index`: adds the compact statistics (`grams.parquet`) to caches made
+//! before extract wrote them, and rebuilds a stale or damaged one, under the same
+//! per-cache lock extract takes, so it never races an extraction into the folder.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use schemas::{
+    validate_cache, validate_cache_in, CacheLock, Manifest, Scope, GRAMS_FILE, MANIFEST_FILE,
+};
+
+/// Indexes every model folder under `cache` (or the named ones); one line each.
+pub fn index(cache: &Path, only: Option<&[String]>) -> Result<Vec<String>> {
+    super::discovery::model_dirs(cache, only)?
+        .iter()
+        .map(|(_, dir)| index_one(dir))
+        .collect()
+}
+
+/// A cache whose sidecar already validates is left alone (exit 0); otherwise the
+/// rest of the cache must validate, and the sidecar is written beside it, then
+/// listed by an atomic rewrite of the manifest. The embeddings are hashed once:
+/// by the full validation of a listed sidecar, else by `add_grams` as it reads
+/// them (the checks of `Scope::WithoutGrams` leave them to it).
+fn index_one(dir: &Path) -> Result<String> {
+    let _lock = CacheLock::acquire(dir)?;
+    let base = validate_cache_in(dir, Scope::WithoutGrams).map_err(|e| anyhow!("{e}"))?;
+    let on_disk = Manifest::read(&dir.join(MANIFEST_FILE))?;
+    let listed = on_disk.grams.is_some() || on_disk.files.contains_key(GRAMS_FILE);
+    let replaced = match listed.then(|| validate_cache(dir)) {
+        Some(Ok(_)) => {
+            return Ok(format!(
+                "{}: already indexed ({GRAMS_FILE} matches its embeddings); nothing to do",
+                dir.display()
+            ))
+        }
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
+    schemas::remove_temp_files(dir)?;
+    let mut manifest = base.manifest;
+    schemas::add_grams(dir, &mut manifest)?;
+    // The card names the sidecar's config now; an older cache gets its first card.
+    schemas::write_card(dir, &mut manifest)?;
+    schemas::write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;
+    let bytes = manifest.files[GRAMS_FILE].bytes;
+    Ok(match replaced {
+        None => format!("{}: wrote {GRAMS_FILE} ({bytes} bytes)", dir.display()),
+        Some(e) => format!(
+            "{}: rebuilt {GRAMS_FILE} ({bytes} bytes), replacing one that was refused: {e}",
+            dir.display()
+        ),
+    })
+}

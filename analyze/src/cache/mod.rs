@@ -1,0 +1,21 @@
+//! The caches `extract` writes, as analyze reads them: discovery and validation,
+//! and the only Parquet reading in analyze, one reader per contract file
+//! (`statements.parquet`, one layer and pooling of `embeddings.parquet`,
+//! `grams.parquet`), plus `analyze index`, which adds the last to a cache.
+
+pub mod digest;
+pub mod discovery;
+pub mod embeddings;
+pub mod grams;
+pub mod identity;
+pub mod index;
+mod parquet;
+pub mod size;
+pub mod statements;
+pub mod types;
+
+pub use discovery::discover;
+pub use embeddings::read_layer;
+pub use grams::read_grams;
+pub use statements::read_statements;
+pub use types::{ModelCache, Pair, Statements};

@@ -1,0 +1,60 @@
+//! How each number was computed, and where the seed's method needs care.
+
+use std::fmt::Write as _;
+
+use crate::analysis::results::Analysis;
+
+/// How each number was computed, and where the seed's method needs care.
+pub fn section(a: &Analysis) -> String {
+    let mut out = String::new();
+    let r = &mut out;
+    let _ = writeln!(
+        r,
+        "\n## Notes on the method and the seed's quirks\n\n\
+- **Pooling.** `mean_skip_first` reproduces the seed's `hidden_states[l][0, 1:, :].mean(0)`. The seed meant to skip a BOS token; what it drops depends on the tokenizer: {}. `--pooling mean` (all tokens) and `--pooling last` (last token) are a flag away, and `--all-poolings` reports the cache's other poolings beside it as a sensitivity check.\n\
+- **Max positive r vs |r|.** The seed tracks the *max positive* r (and calls it the peak), although the question asks where |r| peaks; when all r are negative its \"peak\" is the least negative layer. Both are reported; the answer above uses |r|.\n\
+- **Layer sampling.** The seed samples every 4th layer plus the last (`--layer-step 4` reproduces it exactly); this run used step {}. Coarse sampling quantises peak positions to 4/n_layers of depth, which alone can move the std across the threshold.\n\
+- **n = categories.** The seed's Pearson r runs over {} category means, so p uses {} degrees of freedom and one category can carry the whole correlation (see the leave-one-category-out range). The permutation p-value is exact for up to 8 categories (all n! orderings), otherwise Monte Carlo.\n\
+- **Bootstrap.** Pairs are resampled with replacement within each category (stratified, seed {}), and the same resample is applied to every model, since all models saw the same dataset. Uniformity of a resample reuses the Gram matrices: for counts w, the sum over position pairs is (wᵀGw − Σ wᵢGᵢᵢ)/2, divided by n(n−1)/2, exactly the seed's `uniformity_score` on the resampled set.\n\
+- **Pair-level view.** For pair i of category c: d_i = cos(a_i, m_A,c,−i) − cos(b_i, m_B,c,−i), where m_S,c,−i is the mean of the normalised vectors x/(|x| + 1e-10) of the *other* side-S statements of category c at that layer and pooling (leaving pair i out removes a bias of about 1/n that differs between 20- and 50-pair categories). With `--pair-centring category` the normalised vectors are first centred on the mean of all 2n statements of the category. d_i is correlated with the pair's preference NLL(B) − NLL(A) over all {} pairs.\n\
+- **Verdict.** Population std (ddof 0) of the peak positions across models, `std < {}` → stable (the seed's rule, `--stability-threshold`).\n",
+        first_token_note(a),
+        a.settings.layer_step,
+        a.categories.len(),
+        a.categories.len().saturating_sub(2),
+        a.settings.seed,
+        a.pairs_per_category.iter().sum::<usize>(),
+        a.settings.stability_threshold
+    );
+    out
+}
+
+/// What `mean_skip_first` drops, per model: the BOS where the tokenizer adds one
+/// (Gemma, LLaMA), the first real token where it does not (Pythia), as each
+/// manifest records it.
+fn first_token_note(a: &Analysis) -> String {
+    let groups = [
+        (Some(true), "the BOS token (their tokenizer adds one)"),
+        (
+            Some(false),
+            "the first *real* token (their tokenizer adds no BOS)",
+        ),
+        (
+            None,
+            "the first token, BOS or not (their caches predate the record)",
+        ),
+    ];
+    groups
+        .iter()
+        .filter_map(|(adds_bos, what)| {
+            let names: Vec<&str> = a
+                .models
+                .iter()
+                .filter(|m| m.manifest.model.adds_bos == *adds_bos)
+                .map(|m| m.display.as_str())
+                .collect();
+            (!names.is_empty()).then(|| format!("for {} it drops {what}", names.join(", ")))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,123 @@
+//! What the user asked for: the flags of `analyze [run]`, parsed by clap straight
+//! into the settings the analysis reads and results.json records, so that a flag
+//! is one field here. The field order is results.json's `settings` order.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use schemas::{Pooling, Scope};
+use serde::Serialize;
+
+use crate::stats::pairs::Centring;
+use crate::stats::uniformity::Arithmetic;
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct AnalysisSettings {
+    /// Cache folder holding one folder per model (written by extract).
+    #[arg(long)]
+    pub cache: PathBuf,
+    /// Output folder for results.json, report.md, layer_correlations.csv and plots.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these model folders (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// Analyse every Nth layer plus the last (the seed used 4).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub layer_step: u32,
+    /// Pooling that answers the question: mean_skip_first (seed-compatible), mean or last.
+    #[arg(long, default_value = "mean_skip_first")]
+    #[serde(serialize_with = "display")]
+    pub pooling: Pooling,
+    /// Cosine arithmetic: exact (float64) or seed (the notebook's float32 kernel, for parity with its numbers).
+    #[arg(long, default_value = "exact")]
+    #[serde(serialize_with = "display")]
+    pub arithmetic: Arithmetic,
+    /// Pair-level view: take cosines around the raw normalised vectors (none) or centre them on the category mean (category).
+    #[arg(long, default_value = "none")]
+    #[serde(serialize_with = "display")]
+    pub pair_centring: Centring,
+    /// Stratified pair-bootstrap resamples (0 turns the bootstrap off).
+    #[arg(long, default_value_t = 10_000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap and of Monte Carlo permutations.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Peak-position std (points of % depth) below which peaks count as stable (the seed's 10).
+    // allow_hyphen_values: `--stability-threshold -5` (or -inf) reaches the parser and
+    // is refused with its reason rather than read as an unknown flag `-5`.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_finite, allow_hyphen_values = true)]
+    pub stability_threshold: f64,
+    /// Compare models extracted from different datasets (different dataset sha256).
+    #[arg(long)]
+    pub allow_mixed_datasets: bool,
+    /// Monte Carlo permutations when there are more than 8 categories (else all n! are used).
+    #[arg(long, default_value_t = 10_000)]
+    pub permutations: usize,
+    /// Draw --permutations random orderings even with 8 or fewer categories. It cannot
+    /// resolve p below the exact floor 1/n! (the draws sample the same n! orderings);
+    /// it gives the p-value that tools which always sample would report.
+    #[arg(long)]
+    pub monte_carlo_permutations: bool,
+    /// Also analyse the cache's other poolings (a sensitivity section in the report; about 3x the reading time).
+    // The fields are in results.json's order; --help lists this flag where it always
+    // stood, after --allow-mixed-datasets: display order 11 ties with --permutations
+    // (the 12th field) and sorts before it by name.
+    #[arg(long = "all-poolings", display_order = 11)]
+    pub other_poolings: bool,
+    /// With training checkpoints: the step (stepN) whose caches the cross-size verdict compares [default: the latest step common to all sizes].
+    #[arg(long, value_parser = step_revision)]
+    pub revision: Option<u64>,
+    /// With training checkpoints: resamples of the training view, the same at every step (0 turns it off).
+    #[arg(long, default_value_t = 1_000)]
+    pub training_bootstrap: usize,
+    /// Read the embeddings even where a cache has compact statistics (grams.parquet);
+    /// `--arithmetic seed` always reads them.
+    #[arg(long)]
+    pub from_embeddings: bool,
+}
+
+impl AnalysisSettings {
+    /// The compact statistics hold float64 Gram blocks only: the seed's float32
+    /// arithmetic, and `--from-embeddings`, need the embeddings.
+    pub fn scope(&self) -> Scope {
+        match self.needs_embeddings() {
+            None => Scope::PreferGrams,
+            Some(_) => Scope::Full,
+        }
+    }
+
+    /// The flag that makes this analysis read the embeddings, if any.
+    pub fn needs_embeddings(&self) -> Option<&'static str> {
+        if self.from_embeddings {
+            Some("--from-embeddings")
+        } else if self.arithmetic == Arithmetic::Seed {
+            Some("--arithmetic seed")
+        } else {
+            None
+        }
+    }
+}
+
+fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// `--stability-threshold`: a std of peak positions is >= 0, so a threshold <= 0 or
+/// NaN always says "shifts" and infinity always "stable".
+fn positive_finite(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of depth points, e.g. 10".to_string())?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err("must be a finite number > 0 (points of % depth; the seed used 10)".into());
+    }
+    Ok(v)
+}
+
+/// `--revision`: a training step as Pythia names its revisions.
+fn step_revision(s: &str) -> Result<u64, String> {
+    schemas::checkpoint::step_of(s.trim())
+        .ok_or_else(|| format!("'{s}' is not stepN (a training step, e.g. step143000)"))
+}

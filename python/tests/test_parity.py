@@ -1,0 +1,76 @@
+"""The parity rule (uatools.parity; tests/parity.rs pins the Rust side to the same constants)."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from uatools import parity
+
+
+def test_constants():
+    assert parity.ACCUM_UNITS == 192
+    assert parity.STORE_UNITS == 64
+    assert parity.UNIT_ROUNDOFF == {"float32": 2.0 ** -24, "float16": 2.0 ** -11}
+
+
+def test_bound_float32_is_256_units():
+    assert parity.bound("float32") == 256 * 2.0 ** -24 == 1.52587890625e-05
+
+
+def test_bound_float16_adds_64_float16_units():
+    # 192 * 2^-24 + 64 * 2^-11 = 1.1444091796875e-05 + 0.03125
+    assert parity.bound("float16") == pytest.approx(0.031261444091796875, rel=0, abs=1e-18)
+
+
+def test_bound_unknown_dtype():
+    with pytest.raises(ValueError, match="bfloat16"):
+        parity.bound("bfloat16")
+
+
+def test_vector_error_is_relative_to_the_reference_scale():
+    err, worst = parity.vector_error([1.0, 2.0, 3.0], [1.0, 2.0, 2.5])
+    assert err == pytest.approx(0.5 / 2.5)
+    assert worst == 2
+
+
+def test_vector_error_takes_the_worst_vector_and_flat_index():
+    ours = [[0.0, 0.0], [1.0, 1.0]]
+    ref = [[0.0, 0.5], [1.0, 3.0]]  # row 0: 0.5 / 0.5 = 1; row 1: 2 / 3
+    err, worst = parity.vector_error(ours, ref)
+    assert err == 1.0
+    assert worst == 1  # row 0, dimension 1 of the flattened [2, 2]
+
+
+def test_vector_error_massive_dimension_scales_the_bound():
+    # A float32 ulp at 1755 (1.2e-4) is within the rule, though over 1e-4 absolute.
+    ref = np.array([1755.0, 0.1, -0.2], dtype=np.float32)
+    ours = ref.copy()
+    ours[0] = np.nextafter(np.float32(1755.0), np.float32(2000.0))
+    err, _ = parity.vector_error(ours, ref)
+    assert err == pytest.approx(2.0 ** -13 / 1755.0)  # the ulp of [1024, 2048) is 2^-13
+    assert err <= parity.bound("float32")
+
+
+def test_vector_error_zero_reference_and_non_finite():
+    err, _ = parity.vector_error([1e-30], [0.0])
+    assert err == pytest.approx(1e-30 / float(np.finfo(np.float32).tiny))
+    assert parity.vector_error([0.0], [0.0])[0] == 0.0
+    assert parity.vector_error([float("nan"), 1.0], [1.0, 1.0])[0] == math.inf
+    assert parity.vector_error([float("inf")], [1.0])[0] == math.inf
+
+
+def test_nll_error():
+    assert parity.nll_error(2.5, 2.0) == pytest.approx(0.25)  # |0.5| / max(1, 2)
+    assert parity.nll_error(0.5, 0.25) == pytest.approx(0.25)  # |0.25| / max(1, 0.25)
+    assert parity.nll_error([1.0, 3.0], [1.0, 2.0]) == pytest.approx(0.5)
+    assert parity.nll_error([], []) == 0.0
+    assert parity.nll_error(float("nan"), 1.0) == math.inf
+
+
+def test_rule_and_cli(capsys):
+    rule = parity.rule()
+    assert rule["accum_units"] == 192 and rule["store_units"] == 64
+    assert rule["bound"] == {"float32": parity.bound("float32"), "float16": parity.bound("float16")}
+    assert parity.main(["--rule"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(rule))

@@ -1,0 +1,294 @@
+"""Export a Hugging Face causal LM (Pythia/GPT-NeoX, Gemma 3, LLaMA, ...) to the ONNX model dir that extract reads.
+
+Writes into --out:
+  model.onnx            graph: (input_ids, attention_mask) -> (pooled, nll_sum, n_predicted),
+                        or with --token-states -> (hidden_states, token_logprobs)
+  model.onnx.data       weights, only when the model is over ~2 GB (protobuf's limit)
+  tokenizer.json        the fast tokenizer's backend; Rust `tokenizers`
+                        encode(text, add_special_tokens=true) == transformers tokenizer(text)
+  config.json           the model's transformers config
+  export.json           provenance, sha256 and size of every file extract reads ("files":
+                        model.onnx, its external data, tokenizer.json, config.json),
+                        "outputs" (the graph's output names, which say its layout),
+                        "pooled_order" (reduced graph only), "adds_bos" (the tokenizer
+                        prepends a special token to every statement), and seed-method
+                        probe values for parity checks
+  reference.safetensors only with --reference-dataset: seed values for every statement
+
+Graph contract (extract depends on it exactly):
+  inputs   input_ids int64 [batch, seq], attention_mask int64 [batch, seq] (1 = token,
+           0 = padding; extract pads on the right, so a row's n real tokens are
+           positions 0..n-1); both axes dynamic.
+  outputs, default (reduced in the graph; no token-level tensor leaves it):
+           pooled float32 [batch, n_layers+1, 3, hidden]: layer l is transformers'
+             hidden_states[l] (0 = embeddings, last = after the final layer norm) pooled
+             over the row's real tokens, in export.json's "pooled_order":
+             0 = mean (tokens 0..n-1), 1 = mean_skip_first (tokens 1..n-1; zeros when
+             n == 1), 2 = last (token n-1). Every layer is cast to float32 before any
+             sum, whatever the model dtype, and padded positions are zeroed first.
+           nll_sum float32 [batch]: -sum_{t=1}^{n-1} log p(input_ids[t] | tokens < t),
+             log-softmax over float32 logits (as transformers' loss upcasts); 0 when n == 1.
+           n_predicted int64 [batch]: n - 1 (0 when n == 1), so nll_sum / n_predicted is
+             transformers' loss with labels = input_ids.
+  outputs, with --token-states (every token's state leaves the graph; extract pools
+           on the host):
+           hidden_states [n_layers+1, batch, seq, hidden] in the model dtype (transformers'
+           output_hidden_states stacked: 0 = embeddings, last = after the final layer norm);
+           token_logprobs float32 [batch, seq]: log p(input_ids[t] | tokens < t) for t >= 1,
+           0.0 at t = 0, so mean over t=1..n-1 of -token_logprobs is transformers' loss.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from uatools.export.common import (
+    DEFAULT_OPSET,
+    DEFAULT_PROBES,
+    EXTERNAL_DATA_NAME,
+    EXTERNAL_DATA_THRESHOLD,
+    FORMAT,
+    INPUTS,
+    POOLED_ORDER,
+    REDUCED_OUTPUTS,
+    ExportError,
+    first_line,
+    log,
+    parity,
+)
+from uatools.export.graph import (
+    check_graph_io,
+    export_onnx,
+    make_wrapper,
+    onnx_opset,
+    parameter_bytes,
+    right_padded_batch,
+    right_padded_ids,
+    strip_debug_metadata,
+)
+from uatools.export.meta import (
+    adds_bos,
+    creation_time,
+    export_json,
+    model_dims,
+    model_files,
+    write_json_atomic,
+    write_reference,
+)
+from uatools.export.verify import compare_with_probes, fmt, ort_session, run_ort, verification_skip_reason, verify
+
+# What scripts/make-fixtures and scripts/make-shape-graph use of the export, besides run and parse_args.
+__all__ = [
+    "DEFAULT_PROBES", "EXTERNAL_DATA_NAME", "FORMAT", "INPUTS", "POOLED_ORDER", "REDUCED_OUTPUTS", "ExportError",
+    "check_graph_io", "compare_with_probes", "creation_time", "main", "model_files", "ort_session", "parity",
+    "parse_args", "right_padded_ids", "run", "run_ort", "write_json_atomic",
+]
+import argparse
+
+
+def looks_like_path(model: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else with path syntax is meant as a dir.
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        return True
+    # "dir/name" where dir exists locally is a missing checkpoint, not a hub id.
+    return "/" in model and os.path.isdir(model.split("/", 1)[0])
+
+
+def check_model_source(model: str) -> None:
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise ExportError(f"{model}: not a transformers checkpoint (no config.json)")
+    elif os.path.exists(model):
+        raise ExportError(f"{model}: not a directory")
+    elif looks_like_path(model):
+        raise ExportError(f"{model}: model directory not found")
+
+
+def check_device_dtype(device: str, dtype: str) -> None:
+    import torch
+
+    if device == "cpu" and dtype == "float16":
+        raise ExportError("--dtype float16 needs --device cuda: torch's CPU float16 kernels are slow "
+                          "and not what the seed ran (float16 on GPU); use --dtype float32 on CPU")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ExportError("--device cuda requested but torch sees no CUDA device "
+                          f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16}[name]
+
+
+def load_model_and_tokenizer(model_id: str, revision, dtype: str, device: str):
+    """Load as the seed does, with eager attention (the exporters trace it reliably)."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # transformers 5 renamed torch_dtype to dtype; keep working with 4.x too.
+    dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_id, revision=revision, attn_implementation="eager", **{dtype_kw: torch_dtype(dtype)})
+    except OSError as e:
+        raise ExportError(f"cannot load {model_id}: {first_line(e)}") from e
+    model = model.to(device).eval()
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{model_id}: no fast tokenizer (tokenizer.json) available; extract needs one")
+    return model, tokenizer
+
+
+def save_tokenizer(tokenizer, path: str, check_texts) -> None:
+    """Save the backend tokenizer and prove Rust-side encoding equals transformers'.
+
+    Rust's `tokenizers` crate reads exactly this file; encode(text, add_special_tokens=true)
+    applies the saved post-processor, which is where a BOS/EOS would come from. transformers
+    may wrap the backend (e.g. add_bos_token), so compare rather than assume.
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer.backend_tokenizer.save(path)
+    reloaded = Tokenizer.from_file(path)
+    for text in check_texts:
+        want = list(tokenizer(text)["input_ids"])
+        got = reloaded.encode(text, add_special_tokens=True).ids
+        if got != want:
+            raise ExportError(f"saved tokenizer.json encodes {text!r} as {got[:8]}..., transformers as "
+                              f"{want[:8]}...; the tokenizer's special-token handling is not in its backend")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="export",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True,
+                   help="Hugging Face hub id (e.g. EleutherAI/pythia-410m) or a local checkpoint dir")
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit); recorded in export.json")
+    p.add_argument("--out", required=True, help="output directory (created if missing)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="model dtype; float16 needs --device cuda (default: float32)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device to load and trace on (default: cpu)")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                   help="torch.onnx exporter (default: dynamo; TorchScript's float16 GPT-NeoX graph "
+                        "does not load in ONNX Runtime)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 18 (default: {DEFAULT_OPSET})")
+    p.add_argument("--probes", type=int, default=len(DEFAULT_PROBES), metavar="N",
+                   help=f"number of built-in probe statements recorded in export.json (0-{len(DEFAULT_PROBES)}, "
+                        f"default {len(DEFAULT_PROBES)})")
+    p.add_argument("--reference-dataset", metavar="FILE",
+                   help="dataset in the seed's schema; also write reference.safetensors with the seed "
+                        "method's mean_skip_first and nll for every statement (batch 1)")
+    p.add_argument("--source-name", default=None,
+                   help="name recorded as source.model in export.json (default: --model as given)")
+    p.add_argument("--token-states", action="store_true",
+                   help="export the token-level graph (outputs hidden_states, token_logprobs: every "
+                        "token's state at every layer, pooled by extract on the host) instead of the "
+                        "default graph that pools and sums the NLL itself (pooled, nll_sum, n_predicted)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
+    args = p.parse_args(argv)
+    if args.opset < 18:
+        p.error("--opset must be >= 18")
+    if not 0 <= args.probes <= len(DEFAULT_PROBES):
+        p.error(f"--probes must be between 0 and {len(DEFAULT_PROBES)}")
+    return args
+
+
+def run(args) -> dict:
+    """The whole export; returns export.json's content. Importable (make-fixtures uses it)."""
+    import torch
+
+    from uatools.seed import reference as seedref
+
+    check_model_source(args.model)
+    check_device_dtype(args.device, args.dtype)
+    os.makedirs(args.out, exist_ok=True)
+    created = creation_time()
+
+    # Read the dataset before the (possibly long) model load so a typo fails fast.
+    probe_texts = DEFAULT_PROBES[: args.probes]
+    check_texts = list(DEFAULT_PROBES)
+    if args.reference_dataset:
+        try:
+            check_texts += [s.text for s in seedref.iter_statements(seedref.load_dataset(args.reference_dataset))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ExportError(f"{args.reference_dataset}: not a readable dataset in the seed's schema "
+                              f"({first_line(e)})") from e
+
+    log(f"loading {args.model} (revision {args.revision or 'default'}, {args.dtype}, {args.device})")
+    model, tokenizer = load_model_and_tokenizer(args.model, args.revision, args.dtype, args.device)
+    dims = model_dims(model)
+    log(f"  {dims['n_layers']} layers, hidden {dims['hidden_size']}, vocab {dims['vocab_size']}, "
+        f"{parameter_bytes(model) / 1e6:.1f} MB of parameters")
+
+    log("writing tokenizer.json and config.json")
+    save_tokenizer(tokenizer, os.path.join(args.out, "tokenizer.json"), check_texts)
+    model.config.to_json_file(os.path.join(args.out, "config.json"))
+    bos = adds_bos(tokenizer, check_texts)
+    log(f"  the tokenizer {'prepends a BOS token to every statement' if bos else 'adds no special token'}")
+
+    log(f"computing {len(probe_texts)} probe(s) with the seed functions")
+    probes = [seedref.probe_record(t, model, tokenizer) for t in probe_texts]
+
+    external = parameter_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    layout = "token states (hidden_states, token_logprobs)" if args.token_states else \
+        "pooled in the graph (pooled, nll_sum, n_predicted)"
+    log(f"exporting model.onnx with the {args.exporter} exporter, opset {args.opset}, outputs {layout}"
+        + (f", weights in {EXTERNAL_DATA_NAME}" if external else ""))
+    wrapper = make_wrapper(model, args.token_states)
+    # Two different-length texts so tracing sees real padding and no size-1 axis.
+    example_ids, example_mask, _ = right_padded_batch(tokenizer, DEFAULT_PROBES[:2], args.device)
+    export_onnx(wrapper, (example_ids, example_mask), args.out, args.exporter, args.opset, external,
+                args.token_states)
+    onnx_path = os.path.join(args.out, "model.onnx")
+    strip_debug_metadata(onnx_path)
+    check_graph_io(onnx_path, args.token_states, dims, args.dtype)
+    opset = onnx_opset(onnx_path)
+
+    skip_reason = verification_skip_reason(args)
+    if skip_reason:
+        log(f"skipping the ONNX Runtime check: {skip_reason}")
+    else:
+        log("verifying with ONNX Runtime on a right-padded batch")
+        verify_texts = probe_texts if len(probe_texts) >= 2 else DEFAULT_PROBES[:2]
+        verify_probes = probes if len(probe_texts) >= 2 else []
+        result = verify(onnx_path, model, tokenizer, verify_texts, verify_probes, args.dtype, args.device)
+        log(f"  ok: {fmt(result)}")
+
+    if args.reference_dataset:
+        log(f"computing reference.safetensors for {args.reference_dataset} (seed method, batch 1)")
+        n = write_reference(args.reference_dataset, args.out, model, tokenizer, args.dtype, args.device)
+        log(f"  {n} statements")
+
+    meta = export_json(args, model, opset, args.out, probes, created, bos)
+    write_json_atomic(os.path.join(args.out, "export.json"), meta)
+    log(f"done: {args.out}")
+    del wrapper, model
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    return meta
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except ExportError as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("export: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - unexpected: still one line unless --traceback
+        if args.traceback:
+            traceback.print_exc()
+        print(f"export: error: {type(e).__name__}: {first_line(e)} (rerun with --traceback for details)",
+              file=sys.stderr)
+        return 1
+    return 0

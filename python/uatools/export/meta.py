@@ -1,0 +1,194 @@
+"""Provenance: export.json (files, versions, dims, probes), reference.safetensors, and
+the byte-stable writing of both."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+
+from uatools.export.common import FORMAT, INPUTS, POOLED_ORDER, ExportError, first_line, log
+from uatools.export.graph import output_names
+from uatools.files import sha256_file
+
+
+def creation_time() -> str:
+    """Now, or SOURCE_DATE_EPOCH (reproducible-builds convention) so fixtures rebuild byte-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+    else:
+        when = datetime.datetime.now(datetime.timezone.utc)
+    return when.replace(microsecond=0).isoformat()
+
+
+def file_entry(path: str) -> dict:
+    return {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+
+
+def versions() -> dict:
+    import onnx
+    import torch
+    import transformers
+
+    v = {"python": platform.python_version(), "torch": torch.__version__,
+         "transformers": transformers.__version__, "onnx": onnx.__version__}
+    try:
+        import onnxruntime
+
+        v["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def text_config(config):
+    """The language model's own config: nested as text_config in multimodal checkpoints
+    (Gemma 3 4B+, LLaVA-style), the config itself otherwise."""
+    get = getattr(config, "get_text_config", None)
+    cfg = get() if callable(get) else getattr(config, "text_config", None) or config
+    return cfg
+
+
+def model_dims(model) -> dict:
+    cfg = text_config(model.config)
+    return {"n_layers": int(cfg.num_hidden_layers), "hidden_size": int(cfg.hidden_size),
+            "vocab_size": int(cfg.vocab_size), "max_positions": int(cfg.max_position_embeddings),
+            # analyze orders models by size; counting here spares it parsing ONNX.
+            "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+
+
+def adds_bos(tokenizer, texts) -> bool:
+    """Whether the tokenizer prepends a special token (BOS) to every statement: then the
+    seed's mean_skip_first drops that token, otherwise it drops the first word piece."""
+    with_special = [list(tokenizer(t)["input_ids"]) for t in texts]
+    without = [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    prefixed = [len(a) > len(b) and a[len(a) - len(b):] == b and a[0] in tokenizer.all_special_ids
+                for a, b in zip(with_special, without)]
+    if any(prefixed) and not all(prefixed):
+        raise ExportError("the tokenizer prepends a special token to some statements but not to others")
+    return all(prefixed)
+
+
+def external_data_files(onnx_path: str) -> list:
+    """Every external-data file the graph refers to (relative names), in order of first use."""
+    import onnx
+
+    proto = onnx.load(onnx_path, load_external_data=False)
+    names = []
+
+    def visit(graph):
+        tensors = list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
+        for t in tensors:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                loc = next((e.value for e in t.external_data if e.key == "location"), None)
+                if loc and loc not in names:
+                    names.append(loc)
+        for n in graph.node:
+            for a in n.attribute:
+                if a.HasField("g"):
+                    visit(a.g)
+                for g in a.graphs:
+                    visit(g)
+
+    visit(proto.graph)
+    return names
+
+
+def model_files(out_dir: str) -> dict:
+    """export.json's "files": everything extract reads from the model dir, with sha256 and size."""
+    onnx_path = os.path.join(out_dir, "model.onnx")
+    names = ["model.onnx", *external_data_files(onnx_path), "tokenizer.json", "config.json"]
+    files = {}
+    for name in names:
+        path = os.path.join(out_dir, name)
+        if not os.path.isfile(path):
+            raise ExportError(f"{path}: missing (the graph or the contract refers to it)")
+        files[name] = file_entry(path)
+    return files
+
+
+def export_json(args, model, opset: int, out_dir: str, probes: list, created: str, bos: bool) -> dict:
+    files = model_files(out_dir)
+    return {
+        "format": FORMAT,
+        "source": {"model": args.source_name or args.model, "revision": args.revision},
+        "dtype": args.dtype,
+        "device": args.device,
+        "exporter": args.exporter,
+        "opset": opset,
+        "versions": versions(),
+        **model_dims(model),
+        "inputs": list(INPUTS),
+        "outputs": output_names(args.token_states),
+        **({} if args.token_states else {"pooled_order": list(POOLED_ORDER)}),
+        "adds_bos": bos,
+        "files": files,
+        "created": created,
+        "probes": probes,
+    }
+
+
+def write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_reference(dataset_path: str, out_dir: str, model, tokenizer, dtype: str, device: str) -> int:
+    """reference.safetensors: the seed method's values for every statement, batch 1."""
+    import torch
+    import transformers
+    from safetensors.numpy import save_file
+
+    from uatools.seed import reference as seedref
+
+    try:
+        dataset = seedref.load_dataset(dataset_path)
+        statements = list(seedref.iter_statements(dataset))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ExportError(f"{dataset_path}: not a dataset in the seed's schema ({first_line(e)})") from e
+    max_pos = model_dims(model)["max_positions"]
+    for i, s in enumerate(statements):
+        n = len(tokenizer(s.text)["input_ids"])
+        if n < 2 or n > max_pos:
+            raise ExportError(f"{dataset_path}: statement {i} ({s.category} pair {s.pair_index} {s.side}) has "
+                              f"{n} tokens; the seed method needs 2..{max_pos}")
+
+    def progress(done, total):
+        if done % 50 == 0 or done == total:
+            log(f"  reference {done}/{total}")
+
+    arrays = seedref.reference_arrays(statements, model, tokenizer, progress)
+    metadata = {
+        "dataset_sha256": sha256_file(dataset_path),
+        "n_statements": str(len(statements)),
+        # The name the committed fixtures carry (now uatools.seed.reference): kept, so rebuilds stay byte-identical.
+        "produced_by": (f"scripts/seedref.py seed get_layer_embeddings(layer_step=1) and get_nll, batch 1, "
+                        f"transformers {transformers.__version__}, torch {torch.__version__}, {dtype}, {device}"),
+    }
+    path = os.path.join(out_dir, "reference.safetensors")
+    save_file(arrays, path + ".tmp", metadata=metadata)
+    sort_safetensors_header(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return len(statements)
+
+
+def sort_safetensors_header(path: str) -> None:
+    """Rewrite the header JSON with sorted keys so reruns give identical bytes.
+
+    safetensors serialises __metadata__ from a hash map, so its key order changes from run
+    to run. Same keys and values -> same length, so the data offsets stay valid.
+    """
+    import struct
+
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        sorted_header = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        if len(sorted_header) > n:
+            raise ExportError(f"{path}: unexpected safetensors header size")
+        f.seek(8)
+        f.write(sorted_header.ljust(n, b" "))

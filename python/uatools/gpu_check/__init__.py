@@ -1,0 +1,1 @@
+"""scripts/gpu-check: extract on CUDA against the seed loop (docs/gpu-check.md)."""
