@@ -158,7 +158,7 @@ fn single_model_gets_results_without_verdict() {
     let (ok, stdout, err) = analyze(&cache, &out, &["--models", "b"]);
     assert!(ok, "{err}");
     assert!(err.contains("at least 2 models"), "{err}");
-    assert!(stdout.contains("not applicable"), "{stdout}");
+    assert!(stdout.starts_with("**Not applicable**"), "{stdout}");
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert!(v["peak_analysis"]["peaks_stable"].is_null());
@@ -439,24 +439,34 @@ fn the_small_n_caveat_depends_on_n() {
     let out = tmp.path().join("out");
     let (ok, stdout, err) = analyze(&few, &out, &[]);
     assert!(ok, "{err}");
+    // The console's bullet, and the report's details.
     assert!(
-        stdout.contains("only 3 categories (df = 1)") && stdout.contains("1/3! = 0.167"),
+        stdout.contains("rests on 3 categories (df = 1)") && stdout.contains("1/3! = 0.167"),
         "{stdout}"
     );
-    assert!(stdout.contains("p-values are weak"), "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("only 3 categories (df = 1)") && report.contains("p-values are weak"),
+        "{report}"
+    );
     let many = tmp.path().join("many");
     let cats = vec!["2"; 40].join(",");
     synth_cache(
         &many,
         &["--models", "a:3:8:1000,b:4:8:2000", "--categories", &cats],
     );
-    let (ok, stdout, err) = analyze(&many, &tmp.path().join("out2"), &["--permutations", "999"]);
+    let out2 = tmp.path().join("out2");
+    let (ok, stdout, err) = analyze(&many, &out2, &["--permutations", "999"]);
     assert!(ok, "{err}");
     assert!(
-        stdout.contains("Each r rests on 40 categories (df = 38)")
-            && stdout.contains("1/(999 + 1) = 1.0e-3 (Monte Carlo)")
-            && !stdout.contains("weak"),
+        stdout.contains("rests on 40 categories (df = 38)")
+            && stdout.contains("1/(999 + 1) = 1.0e-3 (Monte Carlo)"),
         "{stdout}"
+    );
+    let report = std::fs::read_to_string(out2.join("report.md")).unwrap();
+    assert!(
+        report.contains("Each r rests on 40 categories (df = 38)") && !report.contains("weak"),
+        "{report}"
     );
 }
 

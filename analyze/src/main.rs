@@ -69,7 +69,10 @@ fn run(settings: AnalysisSettings) -> anyhow::Result<()> {
     for w in &a.warnings {
         eprintln!("note: {w}");
     }
-    println!("{}", analyze::report::answer_paragraph(&a));
+    println!("{}", analyze::report::headline(&a));
+    for b in analyze::report::evidence(&a) {
+        println!("- {b}");
+    }
     println!(
         "wrote {}/{{results.json, report.md, layer_correlations.csv, {}}}",
         settings.out.display(),

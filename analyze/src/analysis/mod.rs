@@ -1,6 +1,7 @@
 //! The whole analysis, as a pipeline: load the caches (`load`), read their Gram
 //! blocks (`grams`), the statistics of each pooling (`poolings`), the CKA
-//! alignment (`alignment`) and the training view (`training`); the checkpoint
+//! alignment (`alignment`) and the training view (`training`), and the evidence at each
+//! model's peak (`evidence`); the checkpoint
 //! grid decides which caches are compared. Every result type is in `results`.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use results::{Analysis, Grid, PoolingResult};
 
 mod alignment;
 mod columns;
+mod evidence;
 mod grams;
 mod grid;
 mod load;
@@ -71,6 +73,7 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         })
         .collect();
     warnings.extend(nan_warnings(&results));
+    let peak_evidence = evidence::at_peaks(&results[0], &categories, sizes.iter().sum());
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
     let cka = alignment::alignment(
         compact,
@@ -90,6 +93,7 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         n_permutations: perms.orders.len(),
         permutation_floor: perms.floor(),
         poolings: results,
+        peak_evidence,
         cka,
         grid,
         selection,

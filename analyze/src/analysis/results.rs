@@ -42,6 +42,38 @@ pub struct LayerStats {
     pub pref: Vec<f64>,
 }
 
+/// What the r at one model's |r| peak (primary pooling) rests on: the category that
+/// moves it most when left out, the agreement of its p-values, and the pair level.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakEvidence {
+    pub model: String,
+    pub layer: u32,
+    pub depth_pct: f64,
+    pub r: f64,
+    pub p: f64,
+    pub perm_p: f64,
+    pub spearman_rho: f64,
+    pub spearman_p: f64,
+    /// The category whose removal moves r the most, and r and Pearson's p without it.
+    pub influential_category: Option<String>,
+    pub r_without: f64,
+    pub p_without: f64,
+    /// Why that category carries r (`stats::influence::carries`); empty when it does not.
+    pub carried_because: Vec<&'static str>,
+    /// Pearson's p at least `P_RATIO` times below the permutation p.
+    pub p_disagree: bool,
+    /// The pair-level view at the same layer (n = pairs).
+    pub pair_r: f64,
+    pub pair_p: f64,
+    pub n_pairs: usize,
+}
+
+impl PeakEvidence {
+    pub fn carried(&self) -> bool {
+        !self.carried_because.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PeakBootstrap {
     pub max_pos_pct_median: f64,
@@ -113,6 +145,8 @@ pub struct Analysis {
     /// The smallest permutation p the design allows: 1/n! (exact) or 1/(draws+1).
     pub permutation_floor: f64,
     pub poolings: Vec<PoolingResult>,
+    /// At each model's |r| peak of the primary pooling, what its r rests on.
+    pub peak_evidence: Vec<PeakEvidence>,
     /// Layers of each model matched to the largest model's by representation (CKA).
     pub cka: Alignment,
     /// The caches as series → sizes → steps, and the checkpoint per size compared.

@@ -11,26 +11,37 @@ use super::axis::{frame, Axis};
 use super::canvas::{err, panels, panels_size, save, Figure, ALL, PANELS_HEAD};
 use super::labels::label_points;
 use super::style::{draw_markers, title};
-use crate::analysis::results::{Analysis, LayerStats, ModelPooling, PoolingResult};
+use crate::analysis::results::{Analysis, LayerStats, ModelPooling, PeakEvidence, PoolingResult};
 use crate::format::signed;
 
 /// The figure's file stem and its line in the report's list of figures.
 pub const FIGURE: (&str, &str) = (
     "category_scatter",
-    "the categories behind r at each model's |r| peak: UA against mean preference, each point named, with the least-squares line",
+    "the categories behind r at each model's |r| peak: UA against mean preference, each point named, with the least-squares line; a ring marks the category whose removal moves r the most (red where it carries r)",
 );
 
 /// Writes the figure of the primary pooling.
 pub fn write(a: &Analysis, out: &Path) -> Result<()> {
     let p = a.primary();
     let categories = &a.categories;
-    save(&CategoryScatter { p, categories }, out, FIGURE.0)
+    let evidence = &a.peak_evidence;
+    save(
+        &CategoryScatter {
+            p,
+            categories,
+            evidence,
+        },
+        out,
+        FIGURE.0,
+    )
 }
 
 /// Each model's categories at its |r| peak layer: what r is computed from.
 struct CategoryScatter<'a> {
     p: &'a PoolingResult,
     categories: &'a [String],
+    /// Which category each panel rings: the one whose removal moves r the most.
+    evidence: &'a [PeakEvidence],
 }
 
 const SCATTER: (u32, u32) = (660, 540);
@@ -54,7 +65,8 @@ impl Figure for CategoryScatter<'_> {
             .zip(body.split_evenly((rows, cols)))
             .enumerate()
         {
-            scatter_panel(&area, m, i, self.categories)?;
+            let e = self.evidence.iter().find(|e| e.model == m.model);
+            scatter_panel(&area, m, i, self.categories, e)?;
         }
         Ok(())
     }
@@ -79,6 +91,7 @@ fn scatter_panel<DB: DrawingBackend>(
     m: &ModelPooling,
     i: usize,
     categories: &[String],
+    evidence: Option<&PeakEvidence>,
 ) -> Result<()> {
     let Some(s) = peak_layer(m) else {
         return Ok(());
@@ -92,8 +105,14 @@ fn scatter_panel<DB: DrawingBackend>(
             .collect();
     let x = Axis::around(&s.ua, "UA = U(A) − U(B)");
     let y = Axis::around(&s.pref, "mean preference, NLL(B) − NLL(A)");
+    // The ring marks the category whose removal moves r the most.
+    let ring = match evidence {
+        Some(e) if e.carried() => ", red ring: carries r",
+        Some(_) => ", ring: most influential",
+        None => "",
+    };
     let heading = format!(
-        "{}: layer {} ({:.0}% depth), r = {}",
+        "{}: layer {} ({:.0}% depth), r = {}{ring}",
         m.model,
         s.layer,
         s.depth_pct,
@@ -111,6 +130,29 @@ fn scatter_panel<DB: DrawingBackend>(
             .map_err(err)?;
     }
     draw_markers(chart.plotting_area(), &xy, i, 5)?;
+    if let Some(e) = evidence {
+        ring_influential(chart.plotting_area(), e, &pts)?;
+    }
     let names: Vec<&str> = pts.iter().map(|p| p.2).collect();
     label_points(area, &chart, &xy, &names)
+}
+
+/// Rings the most influential category's point: red and thick where it carries r.
+fn ring_influential<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
+    area: &DrawingArea<DB, CT>,
+    e: &PeakEvidence,
+    pts: &[(f64, f64, &str)],
+) -> Result<()> {
+    let Some(&(x, y, _)) = pts
+        .iter()
+        .find(|p| Some(p.2) == e.influential_category.as_deref())
+    else {
+        return Ok(());
+    };
+    let style = if e.carried() {
+        RED.stroke_width(3)
+    } else {
+        BLACK.mix(0.6).stroke_width(1)
+    };
+    area.draw(&Circle::new((x, y), 11, style)).map_err(err)
 }

@@ -1,19 +1,20 @@
-//! The report's head: the question, the answer in one paragraph with its
-//! uncertainty (also printed by the CLI and kept in results.json), and the notes.
+//! The report's head: the headline and its evidence, the question, the answer in
+//! one paragraph with its uncertainty (results.json's `answer_details`), and the notes.
 
 use std::fmt::Write as _;
 
+use super::headline::{evidence, headline, permutation_floor, SETTLED_SHARE};
 use super::training::checkpoint_paragraph;
 use crate::analysis::results::{Analysis, StabilityBootstrap};
 use crate::format::{f3, pct};
-use crate::stats::correlation::PermutationKind;
+use crate::stats::correlation::critical_r;
 
 /// What the share of resamples in which the verdict is "stable" says: a frequency
 /// over resampled datasets, not the probability that the peaks are stable.
 fn robustness(s: &StabilityBootstrap) -> &'static str {
-    if s.share_stable >= 0.95 {
+    if s.share_stable >= SETTLED_SHARE {
         "stable in at least 95% of resamples"
-    } else if s.share_stable <= 0.05 {
+    } else if s.share_stable <= 1.0 - SETTLED_SHARE {
         "shifting in at least 95% of resamples"
     } else {
         "split between resamples, so these data do not settle it"
@@ -23,12 +24,16 @@ fn robustness(s: &StabilityBootstrap) -> &'static str {
 /// The question, the answer, the checkpoint compared (with a revision axis) and
 /// the analysis' notes.
 pub fn section(a: &Analysis) -> String {
-    let mut r = String::from("# Uniformity Asymmetry across model scale\n\n");
+    let mut r = format!("{}\n\n", headline(a));
+    for b in evidence(a) {
+        let _ = writeln!(r, "- {b}");
+    }
+    r.push_str("\n# Uniformity Asymmetry across model scale\n\n");
     let _ = writeln!(
         r,
         "> Does the layer range where |r| peaks shift with model size?\n"
     );
-    let _ = writeln!(r, "## Answer\n\n{}\n", answer_paragraph(a));
+    let _ = writeln!(r, "## Answer in detail\n\n{}\n", answer_paragraph(a));
     if let Some(c) = checkpoint_paragraph(a) {
         let _ = writeln!(r, "{c}\n");
     }
@@ -144,39 +149,11 @@ fn verdict_sentences(a: &Analysis) -> String {
 /// for p < 0.05 at n = 10), and the report says so.
 const FEW_CATEGORIES: usize = 10;
 
-/// |r| needed for a two-sided p < 0.05 over `n` points (t with n - 2 df).
-fn critical_r(n: usize) -> f64 {
-    use statrs::distribution::{ContinuousCDF, StudentsT};
-    let df = n.saturating_sub(2) as f64;
-    match StudentsT::new(0.0, 1.0, df) {
-        Ok(t) => {
-            let t = t.inverse_cdf(0.975);
-            t / (df + t * t).sqrt()
-        }
-        Err(_) => f64::NAN,
-    }
-}
-
 /// What n categories allow: the |r| a single layer needs and the smallest
 /// attainable permutation p (1/n! exact, 1/(draws + 1) Monte Carlo).
 fn small_n_sentence(a: &Analysis) -> String {
     let n = a.categories.len();
-    // Two significant digits: 1/6! = 1.4e-3 must not read as 0.001.
-    let two = |v: f64| {
-        if v < 0.01 {
-            format!("{v:.1e}")
-        } else {
-            format!("{v:.3}")
-        }
-    };
-    let floor = match a.permutation_kind {
-        PermutationKind::Exact => format!("1/{n}! = {}", two(1.0 / a.n_permutations as f64)),
-        PermutationKind::MonteCarlo => format!(
-            "1/({} + 1) = {} (Monte Carlo)",
-            a.n_permutations,
-            two(1.0 / (a.n_permutations + 1) as f64)
-        ),
-    };
+    let floor = permutation_floor(a);
     format!(
         "Each r rests on {}{n} categories (df = {}): at one layer |r| must exceed {:.3} for p < 0.05, and the smallest attainable permutation p is {floor}{}; see the Holm-corrected and permutation p-values below.",
         if n < FEW_CATEGORIES { "only " } else { "" },
@@ -188,16 +165,4 @@ fn small_n_sentence(a: &Analysis) -> String {
             ""
         }
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::critical_r;
-
-    #[test]
-    fn critical_r_matches_the_tables() {
-        // Two-sided 5% critical values of Pearson r: df 4 -> 0.811, df 28 -> 0.361.
-        assert!((critical_r(6) - 0.811).abs() < 1e-3);
-        assert!((critical_r(30) - 0.361).abs() < 1e-3);
-    }
 }

@@ -1,4 +1,5 @@
-//! `report.md`: the answer in one paragraph with its uncertainty, then tables, the
+//! `report.md`: the headline and its evidence, the answer in one paragraph with its
+//! uncertainty, then tables, the
 //! seed's interpretation template filled in, and notes on the seed's quirks. One
 //! file per section, each `section(&Analysis) -> String`, in report order here.
 
@@ -11,6 +12,7 @@ use crate::analysis::results::Analysis;
 mod answer;
 mod cka;
 mod figure_list;
+mod headline;
 mod method;
 mod models;
 mod other_poolings;
@@ -20,6 +22,7 @@ mod seed_summary;
 mod training;
 
 pub use answer::answer_paragraph;
+pub use headline::{class, evidence, headline};
 
 /// The sections in the order the report shows them.
 const SECTIONS: [fn(&Analysis) -> String; 10] = [

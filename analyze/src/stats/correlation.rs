@@ -23,6 +23,19 @@ pub fn r_p_value(r: f64, n: usize) -> f64 {
     beta_reg(df / 2.0, 0.5, x).clamp(0.0, 1.0)
 }
 
+/// |r| needed for a two-sided p < 0.05 over `n` points (t with n - 2 df).
+pub fn critical_r(n: usize) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let df = n.saturating_sub(2) as f64;
+    match StudentsT::new(0.0, 1.0, df) {
+        Ok(t) => {
+            let t = t.inverse_cdf(0.975);
+            t / (df + t * t).sqrt()
+        }
+        Err(_) => f64::NAN,
+    }
+}
+
 /// Pearson r as scipy computes it: centre, scale each by its norm, dot, clip to [-1, 1].
 /// NaN when either input is constant.
 pub fn pearson_r(x: &[f64], y: &[f64]) -> f64 {
@@ -208,6 +221,13 @@ pub fn leave_one_out(x: &[f64], y: &[f64]) -> Vec<f64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn critical_r_matches_the_tables() {
+        // Two-sided 5% critical values of Pearson r: df 4 -> 0.811, df 28 -> 0.361.
+        assert!((super::critical_r(6) - 0.811).abs() < 1e-3);
+        assert!((super::critical_r(30) - 0.361).abs() < 1e-3);
+    }
+
     use super::*;
 
     #[test]

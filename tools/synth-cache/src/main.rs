@@ -158,6 +158,10 @@ struct Args {
     /// the embeddings would hold, so a grid of caches fits on disk.
     #[arg(long)]
     compact_only: bool,
+    /// Plant one leverage category: category 0's latent preference becomes K and every
+    /// other's 0, so that one point far from a cluster makes r (the influence flags' tests)
+    #[arg(long, value_name = "K")]
+    leverage: Option<f64>,
 }
 
 /// Where one cache sits in the grid: None in ladder mode.
@@ -220,7 +224,12 @@ fn shared(args: &Args) -> Shared {
             .collect(),
         n_pairs: args.categories.iter().sum(),
         sha256,
-        latent: args.categories.iter().map(|_| normal(&mut s)).collect(),
+        latent: match args.leverage {
+            Some(k) => (0..args.categories.len())
+                .map(|c| if c == 0 { k } else { 0.0 })
+                .collect(),
+            None => args.categories.iter().map(|_| normal(&mut s)).collect(),
+        },
     }
 }
 
