@@ -568,3 +568,131 @@ fn a_failed_write_leaves_the_previous_output() {
     assert!(ok, "{err}");
     assert_eq!(names(tmp.path()), ["cache", "out"]);
 }
+
+/// One line, non-zero exit, no panic, nothing written: for flags given as is.
+fn refused_as_given(cache: &Path, out: &Path, args: &[&str], must_contain: &[&str]) {
+    let o = run_analyze(cache, out, args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "analyze {args:?} should have failed");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of a message: {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    for m in must_contain {
+        assert!(err.contains(m), "message lacks '{m}': {err}");
+    }
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn resampling_counts_that_cannot_fit_or_mean_nothing_are_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("out");
+    for (args, said) in [
+        (
+            &["--bootstrap", "1000000000"][..],
+            &["--bootstrap 1000000000", "GB", "memory available"][..],
+        ),
+        (
+            &["--training-bootstrap", "1000000000"],
+            &["--training-bootstrap 1000000000", "GB"],
+        ),
+        (
+            &["--monte-carlo-permutations", "--permutations", "1000000000"],
+            &["--permutations 1000000000", "orderings"],
+        ),
+        (
+            &[
+                "--monte-carlo-permutations",
+                "--permutations",
+                "18446744073709551615",
+            ],
+            &["--permutations"],
+        ),
+        (
+            &["--bootstrap", "1"],
+            &["--bootstrap", "at least 40", "pass 0 to turn it off"],
+        ),
+        (&["--bootstrap", "2"], &["--bootstrap", "at least 40"]),
+        (
+            &["--training-bootstrap", "39"],
+            &["--training-bootstrap", "at least 40"],
+        ),
+    ] {
+        refused_as_given(&cache, &out, args, said);
+    }
+    let (ok, _, err) = analyze(&cache, &out, &["--training-bootstrap", "40"]);
+    assert!(ok, "40 resamples are enough: {err}");
+}
+
+/// A null in statements.parquet was read as another row's value; now it is refused.
+#[test]
+fn a_null_in_the_statements_is_refused_naming_the_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let dir = cache.join("a");
+    let file = dir.join(schemas::STATEMENTS_FILE);
+    let script = r#"
+import sys
+import pyarrow as pa
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+i = t.schema.get_field_index("nll_mean")
+values = t.column(i).to_pylist()
+values[3] = None
+t = t.set_column(i, pa.field("nll_mean", pa.float64(), nullable=True), pa.array(values, pa.float64()))
+pq.write_table(t, sys.argv[1])
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script, file.to_str().unwrap()])
+        .output()
+        .expect("python3 (scripts/test puts .venv first on PATH)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut m = schemas::Manifest::read(&dir.join(schemas::MANIFEST_FILE)).unwrap();
+    let entry = m.files.get_mut(schemas::STATEMENTS_FILE).unwrap();
+    entry.sha256 = e2e::sha256(&file);
+    entry.bytes = std::fs::metadata(&file).unwrap().len();
+    schemas::write_manifest(&dir.join(schemas::MANIFEST_FILE), &m).unwrap();
+    expect_error(
+        &cache,
+        &tmp.path().join("out"),
+        &[],
+        &["statements.parquet", "column `nll_mean`", "1 null"],
+    );
+}
+
+/// Folder names need not be UTF-8: the analysis completes and records them as it can.
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_cache_and_out_are_analyzed() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let made = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let cache = tmp.path().join(std::ffi::OsStr::from_bytes(b"cache-\xff"));
+    std::fs::rename(&made, &cache).unwrap();
+    let out = tmp.path().join(std::ffi::OsStr::from_bytes(b"out-\xfe"));
+    let o = std::process::Command::new(e2e::binary("analyze"))
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--out")
+        .arg(&out)
+        .args(["--bootstrap", "50"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("panicked"), "{err}");
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert!(v["settings"]["cache"]
+        .as_str()
+        .unwrap()
+        .contains("cache-\u{fffd}"));
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temp folder left: {leftovers:?}");
+}

@@ -15,9 +15,11 @@ use crate::stats::uniformity::Arithmetic;
 pub struct AnalysisSettings {
     /// Cache folder holding one folder per model (written by extract).
     #[arg(long)]
+    #[serde(serialize_with = "lossy_path")]
     pub cache: PathBuf,
     /// Output folder for results.json, report.md, layer_correlations.csv and plots.
     #[arg(long)]
+    #[serde(serialize_with = "lossy_path")]
     pub out: PathBuf,
     /// Only these model folders (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -38,7 +40,7 @@ pub struct AnalysisSettings {
     #[serde(serialize_with = "display")]
     pub pair_centring: Centring,
     /// Stratified pair-bootstrap resamples (0 turns the bootstrap off).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = resamples)]
     pub bootstrap: usize,
     /// Seed of the bootstrap and of Monte Carlo permutations.
     #[arg(long, default_value_t = 42)]
@@ -69,7 +71,7 @@ pub struct AnalysisSettings {
     #[arg(long, value_parser = step_revision)]
     pub revision: Option<u64>,
     /// With training checkpoints: resamples of the training view, the same at every step (0 turns it off).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = resamples)]
     pub training_bootstrap: usize,
     /// Read the embeddings even where a cache has compact statistics (grams.parquet);
     /// `--arithmetic seed` always reads them.
@@ -101,6 +103,28 @@ impl AnalysisSettings {
 
 fn display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+/// A folder name need not be UTF-8; results.json records it as best it can.
+fn lossy_path<S: serde::Serializer>(p: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+/// Fewest resamples whose 2.5th and 97.5th percentiles are not the extremes.
+pub const MIN_RESAMPLES: usize = 40;
+
+/// `--bootstrap`, `--training-bootstrap`: 0 (off) or enough for a 95% interval.
+fn resamples(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a count of resamples, e.g. 10000 (0 turns it off)".to_string())?;
+    if n != 0 && n < MIN_RESAMPLES {
+        return Err(format!(
+            "{n} resamples cannot give a 95% interval (its 2.5th and 97.5th percentiles need at least {MIN_RESAMPLES}); pass 0 to turn it off, or {MIN_RESAMPLES} or more"
+        ));
+    }
+    Ok(n)
 }
 
 /// `--stability-threshold`: a std of peak positions is >= 0, so a threshold <= 0 or

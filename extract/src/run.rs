@@ -598,7 +598,7 @@ fn check_memory(
     model: &ModelDir,
     n_poolings: usize,
 ) -> Result<()> {
-    let Some(available) = crate::util::available_memory() else {
+    let Some(available) = schemas::available_memory() else {
         return Ok(());
     };
     let layer_bytes = (model.export.n_layers as u64 + 1) * u64::from(model.export.hidden_size) * 4;

@@ -53,6 +53,62 @@ fn check_design(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()
     Ok(())
 }
 
+/// Refuses resampling and permutation counts whose arrays cannot fit in the memory
+/// available, before anything is allocated: `--bootstrap 1000000000` would ask for
+/// hundreds of GB and abort.
+fn check_memory(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()> {
+    let Some(available) = schemas::available_memory() else {
+        return Ok(());
+    };
+    let m = models[0].manifest();
+    let n_pairs = f64::from(m.dataset.n_pairs);
+    let n_categories = m.dataset.categories.len() as f64;
+    let poolings = if settings.other_poolings { 3.0 } else { 1.0 };
+    let columns: f64 = models
+        .iter()
+        .map(|c| f64::from(c.manifest().model.n_layers + 1))
+        .sum::<f64>()
+        * poolings;
+    // Per resample: a u16 count per pair, an f64 r per (model, layer, pooling) column.
+    let per_resample = n_pairs * 2.0 + columns * 8.0;
+    let monte_carlo = m.dataset.categories.len() > MAX_EXACT || settings.monte_carlo_permutations;
+    let needs = [
+        ("--bootstrap", settings.bootstrap as f64 * per_resample),
+        (
+            "--training-bootstrap",
+            settings.training_bootstrap as f64 * per_resample,
+        ),
+        (
+            "--permutations",
+            if monte_carlo {
+                settings.permutations as f64 * (n_categories * 8.0 + 24.0)
+            } else {
+                0.0
+            },
+        ),
+    ];
+    let total: f64 = needs.iter().map(|n| n.1).sum();
+    if total <= available as f64 {
+        return Ok(());
+    }
+    let (flag, bytes) = needs
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("three entries");
+    let value = match flag {
+        "--bootstrap" => settings.bootstrap,
+        "--training-bootstrap" => settings.training_bootstrap,
+        _ => settings.permutations,
+    };
+    bail!(
+        "{flag} {value}: needs about {:.1} GB for its {}, more than the {:.1} GB of memory available; pass a smaller count (the defaults: --bootstrap 10000, --training-bootstrap 1000, --permutations 10000)",
+        bytes / 1e9,
+        if flag == "--permutations" { "orderings" } else { "resamples" },
+        available as f64 / 1e9
+    )
+}
+
 /// Discovers and checks the caches, reads their statements, and checks that every
 /// model has the same pairs per category (the shared bootstrap needs it). Returns
 /// the models, the pairs per category and the notes so far.
@@ -64,6 +120,7 @@ pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec
         settings.scope(),
     )?;
     check_design(&models, settings)?;
+    check_memory(&models, settings)?;
     if let Some(why) = settings.needs_embeddings() {
         for m in &models {
             m.cache

@@ -70,6 +70,17 @@ fn read_columns(path: &Path) -> Result<Columns> {
         None,
     )?;
     let err = |e: PolarsError| anyhow!("{}: {e}", path.display());
+    // A null would be read as a default or another row's value: the contract has none.
+    for name in df.get_column_names() {
+        let col = df.column(name).map_err(err)?;
+        if col.null_count() > 0 {
+            bail!(
+                "{}: column `{name}` holds {} null value(s); the contract has none: restore the file or extract again",
+                path.display(),
+                col.null_count()
+            );
+        }
+    }
     let u32s = |name: &str| -> Result<Vec<u32>> {
         Ok(df
             .column(name)
