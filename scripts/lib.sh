@@ -91,3 +91,12 @@ timed() { # id, label, command...
     rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$OUT/$id.time")
     printf '%-55s wall %8s   peak RSS %6d MB\n' "$label" "$wall" "$((rss / 1024))"
 }
+
+# Where nginx is (the HTTP tests need it); prints its path, fails when there is none.
+nginx_binary() {
+  local p
+  for p in /usr/sbin/nginx /usr/bin/nginx /usr/local/sbin/nginx; do
+    [[ -x $p ]] && { echo "$p"; return 0; }
+  done
+  return 1
+}

@@ -13,7 +13,8 @@ use crate::stats::uniformity::Arithmetic;
 
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct AnalysisSettings {
-    /// Cache folder holding one folder per model (written by extract).
+    /// Cache folder holding one folder per model (written by extract), or its URL:
+    /// http(s)://HOST/PATH or hf://datasets/ORG/NAME[@REVISION]/PATH (with --models).
     #[arg(long)]
     #[serde(serialize_with = "lossy_path")]
     pub cache: PathBuf,
@@ -77,6 +78,11 @@ pub struct AnalysisSettings {
     /// `--arithmetic seed` always reads them.
     #[arg(long)]
     pub from_embeddings: bool,
+    /// With --cache URL: where the fetched files are kept [default: $UA_DOWNLOAD_DIR, else ~/.cache/ua-scaling/downloads].
+    // Where the bytes sit changes no number, so results.json does not record it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub download_dir: Option<PathBuf>,
 }
 
 impl AnalysisSettings {

@@ -57,12 +57,19 @@ impl ValidCache {
         self.manifest.files.contains_key(EMBEDDINGS_FILE)
     }
 
-    /// Refuses a compact-only cache for `what`, which needs the vectors.
+    /// Refuses a compact-only cache for `what`, which needs the vectors, and a copy
+    /// that left the listed embeddings behind.
     pub fn require_embeddings(&self, what: &str) -> Result<(), CacheError> {
-        if self.has_embeddings() {
-            return Ok(());
+        if !self.has_embeddings() {
+            return Err(no_embeddings(&self.dir, what));
         }
-        Err(no_embeddings(&self.dir, what))
+        if !self.embeddings_path().exists() {
+            return Err(CacheError::new(
+                self.embeddings_path(),
+                format!("missing: this copy of the cache left the embeddings behind, and {what} needs them; fetch or copy them too"),
+            ));
+        }
+        Ok(())
     }
 
     pub fn statements_path(&self) -> PathBuf {
@@ -123,7 +130,10 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
     let hashed_by_reader = scope == Scope::PreferGrams && manifest.grams.is_some();
     // So does the writer of a new one with the embeddings' (`add_grams`).
     let embeddings_hashed_later = hashed_by_reader || scope == Scope::WithoutGrams;
-    if !compact_only || manifest.grams.is_none() {
+    // A copy may leave the listed embeddings behind (analyze fetching a cache from a
+    // URL fetches only what it reads): a reader of the sidecar does without them.
+    let embeddings_left_behind = hashed_by_reader && !dir.join(EMBEDDINGS_FILE).exists();
+    if (!compact_only || manifest.grams.is_none()) && !embeddings_left_behind {
         let emb_schema = embeddings_schema(manifest.model.hidden_size as usize, &poolings);
         let embeddings = check_file(
             dir,

@@ -1,12 +1,14 @@
 //! The pipeline's first step: discover and check the caches, read their
 //! statements, and choose the layers and poolings to analyse.
 
+use std::path::PathBuf;
+
 use anyhow::{anyhow, bail, Result};
 use schemas::Pooling;
 
 use super::loaded::Loaded;
 use super::results::{ModelEntry, Selection};
-use crate::cache::{discover, read_statements, size, ModelCache};
+use crate::cache::{discover, read_statements, remote, size, ModelCache};
 use crate::settings::AnalysisSettings;
 use crate::stats::correlation::MAX_EXACT;
 
@@ -109,12 +111,34 @@ fn check_memory(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()
     )
 }
 
+/// The folder to read: `--cache` itself, or, for a URL, the local copy of what this
+/// run reads, fetched first.
+fn local_root(settings: &AnalysisSettings) -> Result<PathBuf> {
+    if !remote::is_url(&settings.cache) {
+        return Ok(settings.cache.clone());
+    }
+    let url = settings.cache.to_string_lossy();
+    let models = settings.models.as_deref().unwrap_or_default();
+    let dir = match &settings.download_dir {
+        Some(d) => d.clone(),
+        None => remote::default_download_dir()?,
+    };
+    let fetched = remote::fetch(&url, models, settings.needs_embeddings().is_some(), &dir)?;
+    eprintln!(
+        "fetched {:.1} MB from {url} into {}",
+        fetched.bytes as f64 / 1e6,
+        fetched.root.display()
+    );
+    Ok(fetched.root)
+}
+
 /// Discovers and checks the caches, reads their statements, and checks that every
 /// model has the same pairs per category (the shared bootstrap needs it). Returns
 /// the models, the pairs per category and the notes so far.
 pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
+    let root = local_root(settings)?;
     let models = discover(
-        &settings.cache,
+        &root,
         settings.models.as_deref(),
         settings.allow_mixed_datasets,
         settings.scope(),

@@ -1,7 +1,8 @@
 //! The caches `extract` writes, as analyze reads them: discovery and validation,
 //! and the only Parquet reading in analyze, one reader per contract file
 //! (`statements.parquet`, one layer and pooling of `embeddings.parquet`,
-//! `grams.parquet`), plus `analyze index`, which adds the last to a cache.
+//! `grams.parquet`), plus `analyze index`, which adds the last to a cache, and
+//! `remote`, which fetches a cache root given as a URL into a local folder.
 
 pub mod digest;
 pub mod discovery;
@@ -10,6 +11,7 @@ pub mod grams;
 pub mod identity;
 pub mod index;
 mod parquet;
+pub mod remote;
 pub mod size;
 pub mod statements;
 pub mod types;
