@@ -11,14 +11,14 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 # The project's Python lives in .venv/ inside the clone, never in the system Python:
 # ensure_venv creates it (python3 -m venv), installs python/requirements.txt and the package
-# uatools (pip install -e .) into it, and puts .venv/bin first on PATH, so that every `python3`
+# uatools (pip install -e ./python) into it, and puts .venv/bin first on PATH, so that every `python3`
 # after it (the Rust tests' included) is the venv's. A stamp file per requirements set
 # (.venv/.ua-stamp-NAME, holding a hash of the requirements, pyproject.toml and the Python
 # version) makes a second run a no-op.
 VENV=$ROOT/.venv
 
 venv_stamp_key() { # requirements files...
-  { python3 --version 2>&1; cat "$@" "$ROOT/pyproject.toml"; } | sha256sum | cut -c1-32
+  { python3 --version 2>&1; cat "$@" "$ROOT/pyproject.toml" "$ROOT/python/pyproject.toml"; } | sha256sum | cut -c1-32
 }
 
 ensure_venv() {
@@ -35,7 +35,7 @@ ensure_venv() {
   if [[ $(cat "$VENV/.ua-stamp-test" 2>/dev/null) != "$key" ]]; then
     step "installing python/requirements.txt and the package uatools into .venv"
     "$VENV/bin/python3" -m pip install -q --disable-pip-version-check -r "$ROOT/python/requirements.txt"
-    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
+    "$VENV/bin/python3" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT/python"
     echo "$key" > "$VENV/.ua-stamp-test"
   fi
 }
