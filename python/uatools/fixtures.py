@@ -206,10 +206,22 @@ def export_args(name: str, model_dir: str, out_dir: str, token_states: bool) -> 
              "--source-name", f"fixture/{name}"] + (["--token-states"] if token_states else []))
 
 
-def export_fixture(export_mod, name: str, out_dir: str, token_states: bool = False) -> None:
+# export.json's "source" as the committed fixtures have it: scripts/export now adds commit,
+# commit_reason and weights, which a rebuild drops so the fixtures stay byte-identical
+# (the checkpoint is model.safetensors beside them); stand-ins keep them.
+FIXTURE_SOURCE_KEYS = ("model", "revision")
+
+
+def fixture_source(meta: dict) -> dict:
+    return {**meta, "source": {k: meta["source"][k] for k in FIXTURE_SOURCE_KEYS}}
+
+
+def export_fixture(export_mod, name: str, out_dir: str, token_states: bool = False, stand_in: bool = False) -> None:
     args = export_mod.parse_args(export_args(name, out_dir, out_dir, token_states)
                                  + ["--reference-dataset", DEMO_DATASET])
-    export_mod.run(args)
+    meta = export_mod.run(args)
+    if not stand_in:
+        export_mod.write_json_atomic(os.path.join(out_dir, "export.json"), fixture_source(meta))
 
 
 # What --graph-only reads from a committed fixture; it rewrites only the last two.
@@ -274,7 +286,7 @@ def regraph_fixture(export_mod, name: str, fixture_dir: str, token_states: bool 
         if not (seed_err <= bound and graph_err <= bound):
             raise error(f"{name}: beyond the float32 parity bound {bound:.3g}; rebuild it without --graph-only")
         meta["probes"] = kept
-        export_mod.write_json_atomic(os.path.join(out_dir, "export.json"), meta)
+        export_mod.write_json_atomic(os.path.join(out_dir, "export.json"), fixture_source(meta))
         for f in GRAPH_FILES:
             shutil.copyfile(os.path.join(out_dir, f), os.path.join(fixture_dir, f + ".tmp"))
         for f in GRAPH_FILES:
@@ -316,7 +328,7 @@ def make_stand_ins(export_mod, fixtures_dir: str, names: list, steps: list, seed
             perturb_weights(model, seed + step)
             save_checkpoint(model, backends[bos], out_dir, bos=bos)
             try:
-                export_fixture(export_mod, standin, out_dir, token_states)
+                export_fixture(export_mod, standin, out_dir, token_states, stand_in=True)
             except export_mod.ExportError as e:
                 print(f"make-fixtures: error: {standin}: {e}", file=sys.stderr)
                 return 1

@@ -7,6 +7,10 @@ outer, revisions inner; task i:
 
   export    scripts/export --model ID [--revision REV] --out EXPORT_ROOT/NAME
                            --dtype float16 --device cuda   (skipped: --skip-export, or export.json present)
+  check     the weights' sha256 (export.json's source.weights) against every other revision of
+            the model exported so far: identical weights stop the task before extract
+            (EleutherAI/pythia issues 205, 206: some step branches serve another revision's
+            weights); --allow-duplicate-weights extracts anyway
   extract   extract --model EXPORT_ROOT/NAME --dataset DATASET --out CACHE_ROOT --name NAME
                     --device cuda [--batch-size N] [--extract-args ...]
 then, once, over every complete cache of the plan:
@@ -186,6 +190,8 @@ def build_plan(args, extract: str, analyze: str) -> dict:
         "analyze_args": analyze_args,
         "device": args.device,
         "python": sys.executable,
+        # Only when given, so that a plan without it stays as it was.
+        **({"allow_duplicate_weights": True} if getattr(args, "allow_duplicate_weights", False) else {}),
         "tasks": tasks,
     }
 
@@ -246,10 +252,76 @@ def load_plan(path: str) -> dict:
     return plan
 
 
+# ---------------------------------------------------------------- duplicate weights
+
+DUPLICATE_ISSUE = "EleutherAI/pythia issue 205/206: some step branches serve another revision's weights"
+
+
+def weights_record_path(plan: dict, t: dict) -> str:
+    """Where --free-disk keeps a task's export.json "source" once it deletes the model dir."""
+    return os.path.join(plan["out"], "weights", f"{t['name']}.json")
+
+
+def recorded_weights(plan: dict, t: dict) -> dict:
+    """{weight file: sha256} that a task's export.json records (source.weights), or the copy
+    --free-disk kept; {} when neither exists or the export predates the record."""
+    for path in (os.path.join(t["export_dir"], "export.json"), weights_record_path(plan, t)):
+        try:
+            with open(path) as f:
+                weights = (json.load(f).get("source") or {}).get("weights")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(weights, dict) and weights:
+            return {name: e.get("sha256") if isinstance(e, dict) else e for name, e in weights.items()}
+    return {}
+
+
+def duplicate_weights(plan: dict, t: dict):
+    """(other task, weight file, sha256) for the first other revision of t's model exported so far
+    that shares a weight file's sha256 with t; None when there is none."""
+    mine = {sha: name for name, sha in recorded_weights(plan, t).items() if sha}
+    for other in plan["tasks"]:
+        if other["index"] == t["index"] or other["model"] != t["model"]:
+            continue
+        for sha in recorded_weights(plan, other).values():
+            if sha in mine:
+                return other, mine[sha], sha
+    return None
+
+
+def check_weights(plan: dict, t: dict, tag: str, allow_duplicates: bool = False) -> None:
+    """Stop (SystemExit, one line) when t's weights are another revision's of the same model."""
+    if not recorded_weights(plan, t):
+        say(f"{tag}: export.json records no weight hashes (exported before they were): duplicate check skipped")
+        return
+    dup = duplicate_weights(plan, t)
+    if dup is None:
+        return
+    other, name, sha = dup
+    msg = (f"{tag}: {t['model']} {t['revision'] or 'main'} has the same weights as {other['revision'] or 'main'} "
+           f"(task {other['index']}, {other['name']}): {name} sha256 {sha}; {DUPLICATE_ISSUE}")
+    if allow_duplicates or plan.get("allow_duplicate_weights"):
+        say(f"{msg}; extracting anyway (--allow-duplicate-weights)")
+        return
+    raise SystemExit(f"pythia-suite: {msg}. Not extracted; --allow-duplicate-weights extracts anyway")
+
+
+def keep_weights_record(plan: dict, t: dict) -> None:
+    """Before --free-disk deletes a model dir: its export.json "source", for later duplicate checks."""
+    try:
+        with open(os.path.join(t["export_dir"], "export.json")) as f:
+            source = json.load(f).get("source")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(source, dict) and source.get("weights"):
+        write_json(weights_record_path(plan, t), {"name": t["name"], "source": source})
+
+
 # ---------------------------------------------------------------- one task (any engine)
 
-def run_task(plan: dict, index: int, dry_run: bool = False) -> None:
-    """Export (unless skipped or present) and extract one plan entry. Safe to rerun."""
+def run_task(plan: dict, index: int, dry_run: bool = False, allow_duplicates: bool = False) -> None:
+    """Export (unless skipped or present), check the weights against the other revisions', and
+    extract one plan entry. Safe to rerun."""
     tasks = plan["tasks"]
     if not 0 <= index < len(tasks):
         raise SystemExit(f"pythia-suite: task index {index} is outside the plan's 0..{len(tasks) - 1}")
@@ -271,11 +343,14 @@ def run_task(plan: dict, index: int, dry_run: bool = False) -> None:
         if t["revision"]:
             cmd += ["--revision", t["revision"]]
         run(cmd + ["--out", t["export_dir"]] + plan["export_args"], ns, env)
+    if not dry_run:
+        check_weights(plan, t, tag, allow_duplicates)
     cmd = [plan["extract"], "--model", t["export_dir"], "--dataset", plan["dataset"], "--out", plan["cache_root"],
            "--name", t["name"]] + grid_flags(t) + plan["extract_args"]
     run(cmd, ns, env)
     if plan["free_disk"] and not dry_run and cache_complete(t["cache_dir"]):
         say(f"{tag}: cache complete, deleting {t['export_dir']} (--free-disk)")
+        keep_weights_record(plan, t)
         shutil.rmtree(t["export_dir"])
 
 
@@ -436,6 +511,8 @@ def sub_main(argv) -> int:
     if argv[0] == "task":
         ap.add_argument("index", nargs="?", default=None,
                         help="plan entry (default: $SLURM_ARRAY_TASK_ID, else $JOB_COMPLETION_INDEX)")
+        ap.add_argument("--allow-duplicate-weights", action="store_true",
+                        help="extract even when the weights equal another revision's (default: the plan's)")
     else:
         ap.add_argument("--require-all", action="store_true", help="fail if any task's cache is not complete")
     ap.add_argument("--dry-run", action="store_true")
@@ -446,7 +523,7 @@ def sub_main(argv) -> int:
                                                     or os.environ.get("JOB_COMPLETION_INDEX"))
         if idx is None or not str(idx).isdigit():
             raise SystemExit("pythia-suite task: give INDEX, or set SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX")
-        run_task(plan, int(idx), a.dry_run)
+        run_task(plan, int(idx), a.dry_run, a.allow_duplicate_weights)
         return 0
     return collect(plan, a.require_all, a.dry_run)
 
@@ -490,7 +567,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--analyze-args", default="", help="more analyze flags, one string")
     ap.add_argument("--bin-dir", default=None, help="folder with extract and analyze (default: target/release)")
     ap.add_argument("--no-setup", action="store_true", help="skip scripts/setup (ORT_DYLIB_PATH or .ort/ given)")
-    ap.add_argument("--free-disk", action="store_true", help="delete a model's ONNX dir once its cache is complete")
+    ap.add_argument("--free-disk", action="store_true", help="delete a model's ONNX dir once its cache is complete "
+                    "(its export.json's source is kept in OUT/weights/NAME.json for the duplicate check)")
+    ap.add_argument("--allow-duplicate-weights", action="store_true",
+                    help="extract a revision even when its weights' sha256 equal another revision's of the same "
+                    "model (default: stop before extract; EleutherAI/pythia issues 205, 206)")
     ap.add_argument("--plan-only", action="store_true", help="write and print OUT/plan.json, run and submit nothing "
                     "(for another engine: `pythia-suite task PLAN INDEX` per entry, then `collect PLAN`)")
     ap.add_argument("--dry-run", action="store_true", help="print every step's command (slurm: the sbatch commands "

@@ -7,7 +7,10 @@ Writes into --out:
   tokenizer.json        the fast tokenizer's backend; Rust `tokenizers`
                         encode(text, add_special_tokens=true) == transformers tokenizer(text)
   config.json           the model's transformers config
-  export.json           provenance, sha256 and size of every file extract reads ("files":
+  export.json           provenance ("source": model, revision, commit (the Hub commit the revision
+                        resolved to; null with "commit_reason" for a local folder), "weights"
+                        (sha256 and size of every weight file read, by name)), sha256 and size
+                        of every file extract reads ("files":
                         model.onnx, its external data, tokenizer.json, config.json),
                         "outputs" (the graph's output names, which say its layout),
                         "pooled_order" (reduced graph only), "adds_bos" (the tokenizer
@@ -76,6 +79,7 @@ from uatools.export.meta import (
     write_json_atomic,
     write_reference,
 )
+from uatools.export.source import source_record
 from uatools.export.verify import compare_with_probes, fmt, ort_session, run_ort, verification_skip_reason, verify
 
 # What scripts/make-fixtures and scripts/make-shape-graph use of the export, besides run and parse_args.
@@ -139,6 +143,14 @@ def load_model_and_tokenizer(model_id: str, revision, dtype: str, device: str):
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{model_id}: no fast tokenizer (tokenizer.json) available; extract needs one")
     return model, tokenizer
+
+
+def log_source(source: dict) -> None:
+    log(f"  commit {source['commit']}" if source["commit"] else f"  commit unknown: {source['commit_reason']}")
+    for name, entry in source["weights"].items():
+        log(f"  weights {name} sha256 {entry['sha256']}")
+    if not source["weights"]:
+        log("  weights: no model.safetensors, pytorch_model.bin or shard index found; none recorded")
 
 
 def save_tokenizer(tokenizer, path: str, check_texts) -> None:
@@ -223,6 +235,8 @@ def run(args) -> dict:
 
     log(f"loading {args.model} (revision {args.revision or 'default'}, {args.dtype}, {args.device})")
     model, tokenizer = load_model_and_tokenizer(args.model, args.revision, args.dtype, args.device)
+    source = source_record(args.model, args.revision, args.source_name, getattr(model.config, "_commit_hash", None))
+    log_source(source)
     dims = model_dims(model)
     log(f"  {dims['n_layers']} layers, hidden {dims['hidden_size']}, vocab {dims['vocab_size']}, "
         f"{parameter_bytes(model) / 1e6:.1f} MB of parameters")
@@ -266,7 +280,7 @@ def run(args) -> dict:
         n = write_reference(args.reference_dataset, args.out, model, tokenizer, args.dtype, args.device)
         log(f"  {n} statements")
 
-    meta = export_json(args, model, opset, args.out, probes, created, bos)
+    meta = export_json(args, model, opset, args.out, probes, created, bos, source)
     write_json_atomic(os.path.join(args.out, "export.json"), meta)
     log(f"done: {args.out}")
     del wrapper, model

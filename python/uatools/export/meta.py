@@ -108,11 +108,13 @@ def model_files(out_dir: str) -> dict:
     return files
 
 
-def export_json(args, model, opset: int, out_dir: str, probes: list, created: str, bos: bool) -> dict:
+def export_json(args, model, opset: int, out_dir: str, probes: list, created: str, bos: bool,
+                source: dict) -> dict:
+    """source: uatools.export.source.source_record's (model, revision, commit, commit_reason, weights)."""
     files = model_files(out_dir)
     return {
         "format": FORMAT,
-        "source": {"model": args.source_name or args.model, "revision": args.revision},
+        "source": source,
         "dtype": args.dtype,
         "device": args.device,
         "exporter": args.exporter,
