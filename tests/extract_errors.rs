@@ -102,7 +102,7 @@ fn statement_too_short() {
     let tmp = tempfile::tempdir().unwrap();
     let p = dataset_file(
         tmp.path(),
-        r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["The sky is blue", "The"]]}}"#,
+        r#"{"c": {"pairs": [["Water is wet", "Water is dry"], ["The sky is blue", "The"]]}, "d": {"pairs": [["Snow is white", "Snow is black"], ["Fire is hot", "Fire is cold"]]}, "e": {"pairs": [["Sand is dry", "Sand is wet"], ["Rock is hard", "Rock is soft"]]}}"#,
     );
     // An empty statement is refused with the dataset (dataset_shape_errors_...); a
     // one-token one only once tokenized.
@@ -121,7 +121,7 @@ fn statement_longer_than_context() {
     let p = dataset_file(
         tmp.path(),
         &format!(
-            r#"{{"c": {{"pairs": [["{long}", "Water is dry"], ["Ice is cold", "Ice is hot"]]}}}}"#
+            r#"{{"c": {{"pairs": [["{long}", "Water is dry"], ["Ice is cold", "Ice is hot"]]}}, "d": {{"pairs": [["Snow is white", "Snow is black"], ["Fire is hot", "Fire is cold"]]}}, "e": {{"pairs": [["Sand is dry", "Sand is wet"], ["Rock is hard", "Rock is soft"]]}}}}"#
         ),
     );
     fails(
@@ -538,4 +538,190 @@ fn batches_that_cannot_fit_in_memory_are_refused_up_front() {
         &[],
         &["GiB of host memory", "--batch-size"],
     );
+}
+
+/// Datasets analyze would refuse or that would bias it are refused before any model
+/// is loaded, each naming the file and the problem.
+#[test]
+fn datasets_that_would_bias_or_be_refused_later_are_refused_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = |tag: &str| {
+        format!(r#"[["{tag} is wet", "{tag} is dry"], ["{tag} is cold", "{tag} is hot"]]"#)
+    };
+    let three = |third: &str| {
+        format!(
+            r#"{{"a": {{"pairs": {}}}, "b": {{"pairs": {}}}, "c": {third}}}"#,
+            pairs("Water"),
+            pairs("Ice")
+        )
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!(
+                r#"{{"a": {{"pairs": {}}}, "b": {{"pairs": {}}}}}"#,
+                pairs("Water"),
+                pairs("Ice")
+            ),
+            vec!["has 2 categories", "at least 3"],
+        ),
+        (
+            three(r#"{"Pairs": [["x", "y"], ["z", "w"]], "pairs": [["p", "q"], ["r", "s"]]}"#),
+            vec!["category 'c' has an unknown key 'Pairs'"],
+        ),
+        (
+            three(
+                r#"{"pairs": [["Snow is white", "Snow is black"], ["Snow is white", "Snow is black"]]}"#,
+            ),
+            vec![
+                "category 'c': pairs 0 and 1",
+                "same side A statement",
+                "cosine 1",
+            ],
+        ),
+        (
+            three(
+                r#"{"pairs": [["Snow is white", "Snow is black"], ["Snow is cold", "Snow is black"]]}"#,
+            ),
+            vec!["pairs 0 and 1", "same side B statement"],
+        ),
+        (
+            three(
+                r#"{"pairs": [["Snow is white", "Snow is black"], ["Snow\u0000 is cold", "Snow is warm"]]}"#,
+            ),
+            vec!["category 'c' pair 1", "NUL character"],
+        ),
+        (
+            format!(
+                r#"{{"caf\u00e9": {{"pairs": {}}}, "cafe\u0301": {{"pairs": {}}}, "c": {{"pairs": {}}}}}"#,
+                pairs("Water"),
+                pairs("Ice"),
+                pairs("Snow")
+            ),
+            vec!["differ only in Unicode normalization"],
+        ),
+    ];
+    for (text, expect) in cases {
+        let p = dataset_file(tmp.path(), &text);
+        let mut all = vec!["bad-dataset.json"];
+        all.extend(expect);
+        fails(&fixture("tiny-a"), &p, &[], &all);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn an_endless_dataset_is_refused_without_reading_it_all() {
+    fails(
+        &fixture("tiny-a"),
+        Path::new("/dev/zero"),
+        &[],
+        &["/dev/zero", "larger than 1 GiB"],
+    );
+}
+
+/// Flags and folders that could only fail late, or do harm, are refused at once.
+#[test]
+fn misplaced_folders_and_unusable_names_are_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("models/tiny-a");
+    e2e::copy_dir(&fixture("tiny-a"), &model);
+    // --out models with the default name tiny-a: the cache would be the model folder.
+    let out = extract_cpu(
+        &model,
+        &demo_dataset(),
+        &tmp.path().join("models"),
+        "tiny-a",
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("would lie in the model folder"),
+        "{err}"
+    );
+    assert!(
+        !model.join(".lock").exists(),
+        "nothing written in the model folder"
+    );
+
+    fails(
+        &fixture("tiny-a").join("model.onnx"),
+        &demo_dataset(),
+        &[],
+        &["is a file", "the one holding export.json"],
+    );
+    for name in ["a,b", "line\nbreak"] {
+        let res = extract_cpu(&fixture("tiny-a"), &demo_dataset(), tmp.path(), name, &[]);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            !res.status.success() && err.contains("no commas"),
+            "{name:?}: {err}"
+        );
+    }
+    // The demo dataset has 70 pairs: shard 99 of 100 holds none.
+    fails(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        &["--shard", "99/100"],
+        &["--shard 99/100", "holds none", "at most 70 shards"],
+    );
+}
+
+/// A token id beyond the vocabulary is caught before the first forward pass, naming
+/// the statement (ONNX Runtime named a Gather node after 29 of 30 chunks).
+#[test]
+fn a_token_id_beyond_the_vocabulary_is_refused_before_any_forward_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(&fixture("tiny-a"), &model);
+    edit_export(&model, |e| e["vocab_size"] = serde_json::json!(20));
+    let err = fails(
+        &model,
+        &demo_dataset(),
+        &[],
+        &["statement 0", "token id", "vocabulary of 20"],
+    );
+    assert!(
+        err.contains("tokenizer.json does not belong to its graph"),
+        "{err}"
+    );
+}
+
+/// Puts what a case needs into a model folder.
+type MakeFolder = fn(&Path);
+
+/// What a folder without a usable manifest is, said as it is.
+#[test]
+fn a_folder_without_a_usable_manifest_says_what_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cases: [(&str, MakeFolder, &str); 3] = [
+        (
+            "started",
+            |d| std::fs::write(d.join(schemas::LOCK_FILE), "pid 1").unwrap(),
+            "stopped before writing its manifest",
+        ),
+        (
+            "dir",
+            |d| std::fs::create_dir(d.join(schemas::MANIFEST_FILE)).unwrap(),
+            "is a directory",
+        ),
+        (
+            "v2",
+            |d| {
+                std::fs::write(
+                    d.join(schemas::MANIFEST_FILE),
+                    r#"{"schema_version": 2, "complete": true}"#,
+                )
+                .unwrap()
+            },
+            "cache contract version 2",
+        ),
+    ];
+    for (name, make, said) in cases {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        make(&dir);
+        let err = schemas::validate_cache(&dir).unwrap_err().to_string();
+        assert!(err.contains(said) && err.contains(name), "{name}: {err}");
+    }
 }

@@ -7,6 +7,7 @@
 //! category, pair, A then B.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -143,6 +144,17 @@ impl<'de> Deserialize<'de> for Strict {
     }
 }
 
+/// What a category's object may hold.
+const KEYS: [&str; 3] = ["description", "expected_effect", "pairs"];
+
+/// r is taken across categories: with two it is ±1 by construction, and `analyze`
+/// refuses fewer than three.
+pub const MIN_CATEGORIES: usize = 3;
+
+/// The largest dataset file read: far beyond any statement dataset, and a guard
+/// against `--dataset /dev/zero`.
+const MAX_BYTES: u64 = 1 << 30;
+
 /// Uniformity is a mean over pairs of positions within a category, so a category
 /// needs two pairs; refusing here saves the forward passes `analyze` would refuse.
 pub const MIN_PAIRS: usize = 2;
@@ -176,6 +188,12 @@ fn category_pairs(cat: &str, def: &Value) -> std::result::Result<Vec<(String, St
             kind(def)
         )
     })?;
+    if let Some(key) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "category '{cat}' has an unknown key '{key}' (a category holds {}); a misspelt 'pairs' would drop its pairs",
+            KEYS.join(", ")
+        ));
+    }
     for key in ["description", "expected_effect"] {
         match obj.get(key) {
             None | Some(Value::Null) | Some(Value::String(_)) => {}
@@ -210,11 +228,30 @@ fn category_pairs(cat: &str, def: &Value) -> std::result::Result<Vec<(String, St
             pairs.len()
         ));
     }
-    pairs
+    let pairs: Vec<(String, String)> = pairs
         .iter()
         .enumerate()
         .map(|(i, pair)| one_pair(cat, i, pair))
-        .collect()
+        .collect::<std::result::Result<_, _>>()?;
+    no_repeats(cat, &pairs)?;
+    Ok(pairs)
+}
+
+/// A statement given twice on one side of a category (a repeated pair included) has
+/// cosine 1 with its copy and inflates that side's uniformity.
+fn no_repeats(cat: &str, pairs: &[(String, String)]) -> std::result::Result<(), String> {
+    for (side, text_of) in [("A", 0), ("B", 1)] {
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, pair) in pairs.iter().enumerate() {
+            let text = if text_of == 0 { &pair.0 } else { &pair.1 };
+            if let Some(first) = seen.insert(text.as_str(), i) {
+                return Err(format!(
+                    "category '{cat}': pairs {first} and {i} (counting from 0) have the same side {side} statement; a copy has cosine 1 with itself and would inflate the side's uniformity: remove the repeat"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Pair `i` of category `cat`: two different, non-empty statements.
@@ -241,6 +278,11 @@ fn one_pair(cat: &str, i: usize, pair: &Value) -> std::result::Result<(String, S
         if t.trim().is_empty() {
             return Err(format!("{where_} side {side} is an empty statement"));
         }
+        if t.contains('\0') {
+            return Err(format!(
+                "{where_} side {side} holds a NUL character; remove it (tokenizers read it as text)"
+            ));
+        }
         Ok(t.to_string())
     };
     let (a, b) = (text("A", &items[0])?, text("B", &items[1])?);
@@ -263,6 +305,7 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<(Vec<String>, u32, Vec<Statemen
     if cats.0.is_empty() {
         bail!("{name}: the dataset holds no categories");
     }
+    look_alike_names(name, &cats.0)?;
     let mut statements = Vec::new();
     let mut categories = Vec::new();
     let mut n_pairs = 0u32;
@@ -282,13 +325,29 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<(Vec<String>, u32, Vec<Statemen
         }
         categories.push(cat);
     }
+    if categories.len() < MIN_CATEGORIES {
+        bail!(
+            "{name}: the dataset has {} categor{}; r across categories needs at least {MIN_CATEGORIES} (analyze refuses fewer)",
+            categories.len(),
+            if categories.len() == 1 { "y" } else { "ies" }
+        );
+    }
     Ok((categories, n_pairs, statements))
 }
 
 /// Reads and parses a dataset file, hashing its bytes.
 pub fn load(path: &Path) -> Result<Dataset> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read dataset {}", path.display()))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read dataset {}", path.display()))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        bail!(
+            "{}: larger than {} GiB, which no statement dataset is; is it the right file?",
+            path.display(),
+            MAX_BYTES >> 30
+        );
+    }
     let (categories, n_pairs, statements) = parse(&bytes, &path.display().to_string())?;
     Ok(Dataset {
         path: path.to_path_buf(),
@@ -299,6 +358,21 @@ pub fn load(path: &Path) -> Result<Dataset> {
     })
 }
 
+/// Two category names that differ only in Unicode normalization (NFC against NFD)
+/// look the same everywhere they are printed.
+fn look_alike_names(name: &str, cats: &[(String, Value)]) -> Result<()> {
+    use unicode_normalization::UnicodeNormalization;
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for (cat, _) in cats {
+        if let Some(first) = seen.insert(cat.nfc().collect(), cat) {
+            bail!(
+                "{name}: categories {first:?} and {cat:?} differ only in Unicode normalization (they print the same); write both the same way"
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,12 +380,14 @@ mod tests {
     #[test]
     fn keeps_order_and_numbers_statements() {
         let json = br#"{"zeta": {"description": "d", "expected_effect": "e", "pairs": [["a0","b0"],["a1","b1"]]},
-                        "alpha": {"pairs": [["x","y"],["z","w"]]}}"#;
+                        "alpha": {"pairs": [["x","y"],["z","w"]]},
+                        "mid": {"pairs": [["m0","n0"],["m1","n1"]]}}"#;
         let (cats, n_pairs, st) = parse(json, "d.json").unwrap();
-        assert_eq!(cats, vec!["zeta", "alpha"]);
-        assert_eq!(n_pairs, 4);
+        assert_eq!(cats, vec!["zeta", "alpha", "mid"]);
+        assert_eq!(n_pairs, 6);
         let got: Vec<_> = st
             .iter()
+            .take(8)
             .map(|s| {
                 (
                     s.id,
@@ -340,9 +416,11 @@ mod tests {
     #[test]
     fn a_byte_order_mark_is_skipped() {
         let mut json = b"\xEF\xBB\xBF".to_vec();
-        json.extend_from_slice(br#"{"c": {"pairs": [["a","b"],["c","d"]]}}"#);
+        json.extend_from_slice(
+            br#"{"c": {"pairs": [["a","b"],["c","d"]]}, "e": {"pairs": [["a","b"],["c","d"]]}, "f": {"pairs": [["a","b"],["c","d"]]}}"#,
+        );
         let (cats, n_pairs, _) = parse(&json, "d.json").unwrap();
-        assert_eq!((cats, n_pairs), (vec!["c".to_string()], 2));
+        assert_eq!((cats[0].as_str(), n_pairs), ("c", 6));
     }
 
     fn err(json: &str) -> String {
@@ -401,7 +479,12 @@ mod tests {
                 r#"{"c": {"pairs": {"a": "b"}}}"#.into(),
                 "'pairs' is an object; expected a list of [A, B] pairs",
             ),
-            (r#"{"c": {"pair": []}}"#.into(), "'c' has no 'pairs' key"),
+            (r#"{"c": {"pair": []}}"#.into(), "'c' has an unknown key 'pair'"),
+            (r#"{"c": {"description": "d"}}"#.into(), "'c' has no 'pairs' key"),
+            (
+                format!(r#"{{"c": {{"pairs": {two}}}, "e": {{"pairs": {two}}}}}"#),
+                "has 2 categories; r across categories needs at least 3",
+            ),
             (r#"{"c": [["a","b"]]}"#.into(), "'c' is a list; expected an object"),
             (
                 format!(r#"{{"c": {{"description": 3, "pairs": {two}}}}}"#),

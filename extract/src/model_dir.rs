@@ -153,9 +153,7 @@ impl ModelDir {
     /// recorded size. Hashing them is [`ModelDir::verify_files`], which a fresh run
     /// does while ONNX Runtime loads the graph.
     pub fn open(dir: &Path) -> Result<ModelDir> {
-        if !dir.is_dir() {
-            bail!("model directory {} does not exist", dir.display());
-        }
+        check_is_dir(dir)?;
         let export_path = require(dir, "export.json")?;
         let onnx = require(dir, "model.onnx")?;
         let tokenizer = require(dir, "tokenizer.json")?;
@@ -352,4 +350,18 @@ fn check_config(config_path: &Path, export_path: &Path, export: &ExportInfo) -> 
         }
     }
     Ok(())
+}
+
+/// `--model` must name the folder `scripts/export` wrote, not a file in it.
+pub fn check_is_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        bail!(
+            "--model {} is a file; name the model folder that scripts/export wrote (the one holding export.json)",
+            dir.display()
+        );
+    }
+    bail!("model directory {} does not exist", dir.display())
 }

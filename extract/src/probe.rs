@@ -34,6 +34,9 @@ fn short(text: &str) -> String {
 
 /// What to do when the rule refuses, for the error message.
 fn next_step(error: f64, bound: f64) -> String {
+    if !error.is_finite() {
+        return "the graph gives a value that is not finite (NaN or infinity), which no --parity-slack accepts: export the model again (in float32 if float16 overflows)".to_string();
+    }
     format!(
         "{:.1}x the bound; if model.onnx comes from other weights than export.json's probes, re-export it with scripts/export; if this is rounding (another kernel or card), rerun with --parity-slack {:.0} to accept errors up to that multiple of the bound",
         error / bound,

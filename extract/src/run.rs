@@ -164,6 +164,11 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     {
         bail!("--name '{name}' is not usable as a cache folder name (no leading '.', no path separators, not a contract file name)");
     }
+    // analyze selects folders with a comma-separated --models, and a control character
+    // (a newline) breaks the report's lines and the CSV.
+    if name.contains(',') || name.chars().any(char::is_control) {
+        bail!("--name {name:?}: no commas (analyze --models NAME,... could never select it) and no control characters");
+    }
     Ok(())
 }
 
@@ -197,10 +202,25 @@ pub fn run(opts: &Options) -> Result<Summary> {
         Some(shard) => shard.folder_name(&name),
         None => name,
     };
-    if !opts.model.is_dir() {
-        bail!("model directory {} does not exist", opts.model.display());
+    model_dir::check_is_dir(&opts.model)?;
+    if let Some(shard) = opts.shard {
+        if shard.ids(data.statements.len()).is_empty() {
+            bail!(
+                "--shard {shard}: the dataset has {} pairs, so this shard holds none; use at most {} shards",
+                data.n_pairs,
+                data.n_pairs
+            );
+        }
     }
     let cache_dir = opts.out.join(&name);
+    if resolved(&cache_dir).starts_with(resolved(&opts.model)) {
+        bail!(
+            "--out {}: the cache folder {} would lie in the model folder {}; write the cache outside it (e.g. --out cache)",
+            opts.out.display(),
+            cache_dir.display(),
+            opts.model.display()
+        );
+    }
     let created = !cache_dir.exists();
     // Taken before anything slow (hashing the weights, creating the session), so a
     // second writer is refused at once.
@@ -212,6 +232,29 @@ pub fn run(opts: &Options) -> Result<Summary> {
     }
     drop(lock);
     result
+}
+
+/// `path` with its longest existing prefix made canonical (symlinks, `..`), the rest
+/// appended: comparable with another such path before the folders exist.
+fn resolved(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut p = path;
+    loop {
+        if let Ok(c) = std::fs::canonicalize(p) {
+            return rest.iter().rev().fold(c, |acc, part| acc.join(part));
+        }
+        match (p.parent(), p.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                p = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 fn has_chunks(cache_dir: &Path) -> bool {
@@ -260,8 +303,12 @@ fn run_locked(
     schemas::remove_temp_files(cache_dir)?;
 
     let tok = TextTokenizer::from_file(&model.tokenizer)?;
-    let tokens =
-        tokenize::tokenize_all(&tok, &data.statements, poolings, model.export.max_positions)?;
+    let tokens = tokenize::tokenize_all(
+        &tok,
+        &data.statements,
+        poolings,
+        (model.export.max_positions, model.export.vocab_size),
+    )?;
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let all: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
     let whole = batch::chunks(batch::plan(&all, &lengths, opts.batching), ids.len());

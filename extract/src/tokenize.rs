@@ -65,12 +65,22 @@ pub fn tokenize_all(
     tok: &TextTokenizer,
     statements: &[Statement],
     poolings: &[Pooling],
-    max_positions: u64,
+    (max_positions, vocab_size): (u64, Option<u64>),
 ) -> Result<Vec<Vec<i64>>> {
     let (need, why) = min_tokens(poolings);
     let mut out = Vec::with_capacity(statements.len());
     for s in statements {
         let ids = tok.encode(&s.text)?;
+        // Checked here, before any forward pass: ONNX Runtime's Gather would name a
+        // graph node only after the earlier chunks ran, and CUDA may not check at all.
+        if let Some(&id) = vocab_size.and_then(|v| ids.iter().find(|&&id| id < 0 || id as u64 >= v))
+        {
+            bail!(
+                "{} has token id {id}, outside the model's vocabulary of {} (export.json's vocab_size): the model folder's tokenizer.json does not belong to its graph; export the model again",
+                s.describe(),
+                vocab_size.unwrap_or_default()
+            );
+        }
         if ids.len() < need {
             bail!("{} has {} token(s); {why}", s.describe(), ids.len());
         }

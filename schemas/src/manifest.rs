@@ -180,6 +180,19 @@ impl Manifest {
     pub fn read(path: &Path) -> Result<Manifest, CacheError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CacheError::new(path, format!("cannot read: {e}")))?;
+        // Another version's keys differ: name the version, not the first key missing.
+        let version = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("schema_version").and_then(serde_json::Value::as_u64));
+        if let Some(v) = version.filter(|&v| v != u64::from(crate::SCHEMA_VERSION)) {
+            return Err(CacheError::new(
+                path,
+                format!(
+                    "cache contract version {v} but this tool reads version {}; use the tool version that wrote it, or extract again",
+                    crate::SCHEMA_VERSION
+                ),
+            ));
+        }
         serde_json::from_str(&text)
             .map_err(|e| CacheError::new(path, format!("not a valid cache manifest: {e}")))
     }

@@ -8,10 +8,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::compact::check_key_values;
 use crate::files::check_sha256;
+use crate::LOCK_FILE;
 use crate::{
     embeddings_schema, grams_schema, sha256_file, statements_schema, CacheError, FileEntry,
-    GramsInfo, Manifest, Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, SCHEMA_VERSION,
-    STATEMENTS_FILE,
+    GramsInfo, Manifest, Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
 };
 
 /// The refusal of a compact-only cache by whatever needs its vectors.
@@ -163,6 +163,26 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
     })
 }
 
+/// Why a folder has no manifest: an extraction stopped before writing its first one
+/// leaves only its lock (and maybe `.partial/`); anything else is not a cache.
+fn missing_manifest(dir: &Path) -> String {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let started = !names.is_empty() && names.iter().all(|n| n == LOCK_FILE || n == ".partial");
+    if started {
+        return format!(
+            "missing: an extraction started here and stopped before writing its manifest (the folder holds only {}); rerun the same extract command to resume it, or delete the folder",
+            names.join(" and ")
+        );
+    }
+    "missing: this is not a model cache written by extract".to_string()
+}
+
 /// The manifest of a finished cache of this contract version, or why `dir` holds none.
 fn complete_manifest(dir: &Path) -> Result<Manifest, CacheError> {
     if !dir.is_dir() {
@@ -172,22 +192,21 @@ fn complete_manifest(dir: &Path) -> Result<Manifest, CacheError> {
         ));
     }
     let manifest_path = dir.join(MANIFEST_FILE);
-    if !manifest_path.is_file() {
-        return Err(CacheError::new(
-            &manifest_path,
-            "missing: this is not a model cache written by extract",
-        ));
+    match std::fs::metadata(&manifest_path) {
+        Ok(m) if m.is_dir() => {
+            return Err(CacheError::new(
+                &manifest_path,
+                "is a directory, not the manifest file extract writes",
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CacheError::new(&manifest_path, missing_manifest(dir)))
+        }
+        Err(e) => return Err(CacheError::new(&manifest_path, format!("cannot read: {e}"))),
     }
+    // Manifest::read refuses another contract version, naming it.
     let manifest = Manifest::read(&manifest_path)?;
-    if manifest.schema_version != SCHEMA_VERSION {
-        return Err(CacheError::new(
-            &manifest_path,
-            format!(
-                "cache contract version {} but this tool reads version {SCHEMA_VERSION}",
-                manifest.schema_version
-            ),
-        ));
-    }
     if !manifest.complete {
         return Err(CacheError::new(
             &manifest_path,

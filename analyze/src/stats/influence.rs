@@ -94,12 +94,13 @@ mod tests {
         let (x, y) = LEVERAGE;
         let (inf, why) = flags(&x, &y);
         assert_eq!(inf.index, 5, "the far category");
-        assert!(
-            why.contains(&"halves |r|"),
-            "{why:?} (r without: {})",
+        // r +0.988 (p 2e-4) without it -0.592 (p 0.29): the cluster alone trends down.
+        assert_eq!(
+            why,
+            ["changes the sign of r", "takes p across 0.05"],
+            "r without: {}",
             inf.r_without
         );
-        assert!(why.contains(&"takes p across 0.05"), "{why:?}");
     }
 
     #[test]
