@@ -9,11 +9,12 @@
 //! A web server lists no folders, so the model folders are named with `--models`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use schemas::{FileEntry, Manifest, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, STATEMENTS_FILE};
 use sha2::{Digest, Sha256};
 
@@ -193,10 +194,11 @@ fn fetch_file(agent: &ureq::Agent, url: &str, dest: &Path, entry: &FileEntry) ->
         dest.extension().unwrap_or_default().to_string_lossy()
     ));
     eprintln!("fetching {url} ({:.1} MB)", entry.bytes as f64 / 1e6);
+    let bar = progress_bar(entry.bytes);
     let mut fetched = 0;
     let mut last_error = None;
     for _ in 0..ATTEMPTS {
-        match transfer(agent, url, &part, entry.bytes) {
+        match transfer(agent, url, &part, entry.bytes, &bar) {
             Ok(n) => {
                 fetched += n;
                 last_error = None;
@@ -208,6 +210,7 @@ fn fetch_file(agent: &ureq::Agent, url: &str, dest: &Path, entry: &FileEntry) ->
             }
         }
     }
+    bar.finish_and_clear();
     if let Some(e) = last_error {
         bail!(
             "{e} (after {ATTEMPTS} tries; rerun to resume from {})",
@@ -230,6 +233,7 @@ fn transfer(
     url: &str,
     part: &Path,
     expected: u64,
+    bar: &ProgressBar,
 ) -> Result<u64, (u64, anyhow::Error)> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     if have > expected {
@@ -277,6 +281,7 @@ fn transfer(
         file.write_all(&buf[..n])
             .map_err(|e| (written, anyhow!("{}: {e}", part.display())))?;
         written += n as u64;
+        bar.set_position(have + written);
     }
     file.sync_all()
         .map_err(|e| (written, anyhow!("{}: {e}", part.display())))?;
@@ -288,6 +293,20 @@ fn transfer(
         ));
     }
     Ok(written)
+}
+
+/// A byte counter on a terminal, nothing in a log.
+fn progress_bar(bytes: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(bytes);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
 }
 
 fn sha256_of(path: &Path) -> Result<String> {
