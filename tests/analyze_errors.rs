@@ -696,3 +696,74 @@ fn a_non_utf8_cache_and_out_are_analyzed() {
         .collect();
     assert!(leftovers.is_empty(), "no temp folder left: {leftovers:?}");
 }
+
+/// A SIGTERM while the outputs are written removes the temporary folder (eight
+/// SIGTERMs once left seven full copies), and a later run removes what runs killed
+/// outright (SIGKILL) left behind.
+#[cfg(unix)]
+#[test]
+fn a_stopped_analysis_leaves_no_copy_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "m1:6:32:100000,m2:8:32:200000,m3:10:32:300000,m4:12:32:400000,m5:14:32:500000,m6:16:32:600000",
+            "--categories",
+            "20,20,20,20,20,20",
+            "--steps",
+            "1000,2000,3000,4000",
+        ],
+    );
+    let out = tmp.path().join("out");
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".out."))
+            .collect()
+    };
+    let mut stopped = false;
+    // The outputs take a few hundred ms to write: catch that window with a SIGTERM.
+    for _ in 0..10 {
+        let mut child = std::process::Command::new(binary("analyze"))
+            .args([
+                "--cache",
+                cache.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--bootstrap", "100", "--training-bootstrap", "100"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let tmp_dir = tmp.path().join(format!(".out.tmp-{}", child.id()));
+        while !tmp_dir.exists() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        if status.code() == Some(128 + 15) {
+            stopped = true;
+            assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
+            break;
+        }
+    }
+    assert!(stopped, "no run was caught writing its outputs");
+
+    // Left by runs killed outright: a temp folder, and an earlier output moved aside.
+    let (ok, _, err) = analyze(&cache, &out, &[]);
+    assert!(ok, "{err}");
+    for dead in [".out.tmp-4000000", ".out.old-4000001"] {
+        std::fs::create_dir(tmp.path().join(dead)).unwrap();
+        std::fs::write(tmp.path().join(dead).join("results.json"), "{}").unwrap();
+    }
+    let (ok, _, err) = analyze(&cache, &out, &[]);
+    assert!(ok, "{err}");
+    assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
+}

@@ -5,7 +5,7 @@
 //!
 //! They need nginx, which CI installs (`.ci/run`); `scripts/test` runs them where
 //! nginx is installed and says plainly when it did not:
-//! `cargo test --release -p e2e --test remote -- --ignored`.
+//! `cargo test --release --workspace --test remote -- --ignored`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

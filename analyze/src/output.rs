@@ -193,6 +193,8 @@ pub fn write_atomically<T>(
             let _ = std::fs::remove_dir_all(stale);
         }
     }
+    let mut notes = remove_dead_runs(&parent, &name, out);
+    let _cleanup = InProgress::register(&tmp);
     std::fs::create_dir(&tmp).map_err(|e| {
         anyhow!(
             "{}: cannot create a temporary folder for --out: {e}; choose an --out in a writable folder",
@@ -231,7 +233,6 @@ pub fn write_atomically<T>(
         );
     }
     let _ = std::fs::File::open(&parent).and_then(|d| d.sync_all());
-    let mut notes = Vec::new();
     if replacing {
         if let Err(e) = std::fs::remove_dir_all(&old) {
             notes.push(format!(
@@ -241,6 +242,102 @@ pub fn write_atomically<T>(
         }
     }
     Ok((value, notes))
+}
+
+/// The temp folders of this process's unfinished outputs: SIGINT or SIGTERM removes
+/// them before the process exits, so a stopped run leaves no half-written copy.
+static IN_PROGRESS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Lists a temp folder in `IN_PROGRESS` while it lives.
+struct InProgress(PathBuf);
+
+impl InProgress {
+    fn register(tmp: &Path) -> InProgress {
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        HANDLER.call_once(remove_in_progress_on_signal);
+        if let Ok(mut v) = IN_PROGRESS.lock() {
+            v.push(tmp.to_path_buf());
+        }
+        InProgress(tmp.to_path_buf())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        if let Ok(mut v) = IN_PROGRESS.lock() {
+            v.retain(|p| *p != self.0);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn remove_in_progress_on_signal() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            if let Ok(v) = IN_PROGRESS.lock() {
+                for p in v.iter() {
+                    let _ = std::fs::remove_dir_all(p);
+                }
+            }
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn remove_in_progress_on_signal() {}
+
+/// Removes what runs that died without cleaning up (SIGKILL, power loss) left beside
+/// `out`: their temp folders, and an earlier output they had moved aside, which goes
+/// back into place when `out` itself is gone. Only where a pid can be checked (/proc).
+fn remove_dead_runs(parent: &Path, name: &str, out: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !Path::new("/proc/self").exists() {
+        return notes;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return notes;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else {
+            continue;
+        };
+        let Some((what, pid)) = rest.split_once('-') else {
+            continue;
+        };
+        let dead = pid
+            .parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
+        if !dead {
+            continue;
+        }
+        let path = entry.path();
+        match what {
+            "tmp" => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            "old" if out.exists() => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            // `out` is gone: this is the earlier output, moved aside and never replaced.
+            "old" => {
+                let restored = std::fs::rename(&path, out);
+                if restored.is_ok() {
+                    notes.push(format!(
+                        "{}: restored the earlier output that a stopped run had moved aside",
+                        out.display()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    notes
 }
 
 #[cfg(test)]
