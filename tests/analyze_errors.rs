@@ -767,3 +767,56 @@ fn a_stopped_analysis_leaves_no_copy_behind() {
     assert!(ok, "{err}");
     assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
 }
+
+/// CKA's n x n Grams at 60,000 statements would need about 130 GB (the analysis
+/// aborted allocating them): the rest of the analysis runs, and the report says why
+/// the alignment was skipped.
+#[test]
+fn cka_grams_that_cannot_fit_are_skipped_with_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let categories = vec!["500"; 60].join(",");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "a:3:8:1000,b:4:8:2000",
+            "--categories",
+            &categories,
+            "--poolings",
+            "mean_skip_first",
+            "--no-grams",
+        ],
+    );
+    let out = tmp.path().join("out");
+    let o = run_analyze(
+        &cache,
+        &out,
+        &["--bootstrap", "0", "--permutations", "1000"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("CKA depth alignment was skipped") && err.contains("GB"),
+        "{err}"
+    );
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(v["cka_alignment"]["applicable"], false);
+    assert!(v["cka_alignment"]["not_applicable"]
+        .as_str()
+        .unwrap()
+        .contains("n = 60000 statements"));
+}
+
+#[test]
+fn a_negative_seed_is_refused_naming_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let o = run_analyze(&cache, &tmp.path().join("out"), &["--seed", "-1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("'--seed <SEED>'") && err.contains("-1"),
+        "{err}"
+    );
+}

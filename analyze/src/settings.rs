@@ -44,7 +44,8 @@ pub struct AnalysisSettings {
     #[arg(long, default_value_t = 10_000, value_parser = resamples)]
     pub bootstrap: usize,
     /// Seed of the bootstrap and of Monte Carlo permutations.
-    #[arg(long, default_value_t = 42)]
+    // allow_hyphen_values: `--seed -1` is refused naming --seed, not as an unknown flag.
+    #[arg(long, default_value_t = 42, allow_hyphen_values = true)]
     pub seed: u64,
     /// Peak-position std (points of % depth) below which peaks count as stable (the seed's 10).
     // allow_hyphen_values: `--stability-threshold -5` (or -inf) reaches the parser and

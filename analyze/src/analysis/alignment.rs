@@ -10,20 +10,18 @@ use crate::stats::peaks::{depth_pct, first_argmax};
 const VECTORS: &str = "raw pooled vectors of every statement, column-centred, not normalised";
 
 /// The alignment section from the pairs and the primary pooling's per-model results;
-/// `compact`: some compared model was read from compact statistics.
+/// `skipped`: why the pairs were not computed (see `grams::read_all`).
 pub fn alignment(
-    compact: bool,
+    skipped: Option<String>,
     pooling: Pooling,
     n_statements: usize,
     pairs: Vec<CkaPair>,
     models: &[ModelPooling],
 ) -> Alignment {
     let not_applicable = if models.len() < 2 {
-        Some("a single model has no other model's layers to be aligned with")
-    } else if compact {
-        Some("the caches were read from their compact statistics (grams.parquet), which hold no vectors across categories; `--from-embeddings` computes it")
+        Some("a single model has no other model's layers to be aligned with".to_string())
     } else {
-        None
+        skipped
     };
     let applicable = not_applicable.is_none();
     Alignment {

@@ -90,20 +90,28 @@ fn read_layer_grams(
 
 /// Reads every cache's Gram blocks (see `compute_grams`) and the CKA matrices of the
 /// checkpoints compared across sizes, recording the time each took. Returns the CKA
-/// pairs (in the order of the cross-size results, which the alignment indexes) and
-/// whether a compared cache came from compact statistics, which hold no vectors.
+/// pairs (in the order of the cross-size results, which the alignment indexes),
+/// whether a compared cache came from compact statistics, which hold no vectors, and
+/// why the pairs were not computed, if they were not.
 pub fn read_all(
     loaded: &mut [Loaded],
     poolings: &[Pooling],
     selection: &Selection,
     settings: &AnalysisSettings,
     timings: &mut BTreeMap<String, f64>,
-) -> Result<(Vec<cka::CkaPair>, bool)> {
+) -> Result<(Vec<cka::CkaPair>, bool, Option<String>)> {
     let t = Instant::now();
     let compared: Vec<usize> = selection.chosen.iter().map(|m| m.index).collect();
     let compact = compared.iter().any(|&i| loaded[i].model.cache.grams_only);
+    let skipped = if compact {
+        Some(COMPACT.to_string())
+    } else if compared.len() >= 2 {
+        cka_too_large(loaded, &compared)
+    } else {
+        None
+    };
     // On the primary pooling only: its Grams ride along with the first read of each layer.
-    let with_cka = compared.len() >= 2 && !compact;
+    let with_cka = compared.len() >= 2 && skipped.is_none();
     let mut cka_by_cache = Vec::with_capacity(loaded.len());
     let mut cpu = CpuTime::default();
     for (i, l) in loaded.iter_mut().enumerate() {
@@ -127,7 +135,31 @@ pub fn read_all(
     let t = Instant::now();
     let pairs = cka::all_pairs(&cka_grams);
     timings.insert("cka_pairs".into(), t.elapsed().as_secs_f64());
-    Ok((pairs, compact))
+    Ok((pairs, compact, skipped))
+}
+
+const COMPACT: &str = "the caches were read from their compact statistics (grams.parquet), which hold no vectors across categories; `--from-embeddings` computes it";
+
+/// Share of the available memory the CKA Grams may take: the rest of the analysis
+/// holds the category Grams and the bootstrap beside them.
+const CKA_MEMORY_SHARE: f64 = 0.5;
+
+/// Why the CKA Grams cannot be held, if they cannot: each analysed layer of each
+/// compared model keeps its packed `n x n` Gram (n(n+1)/2 f64), which at 40,000
+/// statements is 6.4 GB per layer; the estimate comes before anything is read.
+fn cka_too_large(loaded: &[Loaded], compared: &[usize]) -> Option<String> {
+    let available = schemas::available_memory()? as f64;
+    let n = loaded[compared[0]].stmts.ids.len() as f64;
+    let layers: usize = compared.iter().map(|&i| loaded[i].layers.len()).sum();
+    let need = layers as f64 * n * (n + 1.0) / 2.0 * 8.0;
+    (need > CKA_MEMORY_SHARE * available).then(|| {
+        format!(
+            "its n x n Gram matrices (n = {n} statements) need about {:.1} GB for {layers} layers of {} models, more than half the {:.1} GB of memory available; analyse fewer layers (--layer-step) or models (--models), or fewer statements",
+            need / 1e9,
+            compared.len(),
+            available / 1e9
+        )
+    })
 }
 
 /// Reads every sampled layer of every pooling and keeps only its category Gram

@@ -39,7 +39,7 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let poolings = poolings_to_analyse(&loaded, settings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
-    let (cka_pairs, compact) =
+    let (cka_pairs, compact, cka_skipped) =
         grams::read_all(&mut loaded, &poolings, &selection, settings, &mut timings)?;
 
     let t2 = Instant::now();
@@ -75,8 +75,11 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     warnings.extend(nan_warnings(&results));
     let peak_evidence = evidence::at_peaks(&results[0], &categories, sizes.iter().sum());
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
+    if let Some(why) = cka_skipped.as_ref().filter(|_| !compact) {
+        warnings.push(format!("the CKA depth alignment was skipped: {why}"));
+    }
     let cka = alignment::alignment(
-        compact,
+        cka_skipped,
         settings.pooling,
         loaded[0].stmts.ids.len(),
         cka_pairs,

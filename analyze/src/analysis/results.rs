@@ -184,7 +184,7 @@ pub struct Alignment {
     /// False with a single model (nothing to align) or from compact statistics (no vectors).
     pub applicable: bool,
     /// Why not, when not applicable.
-    pub not_applicable: Option<&'static str>,
+    pub not_applicable: Option<String>,
     pub pooling: String,
     pub vectors: &'static str,
     pub n_statements: usize,

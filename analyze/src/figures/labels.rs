@@ -12,6 +12,25 @@ use super::style::font;
 
 /// Category names beside their points, each where it overlaps nothing and stays
 /// inside the plot when it can (never outside it).
+/// Longest name drawn beside a point; a longer one is cut with "…".
+const MAX_LABEL_CHARS: usize = 40;
+
+/// A category name as a figure can draw it: control characters (an ESC makes the
+/// SVG invalid XML) shown as U+FFFD, and cut at `MAX_LABEL_CHARS` so that one long
+/// name does not run across the other panels.
+pub fn drawable(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .take(MAX_LABEL_CHARS)
+        .collect();
+    if name.chars().count() > MAX_LABEL_CHARS {
+        s.pop();
+        s.push('…');
+    }
+    s
+}
+
 pub fn label_points<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     chart: &Chart<'_, DB>,
@@ -19,6 +38,7 @@ pub fn label_points<DB: DrawingBackend>(
     names: &[&str],
 ) -> Result<()> {
     let style = font(14);
+    let names: Vec<String> = names.iter().map(|n| drawable(n)).collect();
     let px: Vec<(i32, i32)> = xy.iter().map(|p| chart.backend_coord(p)).collect();
     let sizes = names
         .iter()
@@ -103,6 +123,16 @@ fn clamp(b: Px, bounds: &Px) -> Px {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_are_drawable() {
+        assert_eq!(super::drawable("a\u{1b}[31mb"), "a\u{fffd}[31mb");
+        let long = "x".repeat(300);
+        let cut = super::drawable(&long);
+        assert_eq!(cut.chars().count(), super::MAX_LABEL_CHARS);
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::drawable("geography"), "geography");
+    }
+
     use super::*;
 
     #[test]

@@ -14,7 +14,7 @@ pub fn section(a: &Analysis) -> String {
         "\n## Depth aligned by representation (linear CKA, pooling `{}`)\n\n",
         c.pooling
     );
-    if let Some(why) = c.not_applicable {
+    if let Some(why) = &c.not_applicable {
         let _ = writeln!(s, "Not computed: {why}.\n");
         return s;
     }
