@@ -61,3 +61,54 @@ fn every_figure_is_written_for_one_to_six_models() {
         assert_figures(&out);
     }
 }
+
+/// A size whose label has a dot (`pythia 1.4b`) gets its training figure under the
+/// name the report gives (it was saved as `training_pythia-1.png`).
+#[test]
+fn a_dotted_size_label_keeps_its_figure_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            "pythia-1.4b:6:32:100000000,pythia-2.8b:8:48:300000000",
+            "--categories",
+            "10,8,12",
+            "--steps",
+            "1000,5000",
+            "--compact-only",
+        ],
+    );
+    let out = tmp.path().join("out");
+    let o = run_cmd(
+        &binary("analyze"),
+        &[
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--bootstrap",
+            "50",
+            "--training-bootstrap",
+            "50",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // The report's list of figures: "- `training_pythia-1.4b.png` (and `.svg`): ...".
+    let named: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `training_"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    assert_eq!(named, ["pythia-1.4b.png", "pythia-2.8b.png"]);
+    for name in named {
+        let file = out.join(format!("training_{name}"));
+        assert!(
+            file.is_file(),
+            "{} named by the report but not written",
+            file.display()
+        );
+    }
+}

@@ -26,15 +26,15 @@ fn render<DB: DrawingBackend>(fig: &impl Figure, root: DrawingArea<DB, Shift>) -
 
 /// Draws `fig` into `<out>/<stem>.png` and `<out>/<stem>.svg`.
 pub fn save(fig: &impl Figure, out: &Path, stem: &str) -> Result<()> {
-    let path = out.join(stem);
+    // Appended, not `with_extension`: a stem like `training_pythia-1.4b` has a dot.
     let size = fig.size();
     render(
         fig,
-        BitMapBackend::new(&path.with_extension("png"), size).into_drawing_area(),
+        BitMapBackend::new(&out.join(format!("{stem}.png")), size).into_drawing_area(),
     )?;
     render(
         fig,
-        SVGBackend::new(&path.with_extension("svg"), size).into_drawing_area(),
+        SVGBackend::new(&out.join(format!("{stem}.svg")), size).into_drawing_area(),
     )
 }
 
