@@ -820,3 +820,60 @@ fn a_negative_seed_is_refused_naming_the_flag() {
         "{err}"
     );
 }
+
+/// `--all-poolings` says which pooling it leaves out and why (it dropped one silently).
+#[test]
+fn all_poolings_names_a_pooling_some_cache_lacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(&cache, &[&["--models", "a:3:8:1000"][..], SMALL].concat());
+    synth_cache(
+        &cache,
+        &[
+            &[
+                "--models",
+                "b:4:8:2000",
+                "--poolings",
+                "mean_skip_first,mean",
+            ][..],
+            SMALL,
+        ]
+        .concat(),
+    );
+    let out = tmp.path().join("out");
+    let (ok, _, err) = analyze(&cache, &out, &["--all-poolings"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("--all-poolings: `last` is left out: b was not extracted with it"),
+        "{err}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("`last` is left out"),
+        "the report says it too"
+    );
+}
+
+/// A stray folder in the root is skipped without a lock file, and the caches beside
+/// it are still indexed (it stopped the command and kept a `.lock`).
+#[test]
+fn analyze_index_skips_a_stray_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &["--no-grams"]);
+    let stray = cache.join("notes");
+    std::fs::create_dir(&stray).unwrap();
+    let o = run_cmd(
+        &binary("analyze"),
+        &["index", "--cache", cache.to_str().unwrap()],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("notes: skipped, not a model cache"), "{out}");
+    assert!(!stray.join(schemas::LOCK_FILE).exists());
+    for m in ["a", "b"] {
+        assert!(
+            cache.join(m).join(schemas::GRAMS_FILE).is_file(),
+            "{m} indexed"
+        );
+    }
+}

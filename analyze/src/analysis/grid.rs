@@ -130,13 +130,24 @@ impl Grid {
     }
 }
 
+/// A size's checkpoints as a phrase: "steps 1000, 2000", "one cache without a step".
 fn steps_text(g: &SizeGroup) -> String {
-    let s: Vec<String> = g
+    let steps: Vec<String> = g
         .members
         .iter()
-        .map(|m| m.step.map_or_else(|| "no step".into(), |s| s.to_string()))
+        .filter_map(|m| m.step.map(|s| s.to_string()))
         .collect();
-    format!("steps {}", s.join(", "))
+    let without = g.members.len() - steps.len();
+    let unstepped = match without {
+        0 => String::new(),
+        1 => "one cache without a step".to_string(),
+        n => format!("{n} caches without a step"),
+    };
+    match (steps.is_empty(), unstepped.is_empty()) {
+        (true, _) => unstepped,
+        (false, true) => format!("steps {}", steps.join(", ")),
+        (false, false) => format!("steps {} and {unstepped}", steps.join(", ")),
+    }
 }
 
 /// Orders a size's checkpoints by step; refuses an axis that cannot be ordered

@@ -208,14 +208,29 @@ pub fn chosen(loaded: Vec<Loaded>, selection: &Selection) -> Vec<Loaded> {
 }
 
 /// The primary pooling first, then (if asked) the other poolings every cache holds.
-pub fn poolings_to_analyse(loaded: &[Loaded], settings: &AnalysisSettings) -> Vec<Pooling> {
+pub fn poolings_to_analyse(
+    loaded: &[Loaded],
+    settings: &AnalysisSettings,
+    warnings: &mut Vec<String>,
+) -> Vec<Pooling> {
     let mut poolings = vec![settings.pooling];
-    for p in Pooling::ALL {
-        if settings.other_poolings
-            && p != settings.pooling
-            && loaded.iter().all(|l| l.model.cache.poolings.contains(&p))
-        {
+    if !settings.other_poolings {
+        return poolings;
+    }
+    for p in Pooling::ALL.into_iter().filter(|&p| p != settings.pooling) {
+        let lacking: Vec<&str> = loaded
+            .iter()
+            .filter(|l| !l.model.cache.poolings.contains(&p))
+            .map(|l| l.model.name.as_str())
+            .collect();
+        if lacking.is_empty() {
             poolings.push(p);
+        } else {
+            warnings.push(format!(
+                "--all-poolings: `{p}` is left out: {} {} not extracted with it",
+                lacking.join(", "),
+                if lacking.len() == 1 { "was" } else { "were" }
+            ));
         }
     }
     poolings

@@ -36,7 +36,7 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let caches: Vec<&ModelCache> = loaded.iter().map(|l| &l.model).collect();
     let grid = Grid::group(&caches)?;
     let selection = grid.select(settings.revision, &caches)?;
-    let poolings = poolings_to_analyse(&loaded, settings);
+    let poolings = poolings_to_analyse(&loaded, settings, &mut warnings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
     let (cka_pairs, compact, cka_skipped) =

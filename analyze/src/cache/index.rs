@@ -23,6 +23,13 @@ pub fn index(cache: &Path, only: Option<&[String]>) -> Result<Vec<String>> {
 /// by the full validation of a listed sidecar, else by `add_grams` as it reads
 /// them (the checks of `Scope::WithoutGrams` leave them to it).
 fn index_one(dir: &Path) -> Result<String> {
+    // A stray folder in the root gets no lock file and does not stop the others.
+    if !dir.join(MANIFEST_FILE).exists() {
+        return Ok(format!(
+            "{}: skipped, not a model cache (no {MANIFEST_FILE})",
+            dir.display()
+        ));
+    }
     let _lock = CacheLock::acquire(dir)?;
     let base = validate_cache_in(dir, Scope::WithoutGrams).map_err(|e| anyhow!("{e}"))?;
     let on_disk = Manifest::read(&dir.join(MANIFEST_FILE))?;
