@@ -81,20 +81,11 @@ fn a_dotted_size_label_keeps_its_figure_name() {
         ],
     );
     let out = tmp.path().join("out");
-    let o = run_cmd(
-        &binary("analyze"),
-        &[
-            "--cache",
-            cache.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--bootstrap",
-            "50",
-            "--training-bootstrap",
-            "50",
-        ],
+    e2e::analyze_results(
+        &cache,
+        &out,
+        &["--bootstrap", "50", "--training-bootstrap", "50"],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     // The report's list of figures: "- `training_pythia-1.4b.png` (and `.svg`): ...".
     let named: Vec<&str> = report

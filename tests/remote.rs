@@ -316,6 +316,19 @@ fn a_tampered_file_and_a_missing_one_are_refused_naming_the_url() {
         "nothing kept"
     );
 
+    // A server that sends more than the manifest's size is cut off, not followed to a full disk.
+    let grams = www.join("caches/a/grams.parquet");
+    let mut longer = std::fs::read(&grams).unwrap();
+    longer.extend(vec![0u8; 4 << 20]);
+    std::fs::write(&grams, longer).unwrap();
+    let err = failed(&analyze(
+        &url,
+        &tmp.path().join("o4"),
+        &tmp.path().join("d2"),
+        &["--models", "a"],
+    ));
+    assert!(err.contains("sends more than the manifest's"), "{err}");
+
     let err = failed(&analyze(
         &url,
         &tmp.path().join("o2"),

@@ -240,11 +240,12 @@ fn category_pairs(cat: &str, def: &Value) -> std::result::Result<Vec<(String, St
 /// A statement given twice on one side of a category (a repeated pair included) has
 /// cosine 1 with its copy and inflates that side's uniformity.
 fn no_repeats(cat: &str, pairs: &[(String, String)]) -> std::result::Result<(), String> {
-    for (side, text_of) in [("A", 0), ("B", 1)] {
+    let a: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let b: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    for (side, texts) in [("A", a), ("B", b)] {
         let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for (i, pair) in pairs.iter().enumerate() {
-            let text = if text_of == 0 { &pair.0 } else { &pair.1 };
-            if let Some(first) = seen.insert(text.as_str(), i) {
+        for (i, &text) in texts.iter().enumerate() {
+            if let Some(first) = seen.insert(text, i) {
                 return Err(format!(
                     "category '{cat}': pairs {first} and {i} (counting from 0) have the same side {side} statement; a copy has cosine 1 with itself and would inflate the side's uniformity: remove the repeat"
                 ));

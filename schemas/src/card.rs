@@ -15,8 +15,8 @@ use crate::write::write_text;
 use crate::{CacheError, Manifest, EMBEDDINGS_FILE, GRAMS_FILE, SCHEMA_VERSION, STATEMENTS_FILE};
 
 pub const CARD_FILE: &str = "README.md";
-/// Where a reader of the card finds the contract.
-const CONTRACT_URL: &str = "schemas/CONTRACT.md in the ua-scaling repository";
+/// Where a reader of the card finds the contract (no public URL is known to the tool).
+const CONTRACT_AT: &str = "schemas/CONTRACT.md in the ua-scaling repository";
 
 /// The `datasets` config of each Parquet file the cache lists.
 const CONFIGS: [(&str, &str); 3] = [
@@ -81,7 +81,7 @@ pub fn card_text(m: &Manifest) -> String {
         ("files", file_rows(m)),
         (
             "contract",
-            format!("version {SCHEMA_VERSION}, defined in {CONTRACT_URL}"),
+            format!("version {SCHEMA_VERSION}, defined in {CONTRACT_AT}"),
         ),
     ];
     for (k, v) in rows {

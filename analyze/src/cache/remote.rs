@@ -278,6 +278,18 @@ fn transfer(
                 ))
             }
         };
+        // The manifest says how long the file is: a server that sends more is not
+        // serving it, and would otherwise fill the disk.
+        if have + written + n as u64 > expected {
+            drop(file);
+            let _ = std::fs::remove_file(part);
+            return Err((
+                written,
+                anyhow!(
+                    "{url}: the server sends more than the manifest's {expected} bytes; refused"
+                ),
+            ));
+        }
         file.write_all(&buf[..n])
             .map_err(|e| (written, anyhow!("{}: {e}", part.display())))?;
         written += n as u64;
