@@ -10,7 +10,7 @@ use e2e::{
     analyze_results, assert_ok, binary, demo_dataset, extract_cpu, fixture, run_cmd, synth_cache,
     FIXTURES,
 };
-use schemas::{validate_cache, Manifest, GRAMS_FILE, MANIFEST_FILE};
+use schemas::{validate_cache, Manifest, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE};
 use serde_json::Value;
 
 const MODELS: &str = "a:3:8:1000,b:4:16:2000";
@@ -365,4 +365,66 @@ fn extract_and_analyze_index_write_the_same_sidecar() {
         std::fs::read(&grams).unwrap() == written,
         "analyze index wrote another sidecar than extract did"
     );
+}
+
+/// The sidecar stays within twice the embeddings however many pairs a category has:
+/// Gram blocks (float64, `2n^2` values) up to as many pairs as dimensions, the
+/// category's vectors beyond. At 200 pairs per category and width 16 the Gram
+/// blocks alone would be 25 times the embeddings.
+#[test]
+fn the_sidecar_is_at_most_twice_the_embeddings() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, models, categories) in [
+        ("vectors", "v:3:16:100000", "200,200,200"),
+        ("grams", "g:3:32:100000", "30,30,30"),
+        ("mixed", "x:3:24:100000", "10,60,30,24,25"),
+    ] {
+        let cache = tmp.path().join(name);
+        synth_cache(
+            &cache,
+            &[
+                "--models",
+                models,
+                "--categories",
+                categories,
+                "--seed",
+                "5",
+            ],
+        );
+        let dir = std::fs::read_dir(&cache)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let m = validate_cache(&dir).unwrap().manifest;
+        let ratio = m.files[GRAMS_FILE].bytes as f64 / m.files[EMBEDDINGS_FILE].bytes as f64;
+        assert!(
+            ratio <= 2.0,
+            "{name}: the sidecar is {ratio:.2}x the embeddings"
+        );
+        compact_equals_embeddings(&cache, &tmp.path().join(format!("{name}-out")));
+    }
+}
+
+/// A sidecar of format version 1 (Gram blocks only, written before the vector
+/// columns; the committed demo caches are such) still validates and gives the
+/// embeddings path's numbers.
+#[test]
+fn a_version_1_sidecar_is_still_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/demo-cache");
+    let cache = tmp.path().join("cache");
+    for model in std::fs::read_dir(&src).unwrap() {
+        let model = model.unwrap().path();
+        let to = cache.join(model.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for file in std::fs::read_dir(&model).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
+        }
+        let m = validate_cache(&to).unwrap().manifest;
+        assert_eq!(m.grams.unwrap().format_version, 1);
+    }
+    compact_equals_embeddings(&cache, tmp.path());
 }

@@ -149,14 +149,15 @@ impl Rng {
     }
 }
 
-/// 20 SIGKILLs at random moments of the run, each followed by a resume into the same
-/// folder. When a resume gets to the end before its kill, that folder is compared
-/// and the next kill starts a fresh one.
+/// 20 SIGKILLs that land in a running extract, at random moments, each followed by a
+/// resume into the same folder. When a run gets to the end before its kill, that
+/// folder is compared and the next try starts a fresh one; such a miss does not count
+/// as a kill, so a slow or loaded machine only makes the test try more often.
 #[test]
 fn twenty_random_kills_resume_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let full = tmp.path().join("full");
-    let wall = complete(&full);
+    let mut wall = complete(&full);
     let reference = full.join(NAME);
 
     let seed: u64 = std::env::var("KILL_SEED")
@@ -170,20 +171,39 @@ fn twenty_random_kills_resume_identically() {
         .run
         .chunks
         .len();
-    let (mut folder, mut live_kills, mut compared) = (0, 0, 0);
-    for round in 0..20 {
+    let (mut folder, mut live_kills, mut compared, mut tries) = (0, 0, 0, 0);
+    while live_kills < 20 {
+        tries += 1;
+        assert!(
+            tries <= 80,
+            "only {live_kills} of {} tries hit a running extract",
+            tries - 1
+        );
         let out = tmp.path().join(format!("cut-{folder}"));
         let cache = out.join(NAME);
         // Anywhere in what is left of this run (plus a little past its end), so that
         // most kills land in a live process and some in its last steps.
         let left = 1.0 - finished_chunks(&cache) as f64 / total_chunks as f64;
         let delay = wall.mul_f64(rng.next_f64() * (0.1 + 1.0 * left));
+        let started = Instant::now();
         let mut child = spawn(&out);
-        std::thread::sleep(delay);
-        let alive = child.try_wait().unwrap().is_none();
+        let alive = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if started.elapsed() >= delay {
+                break true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if !alive {
+            // The uninterrupted run was timed on a busier machine than this one is
+            // now: aim the next kills earlier.
+            wall = wall.mul_f64(0.7);
+        }
         child.kill().unwrap_or(()); // SIGKILL
         child.wait().unwrap();
-        let when = format!("kill {round} after {delay:?}");
+        let when = format!("try {tries}, killed after {delay:?}");
         never_complete_and_broken(&cache, &when);
         if alive {
             live_kills += 1;
@@ -203,11 +223,7 @@ fn twenty_random_kills_resume_identically() {
     assert_same(&cache, &reference);
     compared += 1;
     eprintln!(
-        "{live_kills} kills hit a running extract; {compared} folders completed and compared"
-    );
-    assert!(
-        live_kills >= 15,
-        "only {live_kills} of 20 kills hit a running extract"
+        "{live_kills} of {tries} tries hit a running extract; {compared} folders completed and compared"
     );
 }
 

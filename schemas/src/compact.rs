@@ -14,11 +14,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Float64Array, ListArray, StringArray, UInt32Array};
+use arrow::array::{
+    ArrayRef, AsArray, Float32Array, Float64Array, ListArray, StringArray, UInt32Array,
+};
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, UInt32Type};
+use arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef, UInt32Type};
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use parquet::basic::Compression;
@@ -26,8 +27,10 @@ use parquet::file::metadata::{FileMetaData, KeyValue};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use rayon::prelude::*;
 
-use crate::files::{check_sha256, sha256_bytes};
-use crate::gram::{category_gram, Arithmetic, CategoryGram};
+use crate::files::{check_sha256, sha256_file};
+use crate::gram::{
+    category_gram, gather, keeps_vectors, Arithmetic, CategoryBlocks, CategoryGram, CategoryVectors,
+};
 use crate::layers::for_each_layer;
 use crate::write::{close_writer, finish_file, open_writer, temp_path, ParquetWriter};
 use crate::{
@@ -36,8 +39,12 @@ use crate::{
 };
 
 pub const GRAMS_FILE: &str = "grams.parquet";
-/// Bumped whenever the sidecar's layout or meaning changes; readers refuse others.
-pub const GRAMS_FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the sidecar's layout or meaning changes; readers refuse versions
+/// they do not know. Version 2 added the vector columns; a version 1 file (Gram
+/// blocks only, whatever the category size) is still read.
+pub const GRAMS_FORMAT_VERSION: u32 = 2;
+/// Every version this reader reads.
+pub const GRAMS_FORMAT_VERSIONS: [u32; 2] = [1, 2];
 
 const KEY_VERSION: &str = "ua.grams.format_version";
 const KEY_ARITHMETIC: &str = "ua.grams.arithmetic";
@@ -87,7 +94,12 @@ impl GramsInfo {
 /// per pooling the blocks `A A^T` and `B B^T` as upper triangles (diagonal included,
 /// row-major) and `A B^T` whole, pairs in `pair_index` order.
 pub fn grams_schema(poolings: &[Pooling]) -> SchemaRef {
-    let list = DataType::List(Arc::new(Field::new("item", DataType::Float64, false)));
+    grams_schema_of(GRAMS_FORMAT_VERSION, poolings)
+}
+
+/// The columns of a sidecar of format `version` (1: no vector columns).
+pub(crate) fn grams_schema_of(version: u32, poolings: &[Pooling]) -> SchemaRef {
+    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, false)));
     let mut fields = vec![
         Field::new("layer", DataType::UInt32, false),
         Field::new("category", DataType::Utf8, false),
@@ -95,13 +107,27 @@ pub fn grams_schema(poolings: &[Pooling]) -> SchemaRef {
     ];
     for p in poolings {
         for block in BLOCKS {
-            fields.push(Field::new(column_name(*p, block), list.clone(), false));
+            fields.push(Field::new(
+                column_name(*p, block),
+                list(DataType::Float64),
+                false,
+            ));
+        }
+        for side in VECTORS.iter().filter(|_| version >= 2) {
+            fields.push(Field::new(
+                column_name(*p, side),
+                list(DataType::Float32),
+                false,
+            ));
         }
     }
     Arc::new(Schema::new(fields))
 }
 
 const BLOCKS: [&str; 3] = ["a", "b", "ab"];
+/// A category kept as its vectors (`gram::keeps_vectors`): the raw float32 A and B
+/// vectors, `n x hidden` each, as `embeddings.parquet` holds them.
+const VECTORS: [&str; 2] = ["va", "vb"];
 
 fn column_name(pooling: Pooling, block: &str) -> String {
     format!("{pooling}_{block}")
@@ -291,8 +317,7 @@ impl GramsWriter {
         // cosines non-finite, and every statement is in some category: checking the
         // blocks checks the vectors, at about 1% of the reads.
         for (p, grams) in self.plan.poolings.iter().zip(&grams) {
-            let blocks = grams.iter().flat_map(|g| [&g.a, &g.b, &g.ab]);
-            if !blocks.flatten().all(|v| v.is_finite()) {
+            if !grams.iter().all(Stored::is_finite) {
                 return Err(CacheError::new(
                     &self.origin,
                     format!("layer {layer} ({p}) holds non-finite values"),
@@ -385,17 +410,24 @@ impl Plan {
         Ok(())
     }
 
-    /// Every category's blocks, per pooling of `matrices`, computed as one task per
-    /// (pooling, category) on rayon's pool; each task's arithmetic is its own, so the
-    /// bits do not depend on the number of threads.
-    fn grams(&self, matrices: &[&[f32]]) -> Vec<Vec<CategoryGram>> {
+    /// Every category's blocks (or vectors), per pooling of `matrices`, computed as
+    /// one task per (pooling, category) on rayon's pool; each task's arithmetic is its
+    /// own, so the bits do not depend on the number of threads.
+    fn grams(&self, matrices: &[&[f32]]) -> Vec<Vec<Stored>> {
         let tasks: Vec<(&[f32], &PairRows)> = matrices
             .iter()
             .flat_map(|&m| self.pairs.iter().map(move |rows| (m, rows)))
             .collect();
-        let mut grams: Vec<CategoryGram> = tasks
+        let hidden = self.hidden;
+        let mut grams: Vec<Stored> = tasks
             .into_par_iter()
-            .map(|(m, (a, b))| category_gram(m, self.hidden, a, b, Arithmetic::Exact))
+            .map(|(m, (a, b))| {
+                if keeps_vectors(a.len(), hidden) {
+                    Stored::Vectors(gather(m, hidden, a), gather(m, hidden, b))
+                } else {
+                    Stored::Gram(category_gram(m, hidden, a, b, Arithmetic::Exact))
+                }
+            })
             .collect();
         let n_cat = self.pairs.len();
         (0..matrices.len())
@@ -407,7 +439,7 @@ impl Plan {
     fn layer_batch(
         &self,
         layer: u32,
-        grams: &[Vec<CategoryGram>],
+        grams: &[Vec<Stored>],
         schema: &SchemaRef,
         path: &Path,
     ) -> Result<RecordBatch, CacheError> {
@@ -420,12 +452,44 @@ impl Plan {
             )),
         ];
         for grams in grams {
-            columns.push(list(grams.iter().map(|g| upper_triangle(&g.a, g.n))));
-            columns.push(list(grams.iter().map(|g| upper_triangle(&g.b, g.n))));
-            columns.push(list(grams.iter().map(|g| g.ab.clone())));
+            let gram = |block: fn(&CategoryGram) -> Vec<f64>| {
+                list(grams.iter().map(|s| match s {
+                    Stored::Gram(g) => block(g),
+                    Stored::Vectors(..) => Vec::new(),
+                }))
+            };
+            columns.push(gram(|g| upper_triangle(&g.a, g.n)));
+            columns.push(gram(|g| upper_triangle(&g.b, g.n)));
+            columns.push(gram(|g| g.ab.clone()));
+            columns.push(list32(grams.iter().map(|s| match s {
+                Stored::Vectors(a, _) => a.clone(),
+                Stored::Gram(_) => Vec::new(),
+            })));
+            columns.push(list32(grams.iter().map(|s| match s {
+                Stored::Vectors(_, b) => b.clone(),
+                Stored::Gram(_) => Vec::new(),
+            })));
         }
         RecordBatch::try_new(schema.clone(), columns)
             .map_err(|e| CacheError::new(path, e.to_string()))
+    }
+}
+
+/// One category as the sidecar stores it: Gram blocks, or the raw A and B vectors.
+enum Stored {
+    Gram(CategoryGram),
+    Vectors(Vec<f32>, Vec<f32>),
+}
+
+impl Stored {
+    fn is_finite(&self) -> bool {
+        match self {
+            Stored::Gram(g) => [&g.a, &g.b, &g.ab]
+                .into_iter()
+                .flatten()
+                .all(|v| v.is_finite()),
+            Stored::Vectors(a, b) => a.iter().chain(b).all(|v| v.is_finite()),
+        }
     }
 }
 
@@ -434,6 +498,14 @@ fn list(values: impl Iterator<Item = Vec<f64>>) -> ArrayRef {
     let offsets = OffsetBuffer::from_lengths(values.iter().map(Vec::len));
     let flat = Float64Array::from(values.concat());
     let item = Arc::new(Field::new("item", DataType::Float64, false));
+    Arc::new(ListArray::new(item, offsets, Arc::new(flat), None))
+}
+
+fn list32(values: impl Iterator<Item = Vec<f32>>) -> ArrayRef {
+    let values: Vec<Vec<f32>> = values.collect();
+    let offsets = OffsetBuffer::from_lengths(values.iter().map(Vec::len));
+    let flat = Float32Array::from(values.concat());
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
     Arc::new(ListArray::new(item, offsets, Arc::new(flat), None))
 }
 
@@ -547,59 +619,98 @@ pub(crate) fn check_key_values(
 }
 
 /// Reads the blocks of the given poolings and layers from the sidecar of a cache
-/// validated with `Scope::PreferGrams`: `[pooling][layer index][category]`. The
-/// file is read once, checked against its sha256 in `files` (validation left that
-/// to this read, so the bytes are read once) and decoded from memory.
-/// `pairs_per_category` is what the statements hold; the sidecar must agree.
+/// validated with `Scope::PreferGrams`: `[pooling][layer index][category]`. See
+/// [`read_grams_each`], which this collects.
 pub fn read_grams(
     dir: &Path,
     entry: &FileEntry,
     poolings: &[Pooling],
     layers: &[u32],
-    categories: &[String],
-    pairs_per_category: &[usize],
-) -> Result<Vec<Vec<Vec<CategoryGram>>>, CacheError> {
+    shape: &GramsShape,
+) -> Result<Vec<Vec<Vec<CategoryBlocks>>>, CacheError> {
+    let mut out: Vec<Vec<Vec<CategoryBlocks>>> = poolings.iter().map(|_| Vec::new()).collect();
+    read_grams_each(dir, entry, poolings, layers, shape, |pi, grams| {
+        out[pi].push(grams)
+    })?;
+    Ok(out)
+}
+
+/// What a sidecar's rows must describe: the cache's categories, its pairs per
+/// category (what the statements hold) and its hidden size, which decides whether
+/// a category is kept as Gram blocks or as vectors.
+pub struct GramsShape<'a> {
+    pub categories: &'a [String],
+    pub pairs_per_category: &'a [usize],
+    pub hidden: usize,
+}
+
+/// Reads the sidecar layer by layer: `each(pooling index, blocks of every category)`
+/// for each pooling of `poolings` in turn, its layers in the order of `layers`, so a
+/// reader holds one layer's blocks at a time however large the file. The file's
+/// sha256 is checked against `files` first, by a streaming pass (validation left it
+/// to this read), and every row against `shape`.
+pub fn read_grams_each(
+    dir: &Path,
+    entry: &FileEntry,
+    poolings: &[Pooling],
+    layers: &[u32],
+    shape: &GramsShape,
+    mut each: impl FnMut(usize, Vec<CategoryBlocks>),
+) -> Result<(), CacheError> {
     let path = dir.join(GRAMS_FILE);
-    let bytes = Bytes::from(
-        std::fs::read(&path).map_err(|e| CacheError::new(&path, format!("cannot read: {e}")))?,
-    );
-    check_sha256(&path, &sha256_bytes(&bytes), entry)?;
-    poolings
-        .iter()
-        .map(|&p| {
-            let rows = Rows {
-                path: &path,
-                layers,
-                categories,
-                pairs_per_category,
-            };
-            rows.read(bytes.clone(), p)
-        })
-        .collect()
+    let cannot = |e: std::io::Error| CacheError::new(&path, format!("cannot read: {e}"));
+    check_sha256(&path, &sha256_file(&path).map_err(cannot)?, entry)?;
+    for (pi, &p) in poolings.iter().enumerate() {
+        let rows = Rows {
+            path: &path,
+            layers,
+            shape,
+        };
+        let file = std::fs::File::open(&path).map_err(cannot)?;
+        rows.read(file, p, |grams| each(pi, grams))?;
+    }
+    Ok(())
 }
 
 /// Where one pooling's rows are read from and what they must describe.
 struct Rows<'a> {
     path: &'a Path,
     layers: &'a [u32],
-    categories: &'a [String],
-    pairs_per_category: &'a [usize],
+    shape: &'a GramsShape<'a>,
 }
 
 impl Rows<'_> {
-    fn read(&self, bytes: Bytes, pooling: Pooling) -> Result<Vec<Vec<CategoryGram>>, CacheError> {
+    /// Decodes one pooling's rows, one layer (row group) per batch, handing each
+    /// layer's blocks to `each`.
+    fn read(
+        &self,
+        file: std::fs::File,
+        pooling: Pooling,
+        mut each: impl FnMut(Vec<CategoryBlocks>),
+    ) -> Result<(), CacheError> {
         let Rows {
             path,
             layers,
-            categories,
-            pairs_per_category,
+            shape,
         } = *self;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        let (categories, pairs_per_category) = (shape.categories, shape.pairs_per_category);
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| CacheError::new(path, format!("not a readable Parquet file: {e}")))?;
+        // A version 1 file has no vector columns.
+        let with_vectors = builder
+            .schema()
+            .index_of(&column_name(pooling, VECTORS[0]))
+            .is_ok();
+        let vector_columns = VECTORS.iter().filter(|_| with_vectors);
         let wanted: Vec<String> = ["layer", "category", "n_pairs"]
             .into_iter()
             .map(String::from)
-            .chain(BLOCKS.iter().map(|b| column_name(pooling, b)))
+            .chain(
+                BLOCKS
+                    .iter()
+                    .chain(vector_columns)
+                    .map(|b| column_name(pooling, b)),
+            )
             .collect();
         let roots: Vec<usize> = wanted
             .iter()
@@ -610,13 +721,14 @@ impl Rows<'_> {
         let reader = builder
             .with_projection(mask)
             .with_row_groups(layers.iter().map(|&l| l as usize).collect())
+            .with_batch_size(categories.len().max(1))
             .build()
             .map_err(|e| CacheError::new(path, e.to_string()))?;
-        let mut out: Vec<Vec<CategoryGram>> = layers.iter().map(|_| Vec::new()).collect();
+        let mut layer: Vec<CategoryBlocks> = Vec::with_capacity(categories.len());
         let mut row = 0;
         for batch in reader {
             let batch = batch.map_err(|e| CacheError::new(path, format!("cannot decode: {e}")))?;
-            let rows = BatchRows::new(&batch, pooling, path)?;
+            let rows = BatchRows::new(&batch, pooling, with_vectors, path)?;
             for i in 0..batch.num_rows() {
                 let (li, c) = (row / categories.len(), row % categories.len());
                 let want = Expected {
@@ -626,8 +738,11 @@ impl Rows<'_> {
                     category: &categories[c],
                     n: pairs_per_category[c],
                 };
-                out[li].push(rows.gram(i, &want, path)?);
+                layer.push(rows.blocks(i, &want, shape.hidden, path)?);
                 row += 1;
+                if layer.len() == categories.len() {
+                    each(std::mem::take(&mut layer));
+                }
             }
         }
         if row != layers.len() * categories.len() {
@@ -639,7 +754,7 @@ impl Rows<'_> {
                 ),
             ));
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -656,10 +771,17 @@ struct BatchRows<'a> {
     category: &'a StringArray,
     n_pairs: &'a arrow::array::PrimitiveArray<UInt32Type>,
     blocks: [&'a ListArray; 3],
+    /// `va`, `vb`; absent in a version 1 file.
+    vectors: Option<[&'a ListArray; 2]>,
 }
 
 impl<'a> BatchRows<'a> {
-    fn new(batch: &'a RecordBatch, pooling: Pooling, path: &Path) -> Result<Self, CacheError> {
+    fn new(
+        batch: &'a RecordBatch,
+        pooling: Pooling,
+        with_vectors: bool,
+        path: &Path,
+    ) -> Result<Self, CacheError> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
@@ -684,10 +806,23 @@ impl<'a> BatchRows<'a> {
                 .ok_or_else(|| bad("category"))?,
             n_pairs: u32s("n_pairs")?,
             blocks: [list("a")?, list("b")?, list("ab")?],
+            vectors: if with_vectors {
+                Some([list(VECTORS[0])?, list(VECTORS[1])?])
+            } else {
+                None
+            },
         })
     }
 
-    fn gram(&self, i: usize, want: &Expected, path: &Path) -> Result<CategoryGram, CacheError> {
+    /// Row `i` as the category's exact form: its vectors where the file has vector
+    /// columns and `keeps_vectors` says so, else its Gram blocks.
+    fn blocks(
+        &self,
+        i: usize,
+        want: &Expected,
+        hidden: usize,
+        path: &Path,
+    ) -> Result<CategoryBlocks, CacheError> {
         let (layer, category, n) = (
             self.layer.value(i),
             self.category.value(i),
@@ -702,6 +837,41 @@ impl<'a> BatchRows<'a> {
                 ),
             ));
         }
+        let wrong = || {
+            CacheError::new(
+                path,
+                format!("layer {layer}, category '{category}': a block has the wrong length or non-finite values"),
+            )
+        };
+        let lengths =
+            |lists: &[&ListArray]| lists.iter().map(|l| l.value_length(i)).collect::<Vec<_>>();
+        match self.vectors {
+            Some(sides) if keeps_vectors(n, hidden) => {
+                let [a, b] = sides.map(|l| {
+                    let values = l.value(i);
+                    values
+                        .as_primitive_opt::<Float32Type>()
+                        .map(|v| v.values().to_vec())
+                        .filter(|v| v.len() == n * hidden && v.iter().all(|x| x.is_finite()))
+                });
+                let grams_empty = lengths(&self.blocks).iter().all(|&len| len == 0);
+                match (a, b) {
+                    (Some(a), Some(b)) if grams_empty => Ok(CategoryBlocks::Vectors(
+                        CategoryVectors::normalise(&a, &b, n, hidden),
+                    )),
+                    _ => Err(wrong()),
+                }
+            }
+            sides => {
+                if sides.is_some_and(|s| lengths(&s).iter().any(|&len| len != 0)) {
+                    return Err(wrong());
+                }
+                self.gram(i, n).map(CategoryBlocks::Gram).ok_or_else(wrong)
+            }
+        }
+    }
+
+    fn gram(&self, i: usize, n: usize) -> Option<CategoryGram> {
         let triangle = n * (n + 1) / 2;
         let [a, b, ab] = [(0, triangle), (1, triangle), (2, n * n)].map(|(k, len)| {
             let values = self.blocks[k].value(i);
@@ -710,18 +880,12 @@ impl<'a> BatchRows<'a> {
                 .map(|v| v.values().to_vec());
             values.filter(|v| v.len() == len && v.iter().all(|x| x.is_finite()))
         });
-        match (a, b, ab) {
-            (Some(a), Some(b), Some(ab)) => Ok(CategoryGram {
-                n,
-                a: from_upper_triangle(&a, n),
-                b: from_upper_triangle(&b, n),
-                ab,
-            }),
-            _ => Err(CacheError::new(
-                path,
-                format!("layer {layer}, category '{category}': a block has the wrong length or non-finite values"),
-            )),
-        }
+        Some(CategoryGram {
+            n,
+            a: from_upper_triangle(&a?, n),
+            b: from_upper_triangle(&b?, n),
+            ab: ab?,
+        })
     }
 }
 

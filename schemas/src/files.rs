@@ -32,10 +32,6 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// A file's content against the sha256 its manifest entry records.
 pub(crate) fn check_sha256(path: &Path, sha256: &str, entry: &FileEntry) -> Result<(), CacheError> {
     if sha256 != entry.sha256 {

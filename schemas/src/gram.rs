@@ -71,6 +71,104 @@ pub struct CategoryGram {
     pub ab: Vec<f64>,
 }
 
+/// A category's pooled vectors, each normalised the seed's way `x / (|x| + 1e-10)` in
+/// float64 (row-major `n x hidden`, pair order): the exact form kept instead of the
+/// Gram blocks where a category has more pairs than the vectors have dimensions, so
+/// that neither the sidecar nor an analysis grows with the square of the pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryVectors {
+    pub n: usize,
+    pub hidden: usize,
+    pub a: Vec<f64>,
+    pub b: Vec<f64>,
+}
+
+impl CategoryVectors {
+    /// From the raw float32 vectors of the A and B sides (`n x hidden` each).
+    pub fn normalise(a: &[f32], b: &[f32], n: usize, hidden: usize) -> Self {
+        assert_eq!(a.len(), n * hidden, "an n x hidden matrix");
+        assert_eq!(b.len(), n * hidden, "an n x hidden matrix");
+        let unit = |m: &[f32]| -> Vec<f64> {
+            m.chunks_exact(hidden.max(1))
+                .flat_map(|x| {
+                    let d = x
+                        .iter()
+                        .map(|&v| f64::from(v) * f64::from(v))
+                        .sum::<f64>()
+                        .sqrt()
+                        + 1e-10;
+                    x.iter().map(move |&v| f64::from(v) / d)
+                })
+                .collect()
+        };
+        CategoryVectors {
+            n,
+            hidden,
+            a: unit(a),
+            b: unit(b),
+        }
+    }
+}
+
+/// What every exact statistic needs from one category: its Gram blocks (`2n^2`
+/// values) or, when that is more than its vectors (`2 n hidden`), the vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CategoryBlocks {
+    Gram(CategoryGram),
+    Vectors(CategoryVectors),
+}
+
+impl CategoryBlocks {
+    pub fn n(&self) -> usize {
+        match self {
+            CategoryBlocks::Gram(g) => g.n,
+            CategoryBlocks::Vectors(v) => v.n,
+        }
+    }
+}
+
+/// The rule both the sidecar and an analysis from embeddings follow, so the two
+/// compute every statistic from the same numbers: vectors for a category of more
+/// pairs than dimensions, Gram blocks otherwise. It bounds the sidecar by twice the
+/// embeddings (Gram blocks in float64 at `n <= hidden`) and keeps it at their size
+/// beyond (the float32 vectors themselves).
+pub fn keeps_vectors(n_pairs: usize, hidden: usize) -> bool {
+    n_pairs > hidden
+}
+
+/// The exact form of one category (`keeps_vectors` decides which): `a_rows[i]` and
+/// `b_rows[i]` are pair `i`'s statement rows in `matrix` (`rows x hidden`).
+pub fn category_blocks(
+    matrix: &[f32],
+    hidden: usize,
+    a_rows: &[usize],
+    b_rows: &[usize],
+) -> CategoryBlocks {
+    let n = a_rows.len();
+    if keeps_vectors(n, hidden) {
+        let (a, b) = (
+            gather(matrix, hidden, a_rows),
+            gather(matrix, hidden, b_rows),
+        );
+        CategoryBlocks::Vectors(CategoryVectors::normalise(&a, &b, n, hidden))
+    } else {
+        CategoryBlocks::Gram(category_gram(
+            matrix,
+            hidden,
+            a_rows,
+            b_rows,
+            Arithmetic::Exact,
+        ))
+    }
+}
+
+/// The rows `rows` of a row-major `hidden`-wide matrix, in that order.
+pub fn gather(matrix: &[f32], hidden: usize, rows: &[usize]) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&r| matrix[r * hidden..(r + 1) * hidden].iter().copied())
+        .collect()
+}
+
 /// numpy's `pairwise_sum` for float32 (`numpy/_core/src/umath/loops_utils.h.src`),
 /// started from the additive identity as `np.add.reduce` does: the order of the
 /// float32 additions decides the last bits the seed's numbers carry.

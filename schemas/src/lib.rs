@@ -24,8 +24,8 @@ mod write;
 
 pub use card::{card_text, write_card, CARD_FILE};
 pub use compact::{
-    add_compact_grams, add_grams, grams_schema, read_grams, GramsWriter, GRAMS_FILE,
-    GRAMS_FORMAT_VERSION,
+    add_compact_grams, add_grams, grams_schema, read_grams, read_grams_each, GramsShape,
+    GramsWriter, GRAMS_FILE, GRAMS_FORMAT_VERSION, GRAMS_FORMAT_VERSIONS,
 };
 pub use contract::{
     embeddings_schema, statements_schema, Pooling, Side, StatementRow, EMBEDDINGS_FILE,

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::compact::check_key_values;
+use crate::compact::{check_key_values, grams_schema_of};
 use crate::files::check_sha256;
 use crate::LOCK_FILE;
 use crate::{
-    embeddings_schema, grams_schema, sha256_file, statements_schema, CacheError, FileEntry,
-    GramsInfo, Manifest, Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
+    embeddings_schema, sha256_file, statements_schema, CacheError, FileEntry, GramsInfo, Manifest,
+    Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
 };
 
 /// The refusal of a compact-only cache by whatever needs its vectors.
@@ -274,12 +274,12 @@ fn check_grams(
     let Some(info) = &manifest.grams else {
         return Ok(());
     };
-    if info.format_version != crate::GRAMS_FORMAT_VERSION || info.arithmetic != "exact" {
+    if !crate::GRAMS_FORMAT_VERSIONS.contains(&info.format_version) || info.arithmetic != "exact" {
         return Err(CacheError::new(
             dir.join(MANIFEST_FILE),
             format!(
-                "describes {GRAMS_FILE} as format {} in {} arithmetic, but this tool reads format {} in exact arithmetic; {}",
-                info.format_version, info.arithmetic, crate::GRAMS_FORMAT_VERSION, info.rebuild_hint()
+                "describes {GRAMS_FILE} as format {} in {} arithmetic, but this tool reads formats 1 and 2 in exact arithmetic; {}",
+                info.format_version, info.arithmetic, info.rebuild_hint()
             ),
         ));
     }
@@ -291,7 +291,7 @@ fn check_grams(
         manifest,
         GRAMS_FILE,
         rows,
-        &grams_schema(poolings),
+        &grams_schema_of(info.format_version, poolings),
         hash,
     )?;
     check_key_values(&path, file.metadata().file_metadata(), info)?;

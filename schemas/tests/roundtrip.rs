@@ -237,9 +237,14 @@ fn the_sidecar_reads_back_the_exact_blocks() {
     let cats = &manifest.dataset.categories;
     let entry = &manifest.files[GRAMS_FILE];
     let poolings = [Pooling::Last];
-    let read = read_grams(dir.path(), entry, &poolings, &[0, 2], cats, &[1, 1]).unwrap();
+    let shape = GramsShape {
+        categories: cats,
+        pairs_per_category: &[1, 1],
+        hidden: HIDDEN,
+    };
+    let read = read_grams(dir.path(), entry, &poolings, &[0, 2], &shape).unwrap();
     let m = vectors(2, 4);
-    let want = gram::category_gram(&m, HIDDEN, &[2], &[3], gram::Arithmetic::Exact);
+    let want = gram::category_blocks(&m, HIDDEN, &[2], &[3]);
     assert_eq!(read[0][1][1], want);
 
     let path = dir.path().join(EMBEDDINGS_FILE);
@@ -283,8 +288,13 @@ fn a_compact_only_cache_validates_without_embeddings() {
     }
     let cats = &manifest.dataset.categories;
     let entry = &manifest.files[GRAMS_FILE];
-    let read = read_grams(dir.path(), entry, &[Pooling::Last], &[2], cats, &[1, 1]).unwrap();
-    let want = gram::category_gram(&vectors(2, 4), HIDDEN, &[0], &[1], gram::Arithmetic::Exact);
+    let shape = GramsShape {
+        categories: cats,
+        pairs_per_category: &[1, 1],
+        hidden: HIDDEN,
+    };
+    let read = read_grams(dir.path(), entry, &[Pooling::Last], &[2], &shape).unwrap();
+    let want = gram::category_blocks(&vectors(2, 4), HIDDEN, &[0], &[1]);
     assert_eq!(read[0][0][0], want);
     let err = validate_cache_in(dir.path(), Scope::WithoutGrams)
         .unwrap_err()

@@ -177,8 +177,10 @@ pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec
             model: m,
             stmts,
             layers,
-            grams: Vec::new(),
-            ua_other: Vec::new(),
+            layers_read: Vec::new(),
+            boot: Vec::new(),
+            boot_n: 0,
+            training_peaks: None,
         });
     }
     let sizes: Vec<usize> = loaded[0].stmts.pairs.iter().map(Vec::len).collect();

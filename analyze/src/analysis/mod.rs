@@ -1,5 +1,5 @@
-//! The whole analysis, as a pipeline: load the caches (`load`), read their Gram
-//! blocks (`grams`), the statistics of each pooling (`poolings`), the CKA
+//! The whole analysis, as a pipeline: load the caches (`load`), read and reduce
+//! every layer (`read`), the statistics of each pooling (`poolings`), the CKA
 //! alignment (`alignment`) and the training view (`training`), and the evidence at each
 //! model's peak (`evidence`); the checkpoint
 //! grid decides which caches are compared. Every result type is in `results`.
@@ -18,15 +18,26 @@ use poolings::{analyze_pooling, nan_warnings};
 use results::{Analysis, Grid, PoolingResult};
 
 mod alignment;
-mod columns;
 mod evidence;
-mod grams;
 mod grid;
 mod load;
 mod loaded;
 mod poolings;
+mod read;
 pub mod results;
 mod training;
+
+/// The pair resamples, drawn once for the largest count: the cross-size bootstrap
+/// and the training view each take its first rows.
+fn draw_resamples(grid: &Grid, sizes: &[usize], settings: &AnalysisSettings) -> Option<Resamples> {
+    let training = if grid.has_axis() {
+        settings.training_bootstrap
+    } else {
+        0
+    };
+    let most = settings.bootstrap.max(training);
+    (most > 0).then(|| Resamples::draw(sizes, most, settings.seed))
+}
 
 /// Runs the pipeline on `settings`; the timings of its steps are in the result.
 pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
@@ -39,13 +50,21 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let poolings = poolings_to_analyse(&loaded, settings, &mut warnings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
-    let (cka_pairs, compact, cka_skipped) =
-        grams::read_all(&mut loaded, &poolings, &selection, settings, &mut timings)?;
+    let resamples = draw_resamples(&grid, &sizes, settings);
+    let (cka_pairs, compact, cka_skipped) = read::read_all(
+        &mut loaded,
+        &poolings,
+        &selection,
+        &grid,
+        resamples.as_ref(),
+        settings,
+        &mut timings,
+    )?;
 
     let t2 = Instant::now();
     let training = grid
         .has_axis()
-        .then(|| training::view(&grid, &loaded, &sizes, settings));
+        .then(|| training::view(&grid, &loaded, settings));
     if training.is_some() {
         timings.insert("training_view".into(), t2.elapsed().as_secs_f64());
     }
@@ -63,14 +82,10 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         settings.seed,
         settings.monte_carlo_permutations,
     );
-    let resamples = (settings.bootstrap > 0)
-        .then(|| Resamples::draw(&sizes, settings.bootstrap, settings.seed));
     let results: Vec<PoolingResult> = poolings
         .iter()
         .enumerate()
-        .map(|(pi, &pooling)| {
-            analyze_pooling(&loaded, pi, pooling, &perms, resamples.as_ref(), settings)
-        })
+        .map(|(pi, &pooling)| analyze_pooling(&loaded, pi, pooling, &perms, settings))
         .collect();
     warnings.extend(nan_warnings(&results));
     let peak_evidence = evidence::at_peaks(&results[0], &categories, sizes.iter().sum());

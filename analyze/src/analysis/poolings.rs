@@ -7,45 +7,36 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use schemas::Pooling;
 
-use super::columns::bootstrap_columns;
 use super::loaded::Loaded;
 use super::results::{LayerStats, ModelPooling, PeakBootstrap, PoolingResult, StabilityBootstrap};
 use crate::settings::AnalysisSettings;
-use crate::stats::bootstrap::{percentile, Resamples};
+use crate::stats::bootstrap::percentile;
 use crate::stats::correlation::{holm, leave_one_out, pearson, spearman, Permutations};
-use crate::stats::pairs::pair_level;
 use crate::stats::peaks::{
     abs_peak, depth_pct, first_argmax, mean_std, nan_layers, peak_analysis, seed_summary,
 };
-use crate::stats::uniformity::ua;
 
 /// The results of pooling `pi` (`pooling`) over the compared caches, with the
-/// bootstrap where resamples were drawn.
+/// bootstrap where `read` kept resamples.
 pub fn analyze_pooling(
     loaded: &[Loaded],
     pi: usize,
     pooling: Pooling,
     perms: &Permutations,
-    resamples: Option<&Resamples>,
     settings: &AnalysisSettings,
 ) -> PoolingResult {
     let mut models: Vec<ModelPooling> = loaded
         .par_iter()
-        .map(|l| model_pooling(l, pi, perms, settings))
+        .map(|l| model_pooling(l, pi, perms))
         .collect();
     let threshold = settings.stability_threshold;
     let mut stability_max_pos = None;
     let mut stability_abs = None;
-    if let Some(res) = resamples {
-        let all: Vec<&Loaded> = loaded.iter().collect();
-        let boot = bootstrap_columns(&all, pi, res);
-        let n = res.n;
-        let mut k = 0;
+    let n = loaded[0].boot_n;
+    if n > 0 {
         let (mut pos_peaks, mut abs_peaks) = (Vec::new(), Vec::new());
         for (l, mp) in loaded.iter().zip(models.iter_mut()) {
-            let nl = l.layers.len();
-            let (pos, abs) = attach_bootstrap(mp, &l.layers, &boot[k * n..(k + nl) * n], n);
-            k += nl;
+            let (pos, abs) = attach_bootstrap(mp, &l.layers, &l.boot[pi], n);
             pos_peaks.push(pos);
             abs_peaks.push(abs);
         }
@@ -70,31 +61,24 @@ pub fn analyze_pooling(
 }
 
 /// The per-layer statistics of one model and pooling (no bootstrap yet).
-fn model_pooling(
-    l: &Loaded,
-    pi: usize,
-    perms: &Permutations,
-    settings: &AnalysisSettings,
-) -> ModelPooling {
+fn model_pooling(l: &Loaded, pi: usize, perms: &Permutations) -> ModelPooling {
     let n_layers = l.model.n_layers();
     let cat_prefs = l.stmts.category_prefs();
-    let pair_prefs: Vec<f64> = l.stmts.pairs.iter().flatten().map(|p| p.pref).collect();
     let mut layers: Vec<LayerStats> = l
         .layers
         .iter()
-        .zip(&l.grams[pi])
-        .enumerate()
-        .map(|(li, (&layer, grams))| {
-            let ua: Vec<f64> = grams.iter().map(|g| ua(g, settings.arithmetic)).collect();
+        .zip(&l.layers_read[pi])
+        .map(|(&layer, read)| {
+            let ua = read.ua.clone();
             let (r, p) = pearson(&ua, &cat_prefs);
             let (rho, rho_p) = spearman(&ua, &cat_prefs);
             let loco = leave_one_out(&ua, &cat_prefs);
-            let pl = pair_level(grams, &pair_prefs, settings.pair_centring);
-            let r_other = l
-                .ua_other
-                .get(li)
-                .filter(|_| pi == 0)
-                .map_or(f64::NAN, |u| pearson(u, &cat_prefs).0);
+            let pl = read.pair;
+            let r_other = if read.ua_other.is_empty() {
+                f64::NAN
+            } else {
+                pearson(&read.ua_other, &cat_prefs).0
+            };
             LayerStats {
                 layer,
                 depth_pct: depth_pct(layer, n_layers),

@@ -19,31 +19,24 @@
 //! *undetermined*: a settling step exists but the CI reaches the last step, or
 //! there is no bootstrap to tell.
 
-use super::columns::bootstrap_columns;
 use super::loaded::Loaded;
 use super::results::{
     CheckpointPeak, Grid, Settling, SizeGroup, SizeTraining, TrainingView, Verdict,
 };
 use crate::settings::AnalysisSettings;
-use crate::stats::bootstrap::{percentile, Resamples};
+use crate::stats::bootstrap::percentile;
 use crate::stats::correlation::pearson;
 use crate::stats::peaks::{abs_peak, depth_pct, first_argmax};
-use crate::stats::uniformity::ua;
 
-/// The view over every size with several checkpoints (primary pooling).
-pub(super) fn view(
-    grid: &Grid,
-    loaded: &[Loaded],
-    pairs_per_category: &[usize],
-    settings: &AnalysisSettings,
-) -> TrainingView {
+/// The view over every size with several checkpoints (primary pooling), from what
+/// `read` kept: each checkpoint's layer summaries and its resamples' peak positions.
+pub(super) fn view(grid: &Grid, loaded: &[Loaded], settings: &AnalysisSettings) -> TrainingView {
     let n = settings.training_bootstrap;
-    let res = (n > 0).then(|| Resamples::draw(pairs_per_category, n, settings.seed));
     let sizes = grid
         .sizes
         .iter()
         .filter(|g| g.members.len() > 1)
-        .map(|g| size_training(g, loaded, res.as_ref(), settings))
+        .map(|g| size_training(g, loaded, settings))
         .collect();
     TrainingView {
         pooling: settings.pooling.as_str().to_string(),
@@ -55,40 +48,27 @@ pub(super) fn view(
 }
 
 /// r of every sampled layer of one cache, primary pooling.
-fn layer_r(l: &Loaded, settings: &AnalysisSettings) -> Vec<f64> {
+fn layer_r(l: &Loaded) -> Vec<f64> {
     let prefs = l.stmts.category_prefs();
-    l.grams[0]
+    l.layers_read[0]
         .iter()
-        .map(|grams| {
-            let u: Vec<f64> = grams.iter().map(|g| ua(g, settings.arithmetic)).collect();
-            pearson(&u, &prefs).0
-        })
+        .map(|read| pearson(&read.ua, &prefs).0)
         .collect()
 }
 
-fn size_training(
-    g: &SizeGroup,
-    loaded: &[Loaded],
-    res: Option<&Resamples>,
-    settings: &AnalysisSettings,
-) -> SizeTraining {
+fn size_training(g: &SizeGroup, loaded: &[Loaded], settings: &AnalysisSettings) -> SizeTraining {
     let members: Vec<&Loaded> = g.members.iter().map(|m| &loaded[m.index]).collect();
     let layers = members[0].layers.clone();
     let n_layers = members[0].model.n_layers();
-    let boot_peaks: Option<Vec<Vec<f64>>> = res.map(|res| {
-        let rows = bootstrap_columns(&members, 0, res);
-        let per = layers.len() * res.n;
-        rows.chunks(per)
-            .map(|c| resample_peaks(c, &layers, n_layers, res.n))
-            .collect()
-    });
+    let boot_peaks: Option<Vec<Vec<f64>>> =
+        members.iter().map(|l| l.training_peaks.clone()).collect();
     let checkpoints: Vec<CheckpointPeak> = g
         .members
         .iter()
         .zip(&members)
         .enumerate()
         .map(|(t, (m, l))| {
-            let r = layer_r(l, settings);
+            let r = layer_r(l);
             CheckpointPeak {
                 cache: m.cache.clone(),
                 revision: m.revision.clone(),
@@ -120,7 +100,7 @@ fn size_training(
 
 /// The |r|-peak position (% depth) of every resample from one cache's bootstrap
 /// rows (`layers x B`).
-fn resample_peaks(rows: &[f64], layers: &[u32], n_layers: u32, n: usize) -> Vec<f64> {
+pub(super) fn resample_peaks(rows: &[f64], layers: &[u32], n_layers: u32, n: usize) -> Vec<f64> {
     let mut r = vec![0.0; layers.len()];
     (0..n)
         .map(|b| {

@@ -1,29 +1,35 @@
-//! Reading `grams.parquet`, the compact statistics: the float64 Gram blocks of
-//! every category, layer and pooling, through `schemas`, which writes them.
+//! Reading `grams.parquet`, the compact statistics: the float64 Gram blocks (or the
+//! vectors) of every category, layer and pooling, through `schemas`, which writes them.
 
 use anyhow::{anyhow, Result};
-use schemas::gram::CategoryGram;
+use schemas::gram::CategoryBlocks;
 use schemas::{Pooling, GRAMS_FILE};
 
 use super::types::{ModelCache, Statements};
 
-/// The Gram blocks `[pooling][layer][category]` of `layers` as the sidecar stores
-/// them, checked against the statements' categories and pairs per category.
+/// The Gram blocks of `layers` as the sidecar stores them, checked against the
+/// statements' categories and pairs per category, handed to `each(pooling index,
+/// blocks of every category)` one layer at a time.
 pub fn read_grams(
     model: &ModelCache,
     stmts: &Statements,
     poolings: &[Pooling],
     layers: &[u32],
-) -> Result<Vec<Vec<Vec<CategoryGram>>>> {
+    each: impl FnMut(usize, Vec<CategoryBlocks>),
+) -> Result<()> {
     let sizes: Vec<usize> = stmts.pairs.iter().map(Vec::len).collect();
     let cache = &model.cache;
-    schemas::read_grams(
+    schemas::read_grams_each(
         &cache.dir,
         &cache.manifest.files[GRAMS_FILE],
         poolings,
         layers,
-        &stmts.categories,
-        &sizes,
+        &schemas::GramsShape {
+            categories: &stmts.categories,
+            pairs_per_category: &sizes,
+            hidden: model.hidden(),
+        },
+        each,
     )
     .map_err(|e| anyhow!("{e}"))
 }

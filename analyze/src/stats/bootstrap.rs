@@ -2,17 +2,18 @@
 //! category, the same resample for every model (they all saw the same dataset).
 //!
 //! With counts `w` of a resample, the sum over position pairs p < q of the
-//! resampled set is `sum_{i<j} w_i w_j G_ij + sum_i (w_i^2 - w_i)/2 G_ii`, a dot
-//! product of a packed "counts" row with the packed upper triangle of `G`. Packing
-//! `G_A - G_B` of every (model, layer) as columns turns a block of resamples into one
-//! GEMM per category: `UA = M D / (n(n-1)/2)`.
+//! resampled set is `sum_{i<j} w_i w_j G_ij + sum_i (w_i^2 - w_i)/2 G_ii`, which is
+//! `(w^T G w - sum_i w_i G_ii) / 2`: a quadratic form in the category's Gram block.
+//! Each category's UA in every resample is computed from its blocks while they are
+//! at hand (`resampled_ua`), so an analysis keeps per layer only `n` numbers per
+//! category, never the blocks.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::correlation::pearson_r;
-use super::uniformity::CategoryGram;
+use super::uniformity::{dot, CategoryBlocks};
 
 /// Pair counts of every resample, drawn once from the seed.
 pub struct Resamples {
@@ -58,155 +59,161 @@ impl Resamples {
     }
 }
 
-fn packed_len(n: usize) -> usize {
-    n * (n + 1) / 2
+/// Resamples per block of `resampled_ua`: the block's weights (`BLOCK x n`) and its
+/// products stay in cache-sized pieces while the GEMM kernel still sees long rows.
+const BLOCK: usize = 256;
+/// Rows of `D` per product in `quadratic_forms`: only the upper triangle of the
+/// symmetric `D` is multiplied, in strips this tall.
+const STRIP: usize = 64;
+
+/// UA of one category in each of the first `n` resamples. From its Gram blocks, with
+/// `D = G_A - G_B` and counts `w`, the resampled set's sum over position pairs is
+/// `(w^T D w - sum_i w_i D_ii) / 2`; from its vectors, `(|sum_i w_i x_i|^2 -
+/// sum_i w_i |x_i|^2) / 2` for each side. Memory is the blocks (or vectors) and one
+/// block of weights; nothing grows with the number of columns or resamples kept.
+pub fn resampled_ua(blocks: &CategoryBlocks, res: &Resamples, c: usize, n: usize) -> Vec<f64> {
+    let size = blocks.n();
+    let count = (size * (size - 1) / 2) as f64;
+    let ranges: Vec<(usize, usize)> = (0..n)
+        .step_by(BLOCK)
+        .map(|s| (s, (s + BLOCK).min(n)))
+        .collect();
+    let weights = |(b0, b1): (usize, usize)| -> Vec<f64> {
+        (b0..b1)
+            .flat_map(|b| res.counts(b, c).iter().map(|&x| f64::from(x)))
+            .collect()
+    };
+    let sums: Vec<f64> = match blocks {
+        CategoryBlocks::Gram(g) => {
+            let d: Vec<f64> = g.a.iter().zip(&g.b).map(|(a, b)| a - b).collect();
+            let diag: Vec<f64> = (0..size).map(|i| d[i * size + i]).collect();
+            ranges
+                .par_iter()
+                .flat_map_iter(|&range| {
+                    let w = weights(range);
+                    let forms = quadratic_forms(&w, range.1 - range.0, &d, size);
+                    let w_diag: Vec<f64> = w.chunks_exact(size).map(|w| dot(w, &diag)).collect();
+                    forms.into_iter().zip(w_diag).map(|(q, wd)| (q - wd) / 2.0)
+                })
+                .collect()
+        }
+        CategoryBlocks::Vectors(v) => {
+            let squares =
+                |x: &[f64]| -> Vec<f64> { x.chunks_exact(v.hidden).map(|r| dot(r, r)).collect() };
+            let (sq_a, sq_b) = (squares(&v.a), squares(&v.b));
+            ranges
+                .par_iter()
+                .flat_map_iter(|&range| {
+                    let nb = range.1 - range.0;
+                    let w = weights(range);
+                    let side = |x: &[f64], sq: &[f64]| -> Vec<f64> {
+                        let s = weighted_sums(&w, nb, x, size, v.hidden);
+                        s.chunks_exact(v.hidden)
+                            .zip(w.chunks_exact(size))
+                            .map(|(s, w)| (dot(s, s) - dot(w, sq)) / 2.0)
+                            .collect()
+                    };
+                    let (a, b) = (side(&v.a, &sq_a), side(&v.b, &sq_b));
+                    a.into_iter()
+                        .zip(b)
+                        .map(|(a, b)| a - b)
+                        .collect::<Vec<f64>>()
+                })
+                .collect()
+        }
+    };
+    sums.into_iter().map(|s| s / count).collect()
 }
 
-/// Packed upper triangle (diagonal included) of `G_A - G_B`.
-pub fn packed_difference(g: &CategoryGram) -> Vec<f64> {
-    let n = g.n;
-    let mut out = Vec::with_capacity(packed_len(n));
-    for i in 0..n {
-        for j in i..n {
-            out.push(g.a[i * n + j] - g.b[i * n + j]);
-        }
+/// `W X` for weights `w` (`nb x n`) and vectors `x` (`n x hidden`), both row-major.
+fn weighted_sums(w: &[f64], nb: usize, x: &[f64], n: usize, hidden: usize) -> Vec<f64> {
+    let mut out = vec![0.0; nb * hidden];
+    // SAFETY: w is nb x n, x is n x hidden and out nb x hidden, all row-major.
+    unsafe {
+        matrixmultiply::dgemm(
+            nb,
+            n,
+            hidden,
+            1.0,
+            w.as_ptr(),
+            n as isize,
+            1,
+            x.as_ptr(),
+            hidden as isize,
+            1,
+            0.0,
+            out.as_mut_ptr(),
+            hidden as isize,
+            1,
+        );
     }
     out
 }
 
-/// Everything the bootstrap needs for one pooling: per category, the packed
-/// differences of every column k = (model, layer) as a `P_c x K` row-major
-/// matrix; per model and category, the pair preferences.
-pub struct BootInput {
-    pub k: usize,
-    pub d: Vec<Vec<f64>>,
-    pub model_of_k: Vec<usize>,
-    pub prefs: Vec<Vec<Vec<f64>>>,
-}
-
-impl BootInput {
-    /// `columns[k][c]` is the Gram pair of column k and category c.
-    pub fn new(
-        columns: &[&[CategoryGram]],
-        model_of_k: Vec<usize>,
-        prefs: Vec<Vec<Vec<f64>>>,
-    ) -> Self {
-        let k = columns.len();
-        let n_cat = columns[0].len();
-        let mut d = Vec::with_capacity(n_cat);
-        for c in 0..n_cat {
-            let p = packed_len(columns[0][c].n);
-            let mut m = vec![0.0; p * k];
-            for (col, grams) in columns.iter().enumerate() {
-                for (row, v) in packed_difference(&grams[c]).into_iter().enumerate() {
-                    m[row * k + col] = v;
-                }
-            }
-            d.push(m);
-        }
-        Self {
-            k,
-            d,
-            model_of_k,
-            prefs,
-        }
-    }
-}
-
-const BLOCK: usize = 250;
-
-/// Bootstrap r of every column for every resample: returns `K x B`, row k contiguous.
-pub fn bootstrap_r(res: &Resamples, input: &BootInput) -> Vec<f64> {
-    let k = input.k;
-    let blocks: Vec<(usize, usize)> = (0..res.n)
-        .step_by(BLOCK)
-        .map(|s| (s, (s + BLOCK).min(res.n)))
-        .collect();
-    let parts: Vec<Vec<f64>> = blocks
-        .par_iter()
-        .map(|&(b0, b1)| block_r(res, input, b0, b1))
-        .collect();
-    let mut all = vec![0.0; k * res.n];
-    for (&(b0, b1), part) in blocks.iter().zip(&parts) {
-        let nb = b1 - b0;
-        for col in 0..k {
-            all[col * res.n + b0..col * res.n + b1]
-                .copy_from_slice(&part[col * nb..(col + 1) * nb]);
-        }
-    }
-    all
-}
-
-/// r of every column for the resamples `b0..b1`: `K x (b1 - b0)`, row k contiguous.
-fn block_r(res: &Resamples, input: &BootInput, b0: usize, b1: usize) -> Vec<f64> {
-    let k = input.k;
-    let n_cat = res.sizes.len();
-    let n_models = input.prefs.len();
-    let nb = b1 - b0;
-    // ua[c][b * k + col]
-    let mut ua = Vec::with_capacity(n_cat);
-    // pref[m][b * n_cat + c]
-    let mut pref = vec![vec![0.0; nb * n_cat]; n_models];
-    for c in 0..n_cat {
-        let n = res.sizes[c];
-        let p = packed_len(n);
-        let mut m = vec![0.0; nb * p];
-        for b in 0..nb {
-            let w = res.counts(b0 + b, c);
-            let row = &mut m[b * p..(b + 1) * p];
-            let mut t = 0;
-            for (i, &wi) in w.iter().enumerate() {
-                let wi = f64::from(wi);
-                row[t] = (wi * wi - wi) / 2.0;
-                t += 1;
-                for &wj in &w[i + 1..] {
-                    row[t] = wi * f64::from(wj);
-                    t += 1;
-                }
-            }
-            for (mi, prefs) in input.prefs.iter().enumerate() {
-                let s: f64 = w
-                    .iter()
-                    .zip(&prefs[c])
-                    .map(|(&wi, &pi)| f64::from(wi) * pi)
-                    .sum();
-                pref[mi][b * n_cat + c] = s / n as f64;
-            }
-        }
-        let mut out = vec![0.0; nb * k];
-        // SAFETY: m is nb x p, d is p x k, out is nb x k, all row-major.
+/// `w_b^T D w_b` for each of the `nb` rows of `w` (`nb x n`), `D` symmetric `n x n`:
+/// strip `I` of rows contributes `w_I^T D_(I, I..) w_(I..)`, the part right of its
+/// diagonal block twice, so only the upper triangle is multiplied.
+fn quadratic_forms(w: &[f64], nb: usize, d: &[f64], n: usize) -> Vec<f64> {
+    let mut forms = vec![0.0; nb];
+    let mut q = vec![0.0; nb * n];
+    for i0 in (0..n).step_by(STRIP) {
+        let rows = STRIP.min(n - i0);
+        let cols = n - i0;
+        // SAFETY: w is nb x n (row stride n), D's strip is rows x cols from
+        // (i0, i0) with row stride n, q holds nb x cols with row stride cols.
         unsafe {
             matrixmultiply::dgemm(
                 nb,
-                p,
-                k,
-                1.0 / (n * (n - 1) / 2) as f64,
-                m.as_ptr(),
-                p as isize,
+                rows,
+                cols,
+                1.0,
+                w.as_ptr().add(i0),
+                n as isize,
                 1,
-                input.d[c].as_ptr(),
-                k as isize,
+                d.as_ptr().add(i0 * n + i0),
+                n as isize,
                 1,
                 0.0,
-                out.as_mut_ptr(),
-                k as isize,
+                q.as_mut_ptr(),
+                cols as isize,
                 1,
             );
         }
-        ua.push(out);
-    }
-    let mut r = vec![0.0; k * nb];
-    let mut x = vec![0.0; n_cat];
-    for b in 0..nb {
-        for col in 0..k {
-            for c in 0..n_cat {
-                x[c] = ua[c][b * k + col];
-            }
-            let m = input.model_of_k[col];
-            r[col * nb + b] = pearson_r(&x, &pref[m][b * n_cat..(b + 1) * n_cat]);
+        for (b, f) in forms.iter_mut().enumerate() {
+            let wb = &w[b * n + i0..(b + 1) * n];
+            let qb = &q[b * cols..(b + 1) * cols];
+            let inside: f64 = wb[..rows].iter().zip(&qb[..rows]).map(|(x, y)| x * y).sum();
+            let right: f64 = wb[rows..].iter().zip(&qb[rows..]).map(|(x, y)| x * y).sum();
+            *f += inside + 2.0 * right;
         }
     }
-    r
+    forms
+}
+
+/// Mean preference of one category in each of the first `n` resamples.
+pub fn resampled_prefs(res: &Resamples, c: usize, prefs: &[f64], n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|b| {
+            let w = res.counts(b, c);
+            let s: f64 = w.iter().zip(prefs).map(|(&wi, p)| f64::from(wi) * p).sum();
+            s / prefs.len() as f64
+        })
+        .collect()
+}
+
+/// r across categories in each resample, from `ua[c][b]` and `prefs[c][b]`.
+pub fn resampled_r(ua: &[Vec<f64>], prefs: &[Vec<f64>], n: usize) -> Vec<f64> {
+    let mut x = vec![0.0; ua.len()];
+    let mut y = vec![0.0; ua.len()];
+    (0..n)
+        .map(|b| {
+            for (c, (xc, yc)) in x.iter_mut().zip(y.iter_mut()).enumerate() {
+                *xc = ua[c][b];
+                *yc = prefs[c][b];
+            }
+            pearson_r(&x, &y)
+        })
+        .collect()
 }
 
 /// numpy's default (linear) percentile of the finite values; NaN if none.
@@ -225,14 +232,14 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::uniformity::{uniformity, Arithmetic};
+    use crate::stats::uniformity::{uniformity, Arithmetic, CategoryGram, CategoryVectors};
     use schemas::gram::gram_f64 as gram;
 
+    /// n spans several strips and the resamples several blocks, so the strip and
+    /// block edges are crossed.
     #[test]
-    #[allow(clippy::needless_range_loop)]
-    fn quadratic_form_equals_uniformity_of_the_resampled_set() {
-        let n = 5;
-        let hidden = 3;
+    fn resampled_ua_equals_uniformity_of_the_resampled_set() {
+        let (n, hidden, draws) = (150, 4, 300);
         let xa: Vec<f64> = (0..n * hidden)
             .map(|i| ((i * 7 % 11) as f64 - 5.0) / 3.0)
             .collect();
@@ -245,14 +252,11 @@ mod tests {
             b: gram(&xb, n, hidden),
             ab: vec![0.0; n * n],
         };
-        let res = Resamples::draw(&[n], 3, 7);
-        let input = BootInput::new(
-            &[std::slice::from_ref(&g)],
-            vec![0],
-            vec![vec![vec![0.0; n]]],
-        );
-        for b in 0..3 {
-            let w = res.counts(b, 0);
+        let res = Resamples::draw(&[3, n], draws, 7);
+        let got = resampled_ua(&CategoryBlocks::Gram(g), &res, 1, draws);
+        assert_eq!(got.len(), draws);
+        for b in [0, 1, 255, 256, 299] {
+            let w = res.counts(b, 1);
             let idx: Vec<usize> = (0..n)
                 .flat_map(|i| std::iter::repeat_n(i, w[i] as usize))
                 .collect();
@@ -262,23 +266,53 @@ mod tests {
                     .collect::<Vec<f64>>()
             };
             let u = |x: &[f64]| uniformity(&gram(&sub(x), n, hidden), n, Arithmetic::Exact);
-            let ua = u(&xa) - u(&xb);
-            let p = packed_len(n);
-            let mut m = vec![0.0; p];
-            let mut t = 0;
-            for i in 0..n {
-                let wi = f64::from(w[i]);
-                m[t] = (wi * wi - wi) / 2.0;
-                t += 1;
-                for j in i + 1..n {
-                    m[t] = wi * f64::from(w[j]);
-                    t += 1;
-                }
-            }
-            let q: f64 = m.iter().zip(&input.d[0]).map(|(a, b)| a * b).sum::<f64>()
-                / (n * (n - 1) / 2) as f64;
-            assert!((q - ua).abs() < 1e-12, "{q} vs {ua}");
+            let want = u(&xa) - u(&xb);
+            assert!(
+                (got[b] - want).abs() < 1e-12,
+                "resample {b}: {} vs {want}",
+                got[b]
+            );
         }
+        let prefs: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let mean = resampled_prefs(&res, 1, &prefs, 2);
+        let w = res.counts(0, 1);
+        let want: f64 = w
+            .iter()
+            .zip(&prefs)
+            .map(|(&c, p)| f64::from(c) * p)
+            .sum::<f64>()
+            / n as f64;
+        assert_eq!(mean[0], want);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.5);
+    }
+
+    /// The vector form, kept for categories of more pairs than dimensions, gives the
+    /// Gram form's numbers (and the same UA).
+    #[test]
+    fn the_vector_form_resamples_as_the_gram_form() {
+        use crate::stats::uniformity::ua_of;
+        use schemas::gram::category_gram;
+        let (n, hidden, draws) = (40, 3, 300);
+        // A shared offset makes the vectors anisotropic, as trained models' are.
+        let matrix: Vec<f32> = (0..2 * n * hidden)
+            .map(|k| ((k * 37 % 23) as f32 - 11.0) / 7.0 + if k % hidden == 1 { 3.0 } else { 0.0 })
+            .collect();
+        let (a, b): (Vec<usize>, Vec<usize>) = ((0..n).collect(), (n..2 * n).collect());
+        let gram = CategoryBlocks::Gram(category_gram(&matrix, hidden, &a, &b, Arithmetic::Exact));
+        let (ma, mb) = matrix.split_at(n * hidden);
+        let vectors = CategoryBlocks::Vectors(CategoryVectors::normalise(ma, mb, n, hidden));
+        let res = Resamples::draw(&[n], draws, 3);
+        let (x, y) = (
+            resampled_ua(&gram, &res, 0, draws),
+            resampled_ua(&vectors, &res, 0, draws),
+        );
+        assert!(x.iter().zip(&y).all(|(x, y)| (x - y).abs() < 1e-12));
+        assert!(
+            (ua_of(&gram, Arithmetic::Exact) - ua_of(&vectors, Arithmetic::Exact)).abs() < 1e-12
+        );
+        assert!(
+            x.iter().any(|v| (v - x[0]).abs() > 1e-6),
+            "resamples differ"
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::correlation::{pearson, spearman};
-use super::uniformity::CategoryGram;
+use super::uniformity::{dot, sum_and_squares, CategoryBlocks, CategoryGram, CategoryVectors};
 
 /// What the pair-level cosines are taken around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,68 +54,134 @@ impl FromStr for Centring {
     }
 }
 
-/// `cos(x_i, mean_{j != i} x_j)` from the Gram matrix alone: with row sums `R_i`
-/// and total `T`, `x_i . m = (R_i - G_ii)/(n-1)` and
+/// What the pair-level view needs from a category's joint Gram matrix
+/// `J = [[A, AB], [AB^T, B]]`: its row sums and diagonal, `O(n)` numbers, so the
+/// blocks can be dropped once these are taken.
+pub struct PairMoments {
+    /// `sum_j A_ij`
+    rows_a: Vec<f64>,
+    /// `sum_j B_ij`
+    rows_b: Vec<f64>,
+    /// `sum_j AB_ij` (pair `i`'s A statement against every B)
+    rows_ab: Vec<f64>,
+    /// `sum_j AB_ji` (pair `i`'s B statement against every A)
+    cols_ab: Vec<f64>,
+    diag_a: Vec<f64>,
+    diag_b: Vec<f64>,
+}
+
+impl PairMoments {
+    pub fn of(blocks: &CategoryBlocks) -> Self {
+        match blocks {
+            CategoryBlocks::Gram(g) => Self::from_gram(g),
+            CategoryBlocks::Vectors(v) => Self::from_vectors(v),
+        }
+    }
+
+    /// The same sums as dot products with each side's sum vector: `O(n hidden)`.
+    fn from_vectors(v: &CategoryVectors) -> Self {
+        let h = v.hidden;
+        let (sum_a, _) = sum_and_squares(&v.a, h);
+        let (sum_b, _) = sum_and_squares(&v.b, h);
+        let with =
+            |x: &[f64], s: &[f64]| -> Vec<f64> { x.chunks_exact(h).map(|r| dot(r, s)).collect() };
+        let norms = |x: &[f64]| -> Vec<f64> { x.chunks_exact(h).map(|r| dot(r, r)).collect() };
+        PairMoments {
+            rows_a: with(&v.a, &sum_a),
+            rows_b: with(&v.b, &sum_b),
+            rows_ab: with(&v.a, &sum_b),
+            cols_ab: with(&v.b, &sum_a),
+            diag_a: norms(&v.a),
+            diag_b: norms(&v.b),
+        }
+    }
+
+    pub fn from_gram(g: &CategoryGram) -> Self {
+        let n = g.n;
+        let rows = |m: &[f64]| -> Vec<f64> { m.chunks_exact(n).map(|r| r.iter().sum()).collect() };
+        let diag = |m: &[f64]| -> Vec<f64> { (0..n).map(|i| m[i * n + i]).collect() };
+        PairMoments {
+            rows_a: rows(&g.a),
+            rows_b: rows(&g.b),
+            rows_ab: rows(&g.ab),
+            cols_ab: (0..n)
+                .map(|i| (0..n).map(|j| g.ab[j * n + i]).sum())
+                .collect(),
+            diag_a: diag(&g.a),
+            diag_b: diag(&g.b),
+        }
+    }
+
+    /// Per pair, `cos(a_i, m_A^(-i)) - cos(b_i, m_B^(-i))`.
+    pub fn asymmetry(&self, centring: Centring) -> Vec<f64> {
+        let (a, b) = match centring {
+            Centring::None => (
+                leave_out_cosines(&self.rows_a, &self.diag_a),
+                leave_out_cosines(&self.rows_b, &self.diag_b),
+            ),
+            Centring::Category => {
+                let (ya, yb) = self.centred_sides();
+                (
+                    leave_out_cosines(&ya.0, &ya.1),
+                    leave_out_cosines(&yb.0, &yb.1),
+                )
+            }
+        };
+        a.iter().zip(&b).map(|(x, y)| x - y).collect()
+    }
+
+    /// Row sums and diagonals of the side blocks of `H J H`, `H` centring on the mean
+    /// of the `2n` vectors: `Y_pq = J_pq - rho_p - rho_q + tau` with `rho` the row
+    /// means of `J` and `tau` its grand mean, summed over `q` in closed form.
+    #[allow(clippy::type_complexity)]
+    fn centred_sides(&self) -> ((Vec<f64>, Vec<f64>), (Vec<f64>, Vec<f64>)) {
+        let n = self.rows_a.len();
+        let m = (2 * n) as f64;
+        let rho = |side: &[f64], cross: &[f64]| -> Vec<f64> {
+            side.iter().zip(cross).map(|(s, x)| (s + x) / m).collect()
+        };
+        let rho_a = rho(&self.rows_a, &self.rows_ab);
+        let rho_b = rho(&self.rows_b, &self.cols_ab);
+        let (sum_a, sum_b) = (rho_a.iter().sum::<f64>(), rho_b.iter().sum::<f64>());
+        let tau = (sum_a + sum_b) / m;
+        let nf = n as f64;
+        let side = |rows: &[f64], diag: &[f64], rho: &[f64], sum: f64| {
+            let r = rows
+                .iter()
+                .zip(rho)
+                .map(|(row, p)| row - nf * p - sum + nf * tau)
+                .collect();
+            let d = diag
+                .iter()
+                .zip(rho)
+                .map(|(g, p)| g - 2.0 * p + tau)
+                .collect();
+            (r, d)
+        };
+        (
+            side(&self.rows_a, &self.diag_a, &rho_a, sum_a),
+            side(&self.rows_b, &self.diag_b, &rho_b, sum_b),
+        )
+    }
+}
+
+/// `cos(x_i, mean_{j != i} x_j)` from the Gram matrix's row sums `R_i` and diagonal
+/// alone: with total `T`, `x_i . m = (R_i - G_ii)/(n-1)` and
 /// `|m|^2 = (T - 2 R_i + G_ii)/(n-1)^2`; the `n-1` cancels. A zero vector or centroid
 /// gives 0.
-pub fn leave_out_cosines(g: &[f64], n: usize) -> Vec<f64> {
-    let rows: Vec<f64> = (0..n).map(|i| g[i * n..(i + 1) * n].iter().sum()).collect();
+fn leave_out_cosines(rows: &[f64], diag: &[f64]) -> Vec<f64> {
     let total: f64 = rows.iter().sum();
-    (0..n)
-        .map(|i| {
-            let gii = g[i * n + i];
-            let d = gii.max(0.0).sqrt() * (total - 2.0 * rows[i] + gii).max(0.0).sqrt();
+    rows.iter()
+        .zip(diag)
+        .map(|(&r, &gii)| {
+            let d = gii.max(0.0).sqrt() * (total - 2.0 * r + gii).max(0.0).sqrt();
             if d > 0.0 {
-                (rows[i] - gii) / d
+                (r - gii) / d
             } else {
                 0.0
             }
         })
         .collect()
-}
-
-/// The side blocks of `H J H`, where `J` is the joint `2n x 2n` Gram matrix
-/// `[[A, AB], [AB^T, B]]` and `H` centres on the mean of its `2n` vectors:
-/// `Y_pq = J_pq - rho_p - rho_q + tau`, `rho` the row means, `tau` the grand mean.
-fn centred_sides(g: &CategoryGram) -> (Vec<f64>, Vec<f64>) {
-    let n = g.n;
-    let m = (2 * n) as f64;
-    // Row sums of the joint matrix: A rows see A and AB, B rows see AB^T and B.
-    let rho_a: Vec<f64> = (0..n)
-        .map(|i| {
-            (0..n)
-                .map(|j| g.a[i * n + j] + g.ab[i * n + j])
-                .sum::<f64>()
-                / m
-        })
-        .collect();
-    let rho_b: Vec<f64> = (0..n)
-        .map(|i| {
-            (0..n)
-                .map(|j| g.ab[j * n + i] + g.b[i * n + j])
-                .sum::<f64>()
-                / m
-        })
-        .collect();
-    let tau = (rho_a.iter().sum::<f64>() + rho_b.iter().sum::<f64>()) / m;
-    let centre = |block: &[f64], rho: &[f64]| -> Vec<f64> {
-        (0..n * n)
-            .map(|k| block[k] - rho[k / n] - rho[k % n] + tau)
-            .collect()
-    };
-    (centre(&g.a, &rho_a), centre(&g.b, &rho_b))
-}
-
-/// Per pair of one category, `cos(a_i, m_A^(-i)) - cos(b_i, m_B^(-i))`.
-pub fn pair_asymmetry(g: &CategoryGram, centring: Centring) -> Vec<f64> {
-    let (a, b) = match centring {
-        Centring::None => (leave_out_cosines(&g.a, g.n), leave_out_cosines(&g.b, g.n)),
-        Centring::Category => {
-            let (ya, yb) = centred_sides(g);
-            (leave_out_cosines(&ya, g.n), leave_out_cosines(&yb, g.n))
-        }
-    };
-    a.iter().zip(&b).map(|(x, y)| x - y).collect()
 }
 
 /// Pair-level statistics of one layer.
@@ -127,15 +193,11 @@ pub struct PairLevel {
     pub rho_p: f64,
 }
 
-/// Pearson and Spearman of the asymmetry of every pair (categories concatenated in
+/// Pearson and Spearman of the pairs' asymmetries `d` (categories concatenated in
 /// order) with `prefs` (same order).
-pub fn pair_level(grams: &[CategoryGram], prefs: &[f64], centring: Centring) -> PairLevel {
-    let d: Vec<f64> = grams
-        .iter()
-        .flat_map(|g| pair_asymmetry(g, centring))
-        .collect();
-    let (r, p) = pearson(&d, prefs);
-    let (rho, rho_p) = spearman(&d, prefs);
+pub fn pair_level(d: &[f64], prefs: &[f64]) -> PairLevel {
+    let (r, p) = pearson(d, prefs);
+    let (rho, rho_p) = spearman(d, prefs);
     PairLevel { r, p, rho, rho_p }
 }
 
@@ -205,9 +267,22 @@ mod tests {
             .collect();
         let a: Vec<usize> = (0..n).collect();
         let b: Vec<usize> = (n..2 * n).collect();
-        let g = category_gram(&matrix, hidden, &a, &b, Arithmetic::Exact);
-        let plain = pair_asymmetry(&g, Centring::None);
-        let centred = pair_asymmetry(&g, Centring::Category);
+        let moments =
+            PairMoments::from_gram(&category_gram(&matrix, hidden, &a, &b, Arithmetic::Exact));
+        let plain = moments.asymmetry(Centring::None);
+        let centred = moments.asymmetry(Centring::Category);
+        // The vector form (kept for categories of more pairs than dimensions) agrees.
+        let (ma, mb) = matrix.split_at(n * hidden);
+        let vectors = PairMoments::of(&CategoryBlocks::Vectors(CategoryVectors::normalise(
+            ma, mb, n, hidden,
+        )));
+        for c in [Centring::None, Centring::Category] {
+            let (x, y) = (vectors.asymmetry(c), moments.asymmetry(c));
+            assert!(
+                x.iter().zip(&y).all(|(x, y)| (x - y).abs() < 1e-12),
+                "{c}: {x:?} vs {y:?}"
+            );
+        }
         for (got, want) in [
             (&plain, direct(&matrix, hidden, n, Centring::None)),
             (&centred, direct(&matrix, hidden, n, Centring::Category)),

@@ -1,31 +1,10 @@
 //! Uniformity (mean pairwise cosine) and Uniformity Asymmetry from a category's
-//! Gram blocks (`schemas::gram`): `U = mean of G over i < j`, `UA = U(A) - U(B)`.
-//! The Gram matrices are computed once per model, layer, pooling and category; the
-//! bootstrap and the pair-level view reuse them.
+//! Gram blocks or vectors (`schemas::gram`): `U = mean of G over i < j`,
+//! `UA = U(A) - U(B)`. Each category's blocks are computed once per model, layer and
+//! pooling; the bootstrap and the pair-level view take theirs from the same blocks.
 
-use rayon::prelude::*;
-use schemas::gram::{category_gram, numpy_pairwise_sum_f32};
-pub use schemas::gram::{Arithmetic, CategoryGram};
-
-use crate::cache::Pair;
-
-/// Gram blocks of every category for one layer and pooling (`matrix` is
-/// `n_statements x hidden`, row-major, in statement order).
-pub fn category_grams(
-    matrix: &[f32],
-    hidden: usize,
-    pairs: &[Vec<Pair>],
-    arithmetic: Arithmetic,
-) -> Vec<CategoryGram> {
-    pairs
-        .par_iter()
-        .map(|cat| {
-            let a: Vec<usize> = cat.iter().map(|p| p.a).collect();
-            let b: Vec<usize> = cat.iter().map(|p| p.b).collect();
-            category_gram(matrix, hidden, &a, &b, arithmetic)
-        })
-        .collect()
-}
+use schemas::gram::numpy_pairwise_sum_f32;
+pub use schemas::gram::{Arithmetic, CategoryBlocks, CategoryGram, CategoryVectors};
 
 /// The seed's `uniformity_score`: mean of the strict upper triangle of `G`. In `Seed`
 /// arithmetic the mean is numpy's: a float32 pairwise sum of `kernel[triu_indices]`
@@ -46,6 +25,41 @@ pub fn uniformity(g: &[f64], n: usize, arithmetic: Arithmetic) -> f64 {
 /// `UA = U(A) - U(B)` (the seed subtracts two Python floats: float64).
 pub fn ua(g: &CategoryGram, arithmetic: Arithmetic) -> f64 {
     uniformity(&g.a, g.n, arithmetic) - uniformity(&g.b, g.n, arithmetic)
+}
+
+/// UA of a category: from its Gram blocks as `ua`, or from its vectors (only ever
+/// kept in exact arithmetic) as `(|sum x|^2 - sum |x|^2) / 2` over the `n(n-1)/2`
+/// pairs of each side, the same sum without the `n x n` matrix.
+pub fn ua_of(blocks: &CategoryBlocks, arithmetic: Arithmetic) -> f64 {
+    match blocks {
+        CategoryBlocks::Gram(g) => ua(g, arithmetic),
+        CategoryBlocks::Vectors(v) => {
+            debug_assert_eq!(arithmetic, Arithmetic::Exact, "vectors are an exact form");
+            let count = (v.n * (v.n - 1) / 2) as f64;
+            let side = |x: &[f64]| {
+                let (sum, squares) = sum_and_squares(x, v.hidden);
+                (dot(&sum, &sum) - squares) / 2.0 / count
+            };
+            side(&v.a) - side(&v.b)
+        }
+    }
+}
+
+/// The sum of a row-major matrix's rows and the sum of their squared norms.
+pub fn sum_and_squares(x: &[f64], hidden: usize) -> (Vec<f64>, f64) {
+    let mut sum = vec![0.0; hidden];
+    let mut squares = 0.0;
+    for row in x.chunks_exact(hidden) {
+        for (s, v) in sum.iter_mut().zip(row) {
+            *s += v;
+        }
+        squares += dot(row, row);
+    }
+    (sum, squares)
+}
+
+pub fn dot(x: &[f64], y: &[f64]) -> f64 {
+    x.iter().zip(y).map(|(a, b)| a * b).sum()
 }
 
 #[cfg(test)]
