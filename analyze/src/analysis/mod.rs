@@ -1,5 +1,5 @@
-//! The whole analysis, as a pipeline: load the caches (`load`), read and reduce
-//! every layer (`read`), the statistics of each pooling (`poolings`), the CKA
+//! The whole analysis, as a pipeline: load the caches (`load`), read every layer
+//! (`read`) and reduce it to what the statistics keep (`reduce`), the statistics of each pooling (`poolings`), the CKA
 //! alignment (`alignment`) and the training view (`training`), and the evidence at each
 //! model's peak (`evidence`); the checkpoint
 //! grid decides which caches are compared. Every result type is in `results`.
@@ -24,6 +24,7 @@ mod load;
 mod loaded;
 mod poolings;
 mod read;
+mod reduce;
 pub mod results;
 mod training;
 

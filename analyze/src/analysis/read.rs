@@ -1,9 +1,7 @@
-//! The pipeline's reading step: every sampled layer of every pooling read once and
-//! reduced to what the statistics keep (`LayerSummary`, and the r of each bootstrap
-//! resample), with the CKA Grams of the compared caches. A category's Gram blocks
-//! (from the embeddings, or from the compact statistics where a cache has them)
-//! are held only while their category is summarised: memory grows with the
-//! statements, not with their square.
+//! The pipeline's reading step: every sampled layer of every pooling read once, as
+//! each category's Gram blocks (or vectors) from the embeddings, or from the compact
+//! statistics where a cache has them, and handed to `reduce`; with the CKA Grams of
+//! the caches compared across sizes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,14 +11,13 @@ use rayon::prelude::*;
 use schemas::gram::{category_blocks, category_gram};
 use schemas::Pooling;
 
-use super::loaded::{LayerSummary, Loaded};
+use super::loaded::Loaded;
+use super::reduce::{batch_layers, LayerBlocks, Needs, Reducer};
 use super::results::{Grid, Selection};
-use super::training::resample_peaks;
 use crate::cache::{read_grams, read_layer, Pair};
 use crate::settings::AnalysisSettings;
-use crate::stats::bootstrap::{resampled_prefs, resampled_r, resampled_ua, Resamples};
+use crate::stats::bootstrap::Resamples;
 use crate::stats::cka;
-use crate::stats::pairs::{pair_level, PairMoments};
 use crate::stats::uniformity::{ua_of, Arithmetic, CategoryBlocks};
 
 /// Thread time spent on the layers read in parallel (the benchmark's breakdown):
@@ -40,78 +37,16 @@ impl std::ops::AddAssign for CpuTime {
     }
 }
 
-/// How many resamples one cache needs, per pooling: the cross-size bootstrap's for a
-/// compared cache (every pooling), the training view's for a checkpoint of a series
-/// (primary pooling). The resamples are drawn once for the largest count, and every
-/// shorter use takes their first rows, which a draw of its own count would give.
-struct Needs {
-    compared: usize,
-    training: usize,
-}
-
-impl Needs {
-    fn of(&self, pi: usize) -> usize {
-        self.compared.max(if pi == 0 { self.training } else { 0 })
-    }
-}
-
-/// What one layer's summary is computed with.
-struct Plan<'a> {
-    arithmetic: Arithmetic,
-    centring: crate::stats::pairs::Centring,
-    res: Option<&'a Resamples>,
-    /// Resamples of this pooling (0: no bootstrap).
-    n_boot: usize,
-    /// Mean preference of each category in each resample, `[category][resample]`.
-    pref_boot: &'a [Vec<f64>],
-    pair_prefs: &'a [f64],
-}
-
-/// One layer reduced: its summary and the r of each of its resamples.
-struct Reduced {
-    summary: LayerSummary,
-    boot_r: Vec<f64>,
-}
-
-impl Plan<'_> {
-    /// Summarises one layer from its category Grams, each dropped once it is used
-    /// (`grams` yields them in category order); `ua_other` is the other
-    /// arithmetic's UA where it was computed.
-    fn reduce(&self, grams: impl Iterator<Item = CategoryBlocks>, ua_other: Vec<f64>) -> Reduced {
-        let (mut uas, mut asym, mut boot_ua) = (Vec::new(), Vec::new(), Vec::new());
-        for (c, g) in grams.enumerate() {
-            uas.push(ua_of(&g, self.arithmetic));
-            asym.extend(PairMoments::of(&g).asymmetry(self.centring));
-            if let Some(res) = self.res.filter(|_| self.n_boot > 0) {
-                boot_ua.push(resampled_ua(&g, res, c, self.n_boot));
-            }
-        }
-        let boot_r = if boot_ua.is_empty() {
-            Vec::new()
-        } else {
-            resampled_r(&boot_ua, self.pref_boot, self.n_boot)
-        };
-        Reduced {
-            summary: LayerSummary {
-                ua: uas,
-                ua_other,
-                pair: pair_level(&asym, self.pair_prefs),
-            },
-            boot_r,
-        }
-    }
-}
-
-/// One layer read from the embeddings and reduced, with what CKA keeps of it when
-/// asked for (in that form) and the time each step took.
-fn read_layer_reduced(
+/// One layer read from the embeddings as its category blocks, with what CKA keeps
+/// of it when asked for (in that form) and the time each step took.
+fn read_layer_blocks(
     l: &Loaded,
     layer: u32,
     p: Pooling,
-    plan: &Plan,
+    arithmetic: Arithmetic,
     other_arithmetic: bool,
     cka_form: Option<cka::CkaForm>,
-) -> Result<(Reduced, Option<cka::LayerCka>, CpuTime)> {
+) -> Result<(LayerBlocks, Option<cka::LayerCka>, CpuTime)> {
     let t = Instant::now();
     let m = read_layer(&l.model, &l.stmts, layer, p)?;
     let read = t.elapsed();
@@ -127,7 +62,7 @@ fn read_layer_reduced(
             Arithmetic::Seed => CategoryBlocks::Gram(category_gram(&m, hidden, &a, &b, arithmetic)),
         }
     };
-    let other = plan.arithmetic.other();
+    let other = arithmetic.other();
     let ua_other = if other_arithmetic {
         l.stmts
             .pairs
@@ -137,15 +72,17 @@ fn read_layer_reduced(
     } else {
         Vec::new()
     };
-    let reduced = plan.reduce(
-        l.stmts.pairs.iter().map(|cat| gram(cat, plan.arithmetic)),
-        ua_other,
-    );
+    let blocks = l
+        .stmts
+        .pairs
+        .iter()
+        .map(|cat| gram(cat, arithmetic))
+        .collect();
     let gram_time = t.elapsed();
     let t = Instant::now();
     let cka = cka_form.map(|form| cka::layer(&m, l.stmts.ids.len(), hidden, form));
     Ok((
-        reduced,
+        LayerBlocks { blocks, ua_other },
         cka,
         CpuTime {
             read,
@@ -190,24 +127,33 @@ pub fn read_all(
     let with_cka = form.ok();
     let mut cka_by_cache = Vec::with_capacity(loaded.len());
     let mut cpu = CpuTime::default();
-    for (i, l) in loaded.iter_mut().enumerate() {
+    let mut reducer = Reducer::new(res, settings.arithmetic, settings.pair_centring);
+    // Caches are finished in order, each once its last layer is reduced, so that at
+    // most a batch's worth of caches is held unreduced.
+    let mut finished = 0;
+    for i in 0..loaded.len() {
         let needs = Needs {
-            compared: if compared.contains(&i) {
-                settings.bootstrap
-            } else {
-                0
-            },
-            training: if in_series.contains(&i) {
-                settings.training_bootstrap
-            } else {
-                0
-            },
+            compared: settings.bootstrap * usize::from(compared.contains(&i)),
+            training: settings.training_bootstrap * usize::from(in_series.contains(&i)),
         };
+        reducer.add_cache(&loaded[i], poolings.len(), needs);
         let want_cka = with_cka.filter(|_| compared.contains(&i));
-        let (grams, spent) = reduce_cache(l, poolings, res, &needs, settings, want_cka)?;
+        let before = reducer.spent;
+        let (grams, mut spent) =
+            read_cache(&loaded[i], i, poolings, settings, want_cka, &mut reducer)?;
+        // Reducing happens as batches fill, some of it inside the read.
+        spent.read = spent.read.saturating_sub(reducer.spent - before);
         cka_by_cache.push(grams);
         cpu += spent;
+        while finished <= i && reducer.finish(finished, &mut loaded[finished]) {
+            finished += 1;
+        }
     }
+    reducer.flush();
+    while finished < loaded.len() && reducer.finish(finished, &mut loaded[finished]) {
+        finished += 1;
+    }
+    cpu.gram += reducer.spent;
     let cka_grams: Vec<cka::ModelGrams> = compared
         .iter()
         .filter_map(|&i| cka_by_cache[i].take())
@@ -279,120 +225,62 @@ fn decide(n: usize, models: &[(usize, usize)], available: f64) -> Result<cka::Ck
     ))
 }
 
-/// Reads every sampled layer of every pooling and keeps its summary; for the primary
-/// pooling also the UA of the other arithmetic (so the report can say how much the
-/// choice matters on these data) and, with a CKA form, what CKA keeps of the layer
-/// (returned, with the time spent). The bootstrap rows are kept for a compared
-/// cache; a checkpoint of a series keeps only its resamples' peak positions.
-fn reduce_cache(
-    l: &mut Loaded,
+/// Reads every sampled layer of every pooling of cache `i` into `reducer`; for the
+/// primary pooling also the UA of the other arithmetic (so the report can say how
+/// much the choice matters on these data) and, with a CKA form, what CKA keeps of
+/// the layer (returned, with the time spent).
+fn read_cache(
+    l: &Loaded,
+    i: usize,
     poolings: &[Pooling],
-    res: Option<&Resamples>,
-    needs: &Needs,
     settings: &AnalysisSettings,
     with_cka: Option<cka::CkaForm>,
+    reducer: &mut Reducer,
 ) -> Result<(Option<cka::ModelGrams>, CpuTime)> {
-    let mut cka_grams = None;
     let mut cpu = CpuTime::default();
-    let most = res.map_or(0, |_| {
-        (0..poolings.len())
-            .map(|pi| needs.of(pi))
-            .max()
-            .unwrap_or(0)
-    });
-    let pref_boot: Vec<Vec<f64>> = match res {
-        Some(res) if most > 0 => l
-            .stmts
-            .pairs
-            .iter()
-            .enumerate()
-            .map(|(c, cat)| {
-                let prefs: Vec<f64> = cat.iter().map(|p| p.pref).collect();
-                resampled_prefs(res, c, &prefs, most)
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let pair_prefs: Vec<f64> = l.stmts.pairs.iter().flatten().map(|p| p.pref).collect();
-    let plan = |pi: usize| Plan {
-        arithmetic: settings.arithmetic,
-        centring: settings.pair_centring,
-        res,
-        n_boot: if res.is_some() { needs.of(pi) } else { 0 },
-        pref_boot: &pref_boot,
-        pair_prefs: &pair_prefs,
-    };
-    let mut reduced: Vec<Vec<Reduced>> = Vec::with_capacity(poolings.len());
     if l.model.cache.grams_only {
         // Without embeddings the other arithmetic's UA stays uncomputed (`ua_other` empty).
         let t = Instant::now();
-        let plans: Vec<Plan> = (0..poolings.len()).map(plan).collect();
-        let mut by_pooling: Vec<Vec<Reduced>> = poolings.iter().map(|_| Vec::new()).collect();
-        read_grams(&l.model, &l.stmts, poolings, &l.layers, |pi, grams| {
-            by_pooling[pi].push(plans[pi].reduce(grams.into_iter(), Vec::new()));
+        let mut next = vec![0; poolings.len()];
+        read_grams(&l.model, &l.stmts, poolings, &l.layers, |pi, blocks| {
+            let layer = LayerBlocks {
+                blocks,
+                ua_other: Vec::new(),
+            };
+            reducer.push(i, pi, next[pi], layer);
+            next[pi] += 1;
         })?;
         cpu.read = t.elapsed();
-        reduced = by_pooling;
-    } else {
-        for (pi, &p) in poolings.iter().enumerate() {
-            let plan = plan(pi);
-            let cka_here = with_cka.filter(|_| pi == 0);
-            let read: Vec<(Reduced, Option<cka::LayerCka>, CpuTime)> = l
-                .layers
+        return Ok((None, cpu));
+    }
+    let sizes: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
+    let batch = batch_layers(&sizes, l.model.hidden());
+    let mut cka_grams = None;
+    for (pi, &p) in poolings.iter().enumerate() {
+        let cka_here = with_cka.filter(|_| pi == 0);
+        let mut packed = Vec::new();
+        for (c, chunk) in l.layers.chunks(batch).enumerate() {
+            let read: Vec<(LayerBlocks, Option<cka::LayerCka>, CpuTime)> = chunk
                 .par_iter()
-                .map(|&layer| read_layer_reduced(l, layer, p, &plan, pi == 0, cka_here))
+                .map(|&layer| {
+                    read_layer_blocks(l, layer, p, settings.arithmetic, pi == 0, cka_here)
+                })
                 .collect::<Result<_>>()?;
-            let mut packed = Vec::new();
-            let mut layers = Vec::with_capacity(read.len());
-            for (r, g, spent) in read {
-                layers.push(r);
+            for (k, (blocks, g, spent)) in read.into_iter().enumerate() {
+                reducer.push(i, pi, c * batch + k, blocks);
                 packed.extend(g);
                 cpu += spent;
             }
-            reduced.push(layers);
-            if cka_here.is_some() {
-                cka_grams = Some(cka::ModelGrams::new(
-                    l.model.display().to_string(),
-                    l.layers.clone(),
-                    packed,
-                ));
-            }
+        }
+        if cka_here.is_some() {
+            cka_grams = Some(cka::ModelGrams::new(
+                l.model.display().to_string(),
+                l.layers.clone(),
+                packed,
+            ));
         }
     }
-    keep(l, reduced, needs, res.is_some());
     Ok((cka_grams, cpu))
-}
-
-/// Stores the summaries, and of the bootstrap what the statistics read: the rows of
-/// a compared cache (`layers x B`, its first `needs.compared` resamples) and the
-/// training resamples' |r|-peak positions of a checkpoint in a series.
-fn keep(l: &mut Loaded, reduced: Vec<Vec<Reduced>>, needs: &Needs, drawn: bool) {
-    let rows = |layers: &[Reduced], n: usize| -> Vec<f64> {
-        layers
-            .iter()
-            .flat_map(|r| r.boot_r[..n].iter().copied())
-            .collect()
-    };
-    if drawn && needs.training > 0 {
-        let n = needs.training;
-        l.training_peaks = Some(resample_peaks(
-            &rows(&reduced[0], n),
-            &l.layers,
-            l.model.n_layers(),
-            n,
-        ));
-    }
-    if drawn && needs.compared > 0 {
-        l.boot_n = needs.compared;
-        l.boot = reduced
-            .iter()
-            .map(|layers| rows(layers, needs.compared))
-            .collect();
-    }
-    l.layers_read = reduced
-        .into_iter()
-        .map(|layers| layers.into_iter().map(|r| r.summary).collect())
-        .collect();
 }
 
 #[cfg(test)]

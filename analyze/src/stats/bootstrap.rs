@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::correlation::pearson_r;
-use super::uniformity::{dot, CategoryBlocks};
+use super::uniformity::{dot, CategoryBlocks, CategoryGram};
 
 /// Pair counts of every resample, drawn once from the seed.
 pub struct Resamples {
@@ -125,6 +125,115 @@ pub fn resampled_ua(blocks: &CategoryBlocks, res: &Resamples, c: usize, n: usize
     sums.into_iter().map(|s| s / count).collect()
 }
 
+/// Bytes the packed counts of one block of resamples may take in
+/// `resampled_ua_columns`; past that (categories of more than about 180 pairs) each
+/// column takes its own quadratic forms, whose memory is the column's blocks alone.
+const PACKED_BYTES: usize = 32 << 20;
+
+/// `resampled_ua` of several columns (layers, or caches) of category `c` at once.
+/// Where every column holds Gram blocks and the category is small, one GEMM per block
+/// of resamples serves them all: the packed counts `M` (`BLOCK x n(n+1)/2`: row `b`
+/// holds `w_i w_j` for `i < j` and `(w_i^2 - w_i)/2` on the diagonal) times the
+/// packed differences `G_A - G_B` of every column. Building `M` is then shared by
+/// the columns, and the products are large enough for the GEMM kernel, which the
+/// small per-column forms of a 460-statement dataset are not.
+pub fn resampled_ua_columns(
+    columns: &[&CategoryBlocks],
+    res: &Resamples,
+    c: usize,
+    n: usize,
+) -> Vec<Vec<f64>> {
+    let size = res.sizes[c];
+    let p = size * (size + 1) / 2;
+    let grams: Option<Vec<&CategoryGram>> = columns
+        .iter()
+        .map(|b| match b {
+            CategoryBlocks::Gram(g) => Some(g),
+            CategoryBlocks::Vectors(_) => None,
+        })
+        .collect();
+    match grams {
+        Some(grams) if grams.len() > 1 && BLOCK * p * 8 <= PACKED_BYTES => {
+            packed_columns(&grams, res, c, n)
+        }
+        _ => columns.iter().map(|b| resampled_ua(b, res, c, n)).collect(),
+    }
+}
+
+fn packed_columns(grams: &[&CategoryGram], res: &Resamples, c: usize, n: usize) -> Vec<Vec<f64>> {
+    let size = res.sizes[c];
+    let p = size * (size + 1) / 2;
+    let k = grams.len();
+    // d[t * k + col]: the packed upper triangle of column col's G_A - G_B.
+    let mut d = vec![0.0; p * k];
+    for (col, g) in grams.iter().enumerate() {
+        let mut t = 0;
+        for i in 0..size {
+            for j in i..size {
+                d[t * k + col] = g.a[i * size + j] - g.b[i * size + j];
+                t += 1;
+            }
+        }
+    }
+    let scale = 1.0 / (size * (size - 1) / 2) as f64;
+    let ranges: Vec<(usize, usize)> = (0..n)
+        .step_by(BLOCK)
+        .map(|s| (s, (s + BLOCK).min(n)))
+        .collect();
+    let parts: Vec<Vec<f64>> = ranges
+        .par_iter()
+        .map(|&(b0, b1)| {
+            let nb = b1 - b0;
+            let mut m = vec![0.0; nb * p];
+            let mut w = vec![0.0; size];
+            for (b, row) in m.chunks_exact_mut(p).enumerate() {
+                for (x, &count) in w.iter_mut().zip(res.counts(b0 + b, c)) {
+                    *x = f64::from(count);
+                }
+                // Row i of the triangle: its diagonal term, then w_i times the rest.
+                let mut t = 0;
+                for (i, &wi) in w.iter().enumerate() {
+                    row[t] = (wi * wi - wi) / 2.0;
+                    let rest = &w[i + 1..];
+                    for (r, wj) in row[t + 1..t + 1 + rest.len()].iter_mut().zip(rest) {
+                        *r = wi * wj;
+                    }
+                    t += 1 + rest.len();
+                }
+            }
+            let mut out = vec![0.0; nb * k];
+            // SAFETY: m is nb x p, d is p x k, out is nb x k, all row-major.
+            unsafe {
+                matrixmultiply::dgemm(
+                    nb,
+                    p,
+                    k,
+                    scale,
+                    m.as_ptr(),
+                    p as isize,
+                    1,
+                    d.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    out.as_mut_ptr(),
+                    k as isize,
+                    1,
+                );
+            }
+            out
+        })
+        .collect();
+    (0..k)
+        .map(|col| {
+            parts
+                .iter()
+                .flat_map(|out| out.chunks_exact(k).map(move |row| row[col]))
+                .collect()
+        })
+        .collect()
+}
+
 /// `W X` for weights `w` (`nb x n`) and vectors `x` (`n x hidden`), both row-major.
 fn weighted_sums(w: &[f64], nb: usize, x: &[f64], n: usize, hidden: usize) -> Vec<f64> {
     let mut out = vec![0.0; nb * hidden];
@@ -202,7 +311,7 @@ pub fn resampled_prefs(res: &Resamples, c: usize, prefs: &[f64], n: usize) -> Ve
 }
 
 /// r across categories in each resample, from `ua[c][b]` and `prefs[c][b]`.
-pub fn resampled_r(ua: &[Vec<f64>], prefs: &[Vec<f64>], n: usize) -> Vec<f64> {
+pub fn resampled_r(ua: &[&[f64]], prefs: &[Vec<f64>], n: usize) -> Vec<f64> {
     let mut x = vec![0.0; ua.len()];
     let mut y = vec![0.0; ua.len()];
     (0..n)
@@ -314,5 +423,31 @@ mod tests {
             x.iter().any(|v| (v - x[0]).abs() > 1e-6),
             "resamples differ"
         );
+    }
+
+    /// The shared GEMM of several Gram columns gives each column's own forms.
+    #[test]
+    fn columns_at_once_equal_each_column_alone() {
+        use schemas::gram::category_gram;
+        let (n, hidden, draws) = (30, 8, 600);
+        let columns: Vec<CategoryBlocks> = (0..3)
+            .map(|l| {
+                let matrix: Vec<f32> = (0..2 * n * hidden)
+                    .map(|k| ((k * (7 + l) % 19) as f32 - 9.0) / 5.0)
+                    .collect();
+                let (a, b): (Vec<usize>, Vec<usize>) = ((0..n).collect(), (n..2 * n).collect());
+                CategoryBlocks::Gram(category_gram(&matrix, hidden, &a, &b, Arithmetic::Exact))
+            })
+            .collect();
+        let res = Resamples::draw(&[5, n], draws, 9);
+        let refs: Vec<&CategoryBlocks> = columns.iter().collect();
+        let together = resampled_ua_columns(&refs, &res, 1, draws);
+        for (col, alone) in columns.iter().enumerate() {
+            let alone = resampled_ua(alone, &res, 1, draws);
+            assert_eq!(together[col].len(), draws);
+            for (x, y) in together[col].iter().zip(&alone) {
+                assert!((x - y).abs() < 1e-12, "column {col}: {x} vs {y}");
+            }
+        }
     }
 }
