@@ -725,3 +725,56 @@ fn a_folder_without_a_usable_manifest_says_what_it_is() {
         assert!(err.contains(said) && err.contains(name), "{name}: {err}");
     }
 }
+
+/// The disk check's estimate against what a run writes: a fixture on the demo
+/// dataset (Gram blocks) and on a dataset whose categories outgrow the width
+/// (vectors), each within 25% of the files on disk; a disk with less free than the
+/// peak is refused naming the folder, and the chunks an earlier run left count.
+#[test]
+fn the_disk_a_run_needs_is_estimated_before_it_starts() {
+    use extract::run::DiskEstimate;
+    let tmp = tempfile::tempdir().unwrap();
+    let wide = tmp.path().join("wide.json");
+    let pairs: Vec<[String; 2]> = (0..40)
+        .map(|i| {
+            [
+                format!("case {i} holds the value {i}"),
+                format!("case {i} lacks the value {}", i + 1),
+            ]
+        })
+        .collect();
+    let categories: serde_json::Map<String, serde_json::Value> = ["one", "two", "three"]
+        .iter()
+        .map(|c| (c.to_string(), serde_json::json!({ "pairs": pairs })))
+        .collect();
+    std::fs::write(&wide, serde_json::to_string(&categories).unwrap()).unwrap();
+    for (name, dataset) in [("demo", demo_dataset()), ("wide", wide)] {
+        let out = tmp.path().join(name);
+        let o = extract_cpu(&fixture("tiny-a"), &dataset, &out, "m", &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let m = schemas::validate_cache(&out.join("m")).unwrap().manifest;
+        let data = extract::dataset::load(&dataset).unwrap();
+        let ids: Vec<u32> = (0..data.statements.len() as u32).collect();
+        let model = extract::model_dir::ModelDir::open(&fixture("tiny-a")).unwrap();
+        let e = DiskEstimate::of(&data, &ids, &model, m.run.poolings.len());
+        for (what, estimated, file) in [
+            ("embeddings", e.embeddings, schemas::EMBEDDINGS_FILE),
+            ("sidecar", e.sidecar, schemas::GRAMS_FILE),
+        ] {
+            let actual = m.files[file].bytes as f64;
+            let ratio = estimated as f64 / actual;
+            assert!(
+                (0.75..1.25).contains(&ratio),
+                "{name} {what}: estimated {estimated}, wrote {actual}"
+            );
+        }
+        let dir = out.join("m");
+        let err = e.fits(&dir, e.peak() - 1, 0).unwrap_err().to_string();
+        assert!(
+            err.contains(&*dir.to_string_lossy()) && err.contains("GB of disk"),
+            "{err}"
+        );
+        e.fits(&dir, e.peak(), 0).unwrap();
+        e.fits(&dir, e.peak() - 10, 10).unwrap();
+    }
+}

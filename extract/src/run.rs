@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use schemas::{
-    DatasetInfo, Manifest, ModelInfo, ParityInfo, Pooling, RunInfo, Timings, MANIFEST_FILE,
+    DatasetInfo, Manifest, ModelInfo, ParityInfo, Pooling, RunInfo, Side, Timings, MANIFEST_FILE,
     SCHEMA_VERSION,
 };
 
@@ -313,6 +313,7 @@ fn run_locked(
     let all: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
     let whole = batch::chunks(batch::plan(&all, &lengths, opts.batching), ids.len());
     check_memory(&whole, &lengths, &model, poolings.len())?;
+    check_disk(cache_dir, data, &ids, &model, poolings.len())?;
     let mut rt = open_session(&model, opts.device, !verified, &mut timings)?;
     let settings = Settings {
         execution_provider: rt.provider.to_string(),
@@ -677,6 +678,100 @@ fn check_memory(
         );
     }
     Ok(())
+}
+
+/// Refuses, before the model is loaded, a run whose files would not fit on the disk
+/// (see [`DiskEstimate`]), less what `.partial` already holds from an earlier run.
+fn check_disk(
+    cache_dir: &Path,
+    data: &Dataset,
+    ids: &[u32],
+    model: &ModelDir,
+    n_poolings: usize,
+) -> Result<()> {
+    let Some(free) = schemas::available_disk(cache_dir) else {
+        return Ok(());
+    };
+    let estimate = DiskEstimate::of(data, ids, model, n_poolings);
+    estimate.fits(cache_dir, free, dir_bytes(&cache_dir.join(".partial")))
+}
+
+/// What a run writes: its embeddings and its compact statistics (the smaller form of
+/// each category, as `grams.parquet` keeps it), in bytes, estimated from the shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskEstimate {
+    pub embeddings: u64,
+    pub sidecar: u64,
+}
+
+impl DiskEstimate {
+    /// For the statements `ids` of `data` through `model`'s shape.
+    pub fn of(data: &Dataset, ids: &[u32], model: &ModelDir, n_poolings: usize) -> Self {
+        let (layers, hidden) = (
+            u64::from(model.export.n_layers) + 1,
+            model.export.hidden_size as usize,
+        );
+        let mut pairs: BTreeMap<&str, usize> = BTreeMap::new();
+        for &i in ids {
+            let s = &data.statements[i as usize];
+            if s.side == Side::A {
+                *pairs.entry(s.category.as_str()).or_default() += 1;
+            }
+        }
+        let sidecar_layer: u64 = pairs
+            .values()
+            .map(|&n| {
+                let n64 = n as u64;
+                if schemas::gram::keeps_vectors(n, hidden) {
+                    2 * n64 * hidden as u64 * 4
+                } else {
+                    (n64 * (n64 + 1) + n64 * n64) * 8
+                }
+            })
+            .sum();
+        DiskEstimate {
+            // float32 values and each row's statement id and layer.
+            embeddings: ids.len() as u64 * layers * n_poolings as u64 * (hidden as u64 * 4 + 8),
+            sidecar: sidecar_layer * layers * n_poolings as u64,
+        }
+    }
+
+    /// The peak on disk: the embeddings twice (written as chunks under `.partial`,
+    /// then assembled; the chunks go once the cache is complete) and the sidecar.
+    pub fn peak(&self) -> u64 {
+        2 * self.embeddings + self.sidecar
+    }
+
+    /// Refuses where `free` bytes (with `written` already in `.partial`) are less
+    /// than the peak, naming the folder and the sizes.
+    pub fn fits(&self, cache_dir: &Path, free: u64, written: u64) -> Result<()> {
+        let need = self.peak().saturating_sub(written);
+        if need > free {
+            let gb = |b: u64| b as f64 / 1e9;
+            bail!(
+                "{}: this run needs about {:.1} GB of disk (embeddings {:.1} GB, written first as chunks under .partial and then assembled, and the compact statistics {:.1} GB), more than the {:.1} GB free there; free some space or choose another --out",
+                cache_dir.display(),
+                gb(need),
+                gb(self.embeddings),
+                gb(self.sidecar),
+                gb(free)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the files directly in `dir` (0 when it does not exist).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// What [`work`] did.

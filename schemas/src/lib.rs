@@ -38,7 +38,7 @@ pub use manifest::{
     ChunkInfo, DatasetInfo, GramsInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo, Timings,
 };
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
-pub use system::available_memory;
+pub use system::{available_disk, available_memory};
 pub use validate::{validate_cache, validate_cache_in, Scope, ValidCache};
 pub use write::{
     remove_temp_files, write_json, write_manifest, write_statements, write_text, EmbeddingsWriter,

@@ -18,6 +18,25 @@ pub fn available_memory() -> Option<u64> {
     Some(available)
 }
 
+/// Free bytes on the file system that holds `path` (or the nearest folder above it
+/// that exists, for an output not created yet) for an unprivileged writer; `None`
+/// where it cannot be told.
+pub fn available_disk(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` a buffer statvfs fills on success.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ by platform (u32 block counts on macOS).
+    #[allow(clippy::unnecessary_cast)]
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// `Name:   N kB` in a `/proc` file, in KiB.
 fn kib_field(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(name))?;
@@ -47,6 +66,14 @@ fn cgroup_left() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disk_of_a_folder_not_made_yet_is_its_parent_s() {
+        let dir = std::env::temp_dir();
+        let free = available_disk(&dir).expect("the temp folder's file system");
+        assert!(free > 0);
+        assert!(available_disk(&dir.join("not/made/yet")).is_some());
+    }
 
     #[test]
     fn proc_fields_are_read_in_kib() {
