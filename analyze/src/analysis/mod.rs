@@ -23,6 +23,7 @@ mod grid;
 mod load;
 mod loaded;
 mod poolings;
+mod progress;
 mod read;
 mod reduce;
 pub mod results;

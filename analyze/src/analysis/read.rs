@@ -127,7 +127,8 @@ pub fn read_all(
     let with_cka = form.ok();
     let mut cka_by_cache = Vec::with_capacity(loaded.len());
     let mut cpu = CpuTime::default();
-    let mut reducer = Reducer::new(res, settings.arithmetic, settings.pair_centring);
+    let total = loaded.iter().map(|l| l.layers.len()).sum::<usize>() * poolings.len();
+    let mut reducer = Reducer::new(res, settings.arithmetic, settings.pair_centring, total);
     // Caches are finished in order, each once its last layer is reduced, so that at
     // most a batch's worth of caches is held unreduced.
     let mut finished = 0;
@@ -150,6 +151,7 @@ pub fn read_all(
         }
     }
     reducer.flush();
+    reducer.done();
     while finished < loaded.len() && reducer.finish(finished, &mut loaded[finished]) {
         finished += 1;
     }

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use schemas::gram::keeps_vectors;
 
 use super::loaded::{LayerSummary, Loaded};
+use super::progress::Progress;
 use super::training::resample_peaks;
 use crate::stats::bootstrap::{resampled_prefs, resampled_r, resampled_ua_columns, Resamples};
 use crate::stats::pairs::{pair_level, Centring, PairMoments};
@@ -95,12 +96,19 @@ pub(super) struct Reducer<'a> {
     caches: Vec<CacheInputs>,
     pending: Vec<Column>,
     pending_bytes: usize,
+    progress: Progress,
     /// Time spent reducing.
     pub spent: Duration,
 }
 
 impl<'a> Reducer<'a> {
-    pub fn new(res: Option<&'a Resamples>, arithmetic: Arithmetic, centring: Centring) -> Self {
+    /// For `total` layers (caches x poolings x sampled layers), whose progress it shows.
+    pub fn new(
+        res: Option<&'a Resamples>,
+        arithmetic: Arithmetic,
+        centring: Centring,
+        total: usize,
+    ) -> Self {
         Reducer {
             res,
             arithmetic,
@@ -108,6 +116,7 @@ impl<'a> Reducer<'a> {
             caches: Vec::new(),
             pending: Vec::new(),
             pending_bytes: 0,
+            progress: Progress::new(total as u64),
             spent: Duration::ZERO,
         }
     }
@@ -174,6 +183,7 @@ impl<'a> Reducer<'a> {
     pub fn flush(&mut self) {
         let t = Instant::now();
         let mut groups: BTreeMap<usize, Vec<Column>> = BTreeMap::new();
+        let reducing = self.pending.len() as u64;
         for col in std::mem::take(&mut self.pending) {
             groups.entry(self.resamples_of(&col)).or_default().push(col);
         }
@@ -205,7 +215,13 @@ impl<'a> Reducer<'a> {
                 self.caches[cache].reduced[pi][li] = Some(r);
             }
         }
+        self.progress.add(reducing);
         self.spent += t.elapsed();
+    }
+
+    /// Clears the progress bar once everything is reduced.
+    pub fn done(&self) {
+        self.progress.finish();
     }
 
     fn summarise(
