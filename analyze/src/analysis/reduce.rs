@@ -19,7 +19,7 @@ use crate::stats::bootstrap::{resampled_prefs, resampled_r, resampled_ua_columns
 use crate::stats::pairs::{pair_level, Centring, PairMoments};
 use crate::stats::uniformity::{ua_of, Arithmetic, CategoryBlocks};
 
-/// Bytes of category blocks held for reducing at once.
+/// Bytes held for reducing at once: category blocks, or the resampled UA they give.
 const BATCH_BYTES: usize = 64 << 20;
 
 /// Bytes of one layer's category blocks for a cache of this shape (as `push` counts
@@ -150,16 +150,23 @@ impl<'a> Reducer<'a> {
         });
     }
 
-    /// Queues layer `li` of pooling `pi` of `cache`; reduces the batch once full.
+    /// Queues layer `li` of pooling `pi` of `cache`; reduces the batch once full: its
+    /// blocks, or the UA of its categories in every resample that reducing it makes
+    /// (`--bootstrap 100000` makes few layers a full batch), reach `BATCH_BYTES`.
     pub fn push(&mut self, cache: usize, pi: usize, li: usize, layer: LayerBlocks) {
-        self.pending_bytes += layer
+        let resampled = match self.res {
+            Some(_) => self.caches[cache].needs.of(pi) * (layer.blocks.len() + 1) * 8,
+            None => 0,
+        };
+        let blocks: usize = layer
             .blocks
             .iter()
             .map(|b| match b {
                 CategoryBlocks::Gram(g) => 3 * g.n * g.n * 8,
                 CategoryBlocks::Vectors(v) => 2 * v.n * v.hidden * 8,
             })
-            .sum::<usize>();
+            .sum();
+        self.pending_bytes += blocks.max(resampled);
         self.pending.push(Column {
             cache,
             pi,
