@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use e2e::{
-    analyze_results, assert_ok, binary, demo_dataset, extract_cpu, fixture, run_cmd, synth_cache,
-    FIXTURES,
+    analyze_results, assert_ok, binary, copy_dir, demo_dataset, extract_cpu, fixture, run_cmd,
+    synth_cache, FIXTURES,
 };
 use schemas::{validate_cache, Manifest, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE};
 use serde_json::Value;
@@ -418,11 +418,7 @@ fn a_version_1_sidecar_is_still_read() {
     for model in std::fs::read_dir(&src).unwrap() {
         let model = model.unwrap().path();
         let to = cache.join(model.file_name().unwrap());
-        std::fs::create_dir_all(&to).unwrap();
-        for file in std::fs::read_dir(&model).unwrap() {
-            let file = file.unwrap().path();
-            std::fs::copy(&file, to.join(file.file_name().unwrap())).unwrap();
-        }
+        copy_dir(&model, &to);
         let m = validate_cache(&to).unwrap().manifest;
         assert_eq!(m.grams.unwrap().format_version, 1);
     }

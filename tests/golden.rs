@@ -90,12 +90,7 @@ fn demo_cache(work: &Path) -> PathBuf {
     let dst = work.join("demo");
     for model in std::fs::read_dir(&src).expect("tests/golden/demo-cache") {
         let model = model.expect("entry").path();
-        let to = dst.join(model.file_name().expect("name"));
-        std::fs::create_dir_all(&to).expect("mkdir");
-        for file in std::fs::read_dir(&model).expect("model folder") {
-            let file = file.expect("entry").path();
-            std::fs::copy(&file, to.join(file.file_name().expect("name"))).expect("copy");
-        }
+        e2e::copy_dir(&model, &dst.join(model.file_name().expect("name")));
     }
     dst
 }

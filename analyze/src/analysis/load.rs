@@ -71,7 +71,8 @@ fn check_memory(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()
         .map(|c| f64::from(c.manifest().model.n_layers + 1))
         .sum::<f64>()
         * poolings;
-    // Per resample: a u16 count per pair, an f64 r per (model, layer, pooling) column.
+    // Per resample: a u16 count per pair, an f64 r per (model, layer, pooling) column. A
+    // bound: a checkpoint of a series keeps only its resamples' peaks (`reduce`).
     let per_resample = n_pairs * 2.0 + columns * 8.0;
     let monte_carlo = m.dataset.categories.len() > MAX_EXACT || settings.monte_carlo_permutations;
     let needs = [

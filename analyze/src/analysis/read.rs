@@ -92,7 +92,7 @@ fn read_layer_blocks(
     ))
 }
 
-/// Reads and reduces every cache (see `reduce_cache`) and the CKA matrices of the
+/// Reads every cache (`read_cache`) into the reducer (`reduce`) and the CKA matrices of the
 /// checkpoints compared across sizes, recording the time each took. Returns the CKA
 /// pairs (in the order of the cross-size results, which the alignment indexes),
 /// whether a compared cache came from compact statistics, which hold no vectors, and
@@ -139,11 +139,7 @@ pub fn read_all(
         };
         reducer.add_cache(&loaded[i], poolings.len(), needs);
         let want_cka = with_cka.filter(|_| compared.contains(&i));
-        let before = reducer.spent;
-        let (grams, mut spent) =
-            read_cache(&loaded[i], i, poolings, settings, want_cka, &mut reducer)?;
-        // Reducing happens as batches fill, some of it inside the read.
-        spent.read = spent.read.saturating_sub(reducer.spent - before);
+        let (grams, spent) = read_cache(&loaded[i], i, poolings, settings, want_cka, &mut reducer)?;
         cka_by_cache.push(grams);
         cpu += spent;
         while finished <= i && reducer.finish(finished, &mut loaded[finished]) {
@@ -242,7 +238,7 @@ fn read_cache(
     let mut cpu = CpuTime::default();
     if l.model.cache.grams_only {
         // Without embeddings the other arithmetic's UA stays uncomputed (`ua_other` empty).
-        let t = Instant::now();
+        let (t, before) = (Instant::now(), reducer.spent);
         let mut next = vec![0; poolings.len()];
         read_grams(&l.model, &l.stmts, poolings, &l.layers, |pi, blocks| {
             let layer = LayerBlocks {
@@ -252,7 +248,8 @@ fn read_cache(
             reducer.push(i, pi, next[pi], layer);
             next[pi] += 1;
         })?;
-        cpu.read = t.elapsed();
+        // Batches that fill during the read are reduced inside it: not reading time.
+        cpu.read = t.elapsed().saturating_sub(reducer.spent - before);
         return Ok((None, cpu));
     }
     let sizes: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();

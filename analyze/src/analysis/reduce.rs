@@ -22,18 +22,20 @@ use crate::stats::uniformity::{ua_of, Arithmetic, CategoryBlocks};
 /// Bytes held for reducing at once: category blocks, or the resampled UA they give.
 const BATCH_BYTES: usize = 64 << 20;
 
-/// Bytes of one layer's category blocks for a cache of this shape (as `push` counts
-/// them).
+/// Bytes held for one category of `n` pairs: its three `n x n` Gram blocks or, kept
+/// as vectors of a width, its two `n x width` matrices (float64 either way).
+fn form_bytes(n: usize, vectors: Option<usize>) -> usize {
+    match vectors {
+        Some(width) => 2 * n * width * 8,
+        None => 3 * n * n * 8,
+    }
+}
+
+/// Bytes of one layer's category blocks for a cache of this shape.
 fn layer_bytes(pairs_per_category: &[usize], hidden: usize) -> usize {
     pairs_per_category
         .iter()
-        .map(|&n| {
-            if keeps_vectors(n, hidden) {
-                2 * n * hidden * 8
-            } else {
-                3 * n * n * 8
-            }
-        })
+        .map(|&n| form_bytes(n, keeps_vectors(n, hidden).then_some(hidden)))
         .sum()
 }
 
@@ -162,8 +164,8 @@ impl<'a> Reducer<'a> {
             .blocks
             .iter()
             .map(|b| match b {
-                CategoryBlocks::Gram(g) => 3 * g.n * g.n * 8,
-                CategoryBlocks::Vectors(v) => 2 * v.n * v.hidden * 8,
+                CategoryBlocks::Gram(g) => form_bytes(g.n, None),
+                CategoryBlocks::Vectors(v) => form_bytes(v.n, Some(v.hidden)),
             })
             .sum();
         self.pending_bytes += blocks.max(resampled);

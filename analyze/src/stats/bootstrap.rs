@@ -66,6 +66,14 @@ const BLOCK: usize = 256;
 /// symmetric `D` is multiplied, in strips this tall.
 const STRIP: usize = 64;
 
+/// The first `n` resamples in blocks of `BLOCK`, as `(start, end)`.
+fn blocks_of(n: usize) -> Vec<(usize, usize)> {
+    (0..n)
+        .step_by(BLOCK)
+        .map(|s| (s, (s + BLOCK).min(n)))
+        .collect()
+}
+
 /// UA of one category in each of the first `n` resamples. From its Gram blocks, with
 /// `D = G_A - G_B` and counts `w`, the resampled set's sum over position pairs is
 /// `(w^T D w - sum_i w_i D_ii) / 2`; from its vectors, `(|sum_i w_i x_i|^2 -
@@ -74,10 +82,7 @@ const STRIP: usize = 64;
 pub fn resampled_ua(blocks: &CategoryBlocks, res: &Resamples, c: usize, n: usize) -> Vec<f64> {
     let size = blocks.n();
     let count = (size * (size - 1) / 2) as f64;
-    let ranges: Vec<(usize, usize)> = (0..n)
-        .step_by(BLOCK)
-        .map(|s| (s, (s + BLOCK).min(n)))
-        .collect();
+    let ranges = blocks_of(n);
     let weights = |(b0, b1): (usize, usize)| -> Vec<f64> {
         (b0..b1)
             .flat_map(|b| res.counts(b, c).iter().map(|&x| f64::from(x)))
@@ -176,10 +181,7 @@ fn packed_columns(grams: &[&CategoryGram], res: &Resamples, c: usize, n: usize) 
         }
     }
     let scale = 1.0 / (size * (size - 1) / 2) as f64;
-    let ranges: Vec<(usize, usize)> = (0..n)
-        .step_by(BLOCK)
-        .map(|s| (s, (s + BLOCK).min(n)))
-        .collect();
+    let ranges = blocks_of(n);
     let parts: Vec<Vec<f64>> = ranges
         .par_iter()
         .map(|&(b0, b1)| {
