@@ -227,6 +227,28 @@ fn twenty_random_kills_resume_identically() {
     );
 }
 
+/// Starts a run into `out` and SIGKILLs it once `n` chunks are on disk; returns
+/// its cache folder.
+fn killed_after_chunks(out: &Path, n: usize) -> PathBuf {
+    let cache = out.join(NAME);
+    let mut child = spawn(out);
+    let start = Instant::now();
+    while finished_chunks(&cache) < n {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "extract ended before {n} chunk(s) could be seen"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "fewer than {n} chunks after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    cache
+}
+
 /// Kills the run once its first chunk is on disk: the resumed run reports what it
 /// reused and ends identical.
 #[test]
@@ -234,22 +256,7 @@ fn killed_after_a_chunk_resumes_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let (full, cut) = (tmp.path().join("full"), tmp.path().join("cut"));
     complete(&full);
-    let cache = cut.join(NAME);
-    let mut child = spawn(&cut);
-    let start = Instant::now();
-    while finished_chunks(&cache) < 1 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "extract ended before its first chunk could be seen"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no chunk after 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let cache = killed_after_chunks(&cut, 1);
     assert!(
         validate_cache(&cache).is_err(),
         "an interrupted cache must not validate"
@@ -287,6 +294,46 @@ fn killed_after_a_chunk_resumes_and_says_so() {
     assert_ok(&resumed, "resumed run");
     let stdout = String::from_utf8_lossy(&resumed.stdout);
     assert!(stdout.contains("resumed from an earlier run"), "{stdout}");
+    assert_same(&cache, &full.join(NAME));
+}
+
+/// A machine crash can lose a chunk's vectors, which are not synced, while the
+/// statements file that marks the chunk done survives: the resumed run finds the
+/// damage (size, crc), computes those chunks again and ends identical.
+#[test]
+fn chunks_whose_vectors_were_lost_are_computed_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full, cut) = (tmp.path().join("full"), tmp.path().join("cut"));
+    complete(&full);
+    let cache = killed_after_chunks(&cut, 3);
+    let partial = cache.join(".partial");
+    let vectors = |i: u32| partial.join(format!("chunk-{i:06}.vectors"));
+    // truncated (the tail never reached the disk), zeros of the right size (blocks
+    // allocated, data lost), one flipped bit
+    let v0 = std::fs::read(vectors(0)).unwrap();
+    std::fs::write(vectors(0), &v0[..v0.len() / 2]).unwrap();
+    std::fs::write(
+        vectors(1),
+        vec![0u8; std::fs::metadata(vectors(1)).unwrap().len() as usize],
+    )
+    .unwrap();
+    let mut v2 = std::fs::read(vectors(2)).unwrap();
+    let at = v2.len() - 3;
+    v2[at] ^= 0x10;
+    std::fs::write(vectors(2), &v2).unwrap();
+
+    let resumed = Command::new(binary("extract"))
+        .args(args(&cut))
+        .output()
+        .unwrap();
+    assert_ok(&resumed, "resumed run");
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(
+        stderr.matches("will be computed again").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(stderr.contains("fails its crc32 check"), "{stderr}");
     assert_same(&cache, &full.join(NAME));
 }
 

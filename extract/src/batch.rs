@@ -29,7 +29,9 @@ impl Batching {
     }
 }
 
-/// [`by_length`] cut into batches under `batching`'s limits.
+/// [`by_length`] cut into batches under `batching`'s limits, the batches then run
+/// longest first: the runtime's memory (its arena, a GPU's) reaches its peak on the
+/// first pass, so a batch too large fails at once and no later pass allocates.
 pub fn plan(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Vec<usize>> {
     assert!(batching.max_rows > 0, "batch size is positive");
     let mut batches: Vec<Vec<usize>> = Vec::new();
@@ -46,6 +48,7 @@ pub fn plan(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Vec<u
     if !current.is_empty() {
         batches.push(current);
     }
+    batches.reverse();
     batches
 }
 
@@ -105,10 +108,10 @@ mod tests {
         let lengths = [5, 2, 9, 2, 5, 7, 1];
         let items: Vec<usize> = (0..lengths.len()).collect();
         let b = plan(&items, &lengths, Batching::rows(3));
-        assert_eq!(b, vec![vec![6, 1, 3], vec![0, 4, 5], vec![2]]);
+        assert_eq!(b, vec![vec![2], vec![0, 4, 5], vec![6, 1, 3]]);
         // a subset keeps only its own items
         let b = plan(&[2, 0, 4], &lengths, Batching::rows(2));
-        assert_eq!(b, vec![vec![0, 4], vec![2]]);
+        assert_eq!(b, vec![vec![2], vec![0, 4]]);
     }
 
     #[test]
@@ -133,14 +136,14 @@ mod tests {
         // 1,2,2 -> 3 rows x 2 = 6; adding a 5 would be 4 x 5 = 20 > 10
         assert_eq!(
             plan(&items, &lengths, budget),
-            vec![vec![6, 1, 3], vec![0, 4], vec![5], vec![2]]
+            vec![vec![2], vec![5], vec![0, 4], vec![6, 1, 3]]
         );
         // a statement longer than the budget runs alone
         let tiny = Batching {
             max_rows: 100,
             max_tokens: Some(4),
         };
-        assert_eq!(plan(&[2, 5], &lengths, tiny), vec![vec![5], vec![2]]);
+        assert_eq!(plan(&[2, 5], &lengths, tiny), vec![vec![2], vec![5]]);
         // the row cap still holds
         let capped = Batching {
             max_rows: 2,

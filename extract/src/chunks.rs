@@ -1,7 +1,8 @@
 //! Resumable partial results: each finished chunk of statements is written as
-//! its own files under `CACHE/NAME/.partial/` (`chunk-NNNNNN.embeddings.parquet`,
-//! one row group per layer, then `chunk-NNNNNN.run.json`, how it was computed,
-//! then `chunk-NNNNNN.statements.parquet`, whose presence marks the chunk done).
+//! its own files under `CACHE/NAME/.partial/` (`chunk-NNNNNN.vectors`, the pooled
+//! vectors in the scratch form of [`crate::vectors`], then `chunk-NNNNNN.run.json`,
+//! how it was computed, then `chunk-NNNNNN.statements.parquet`, whose presence
+//! marks the chunk done).
 //! `run.json` ties the folder to one set of inputs and settings. At the end the
 //! chunks are merged layer by layer into the final files. Everything here runs
 //! under the cache's lock ([`schemas::CacheLock`]).
@@ -12,19 +13,21 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use arrow::buffer::ScalarBuffer;
 use serde::{Deserialize, Serialize};
 
 use schemas::{
     read_embeddings_layer, read_statements, ChunkInfo, EmbeddingsWriter, FileEntry, GramsWriter,
-    Manifest, Pooling, StatementRow,
+    LayerBlock, Manifest, Pooling, StatementRow,
 };
 
 use crate::dataset::Statement;
 use crate::shard::Shard;
+use crate::vectors::{self, Shape};
 
 pub const PARTIAL_DIR: &str = ".partial";
 const RUN_FILE: &str = "run.json";
-const RUN_FORMAT: &str = "extract-partial/2";
+const RUN_FORMAT: &str = "extract-partial/3";
 
 /// What must match for partial results (or a complete cache) to belong to a run:
 /// the same weights, tokenizer, dataset and output shape.
@@ -43,6 +46,16 @@ pub struct RunKey {
 }
 
 impl RunKey {
+    /// The shape of a chunk of `rows` statements' vectors.
+    pub fn vectors_shape(&self, rows: usize) -> Shape {
+        Shape {
+            rows,
+            layers: self.n_layers as usize + 1,
+            poolings: self.poolings.len(),
+            hidden: self.hidden_size as usize,
+        }
+    }
+
     /// What differs from `other`, for messages.
     pub fn differences(&self, other: &RunKey) -> Vec<String> {
         let mut d: Vec<String> = Vec::new();
@@ -124,7 +137,8 @@ struct RunFile {
 pub struct Chunk {
     pub info: ChunkInfo,
     pub statements: PathBuf,
-    pub embeddings: PathBuf,
+    pub vectors: PathBuf,
+    /// By statement id, the order of the vectors file.
     pub rows: Vec<StatementRow>,
 }
 
@@ -134,18 +148,26 @@ pub struct Partial {
     key: RunKey,
 }
 
-/// A chunk's files: embeddings first, then its run info, then its statements,
+/// A chunk's files: vectors first, then its run info, then its statements,
 /// whose presence marks the chunk finished.
 struct ChunkPaths {
-    embeddings: PathBuf,
+    vectors: PathBuf,
     info: PathBuf,
     statements: PathBuf,
+}
+
+impl ChunkPaths {
+    fn remove(&self) {
+        for p in [&self.statements, &self.info, &self.vectors] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn chunk_paths(dir: &Path, index: u32) -> ChunkPaths {
     let name = |what: &str| dir.join(format!("chunk-{index:06}.{what}"));
     ChunkPaths {
-        embeddings: name("embeddings.parquet"),
+        vectors: name("vectors"),
         info: name("run.json"),
         statements: name("statements.parquet"),
     }
@@ -173,8 +195,16 @@ fn check_run_file(dir: &Path, key: &RunKey, settings: &Settings, force: bool) ->
             start_over(dir)
         )
     })?;
+    if found.format != RUN_FORMAT {
+        bail!(
+            "{} holds an unfinished run of another version of extract ({}, this one writes {RUN_FORMAT}); {}",
+            dir.display(),
+            found.format,
+            start_over(dir)
+        );
+    }
     let inputs = found.key.differences(key);
-    if !inputs.is_empty() || found.format != RUN_FORMAT {
+    if !inputs.is_empty() {
         bail!(
             "{} holds an unfinished run for other inputs ({} differ); pick another --name or delete that folder",
             dir.display(),
@@ -237,8 +267,7 @@ impl Partial {
             let paths = chunk_paths(&dir, index);
             if !paths.statements.is_file() {
                 // never finished: its statements file is written last
-                let _ = std::fs::remove_file(&paths.embeddings);
-                let _ = std::fs::remove_file(&paths.info);
+                paths.remove();
                 continue;
             }
             let unusable = || format!("unusable partial result; {}", start_over(&dir));
@@ -248,6 +277,17 @@ impl Partial {
                 .with_context(|| format!("{}: cannot read", paths.info.display()))
                 .with_context(unusable)?;
             let rows = read_statements(&paths.statements).with_context(unusable)?;
+            let shape = key.vectors_shape(rows.len());
+            // Unsynced scratch (see crate::vectors): after a machine crash its bytes
+            // may be gone while the statements file that marks it done survived.
+            if let Err(e) = vectors::check(&paths.vectors, shape) {
+                eprintln!(
+                    "extract: {e}; its {} statements will be computed again",
+                    rows.len()
+                );
+                paths.remove();
+                continue;
+            }
             for r in &rows {
                 let id = r.statement_id as usize;
                 let ok = statements.get(id).is_some_and(|s| {
@@ -271,7 +311,7 @@ impl Partial {
             chunks.push(Chunk {
                 info,
                 statements: paths.statements,
-                embeddings: paths.embeddings,
+                vectors: paths.vectors,
                 rows,
             });
         }
@@ -298,41 +338,32 @@ impl Partial {
             .collect()
     }
 
-    /// Writes a finished chunk: `rows[i]` with `pooled[i]`, the layout of
-    /// [`crate::runtime::BatchResult::pooled`], computed as `settings` and `device_name` say.
-    /// Rows are stored by statement id.
+    /// Writes a finished chunk: `rows[i]` with the pooled vectors
+    /// `vectors[i * stride..][..stride]` (`stride` = layers x poolings x hidden, in the
+    /// layout of [`crate::forward::BatchOut::pooled_row`]), computed as `settings` and
+    /// `device_name` say. Rows are stored by statement id.
     pub fn write_chunk(
         &mut self,
-        mut items: Vec<(StatementRow, Vec<f32>)>,
+        rows: &[StatementRow],
+        vectors: &[f32],
         settings: &Settings,
         device_name: &str,
     ) -> Result<()> {
-        items.sort_by_key(|(r, _)| r.statement_id);
+        let shape = self.key.vectors_shape(rows.len());
+        let stride = shape.layers * shape.poolings * shape.hidden;
+        assert_eq!(vectors.len(), rows.len() * stride, "one stride per row");
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].statement_id);
         let index = self.chunks.last().map(|c| c.info.index + 1).unwrap_or(0);
         let paths = chunk_paths(&self.dir, index);
-        let poolings = self.poolings();
-        let (l1, h, np) = (
-            self.key.n_layers as usize + 1,
-            self.key.hidden_size as usize,
-            poolings.len(),
-        );
-        let ids: Vec<u32> = items.iter().map(|(r, _)| r.statement_id).collect();
-        let mut writer = EmbeddingsWriter::create_scratch(&paths.embeddings, h, &poolings)?;
-        for l in 0..l1 {
-            let blocks: Vec<Vec<f32>> = (0..np)
-                .map(|k| {
-                    items
-                        .iter()
-                        .flat_map(|(_, v)| v[(l * np + k) * h..][..h].iter().copied())
-                        .collect()
-                })
-                .collect();
-            writer.write_layer(l as u32, &ids, blocks)?;
-        }
-        writer.finish_scratch()?;
+        let slices: Vec<&[f32]> = order
+            .iter()
+            .map(|&i| &vectors[i * stride..][..stride])
+            .collect();
+        vectors::write(&paths.vectors, shape, &slices)?;
         let info = ChunkInfo {
             index,
-            n_statements: items.len() as u32,
+            n_statements: rows.len() as u32,
             execution_provider: settings.execution_provider.clone(),
             device_name: device_name.to_string(),
             batch_size: settings.batch_size,
@@ -340,12 +371,12 @@ impl Partial {
             shard: None,
         };
         schemas::write_json(&paths.info, &info)?;
-        let rows: Vec<StatementRow> = items.into_iter().map(|(r, _)| r).collect();
+        let rows: Vec<StatementRow> = order.iter().map(|&i| rows[i].clone()).collect();
         schemas::write_statements(&paths.statements, &rows)?;
         self.chunks.push(Chunk {
             info,
             statements: paths.statements,
-            embeddings: paths.embeddings,
+            vectors: paths.vectors,
             rows,
         });
         Ok(())
@@ -373,7 +404,15 @@ impl Partial {
                 self.dir.display()
             );
         }
-        let sources: Vec<PathBuf> = self.chunks.iter().map(|c| c.embeddings.clone()).collect();
+        let sources: Vec<Source> = self
+            .chunks
+            .iter()
+            .map(|c| Source::Chunk {
+                path: c.vectors.clone(),
+                ids: c.rows.iter().map(|r| r.statement_id).collect(),
+                shape: self.key.vectors_shape(c.rows.len()),
+            })
+            .collect();
         let mut grams = GramsWriter::create(out_dir, m, &rows)?;
         let (emb, sidecar) = combine_layers(
             &out_dir.join(schemas::EMBEDDINGS_FILE),
@@ -398,56 +437,120 @@ impl Partial {
     }
 }
 
-/// Writes `out` from embeddings files that each hold some statements of every
-/// layer (one row group per layer): layer by layer, rows by statement id, so the
-/// result is byte for byte what one writer of all rows would produce. Every id of
-/// `ids` (ascending) must be in exactly one source. Each layer also goes to
-/// `grams`, so the sidecar needs no second read of the embeddings; returns the
-/// time that took.
+/// Where [`combine_layers`] reads some statements of every layer from.
+pub enum Source {
+    /// A cache's `embeddings.parquet` (a shard's, for `extract merge`).
+    Embeddings(PathBuf),
+    /// A chunk's vectors (`ids` in the file's row order).
+    Chunk {
+        path: PathBuf,
+        ids: Vec<u32>,
+        shape: Shape,
+    },
+}
+
+impl Source {
+    fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<LayerBlock> {
+        match self {
+            Source::Embeddings(path) => {
+                let b = read_embeddings_layer(path, l, poolings)?;
+                if b.layer as usize != l {
+                    bail!("{}: row group {l} is not layer {l}", path.display());
+                }
+                Ok(b)
+            }
+            Source::Chunk { path, ids, shape } => {
+                let blocks = vectors::Vectors::open(path, *shape)?.layer(l, path)?;
+                Ok(LayerBlock {
+                    layer: l as u32,
+                    statement_ids: ids.clone(),
+                    vectors: poolings.iter().copied().zip(blocks).collect(),
+                })
+            }
+        }
+    }
+}
+
+/// Writes `out` from sources that each hold some statements of every
+/// layer: layer by layer, rows by statement id, so the result is byte for byte what
+/// one writer of all rows would produce. Every id of `ids` (ascending) must be in
+/// exactly one source. Each layer also goes to `grams`, so the sidecar needs no
+/// second read of the embeddings; returns the time that took.
+///
+/// Three threads: one reads and orders layer l+1 while another computes layer l's
+/// Gram blocks and this one encodes and writes it, so the file's sequential
+/// encoding is not also waiting on the sidecar's arithmetic.
 pub fn combine_layers(
     out: &Path,
-    sources: &[PathBuf],
+    sources: &[Source],
     ids: &[u32],
     poolings: &[Pooling],
     n_layer_rows: usize,
     hidden: usize,
     grams: &mut GramsWriter,
 ) -> Result<(FileEntry, Duration)> {
-    let mut sidecar = Duration::ZERO;
+    // Shared by the two consumers without a copy.
+    type Layer = Vec<ScalarBuffer<f32>>;
     let mut writer = EmbeddingsWriter::create(out, hidden, poolings)?;
-    // Layer l+1 is read and put in order on a thread of its own while layer l goes
-    // to the sidecar and the file.
-    let (layers, read) = sync_channel::<Result<Vec<Vec<f32>>>>(1);
-    std::thread::scope(|s| -> Result<()> {
-        s.spawn(move || {
+    let (to_grams, for_grams) = sync_channel::<Layer>(1);
+    let (to_writer, for_writer) = sync_channel::<Layer>(1);
+    let (read, sidecar, written) = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<()> {
             for l in 0..n_layer_rows {
-                let layer = layer_in_order(sources, ids, poolings, hidden, l);
-                let failed = layer.is_err();
-                if layers.send(layer).is_err() || failed {
-                    return;
+                let layer: Layer = layer_in_order(sources, ids, poolings, hidden, l)?
+                    .into_iter()
+                    .map(ScalarBuffer::from)
+                    .collect();
+                // A consumer that hung up failed: its error is the one to report.
+                if to_grams.send(layer.clone()).is_err() || to_writer.send(layer).is_err() {
+                    break;
                 }
             }
+            Ok(())
         });
-        // Owned here, so an early return hangs up on the reader and it stops.
-        let read = read;
-        for (l, vectors) in read.iter().enumerate() {
-            let vectors = vectors?;
-            let t = Instant::now();
-            let by_pooling: BTreeMap<Pooling, &Vec<f32>> =
-                poolings.iter().copied().zip(&vectors).collect();
-            grams.add_layer(l as u32, &by_pooling)?;
-            sidecar += t.elapsed();
-            writer.write_layer(l as u32, ids, vectors)?;
-        }
-        Ok(())
-    })?;
+        let sidecar = s.spawn(move || -> Result<Duration> {
+            let mut busy = Duration::ZERO;
+            for (l, layer) in for_grams.iter().enumerate() {
+                let t = Instant::now();
+                let by_pooling: BTreeMap<Pooling, &ScalarBuffer<f32>> =
+                    poolings.iter().copied().zip(&layer).collect();
+                grams.add_layer(l as u32, &by_pooling)?;
+                busy += t.elapsed();
+            }
+            Ok(busy)
+        });
+        // Owns its receiver, so an early return hangs up on the reader and it stops.
+        let file = &mut writer;
+        let written = (move || -> Result<usize> {
+            let mut n = 0;
+            for (l, layer) in for_writer.iter().enumerate() {
+                file.write_layer(l as u32, ids, layer)?;
+                n += 1;
+            }
+            Ok(n)
+        })();
+        (join(reader), join(sidecar), written)
+    });
+    read?;
+    let sidecar = sidecar?;
+    if written? != n_layer_rows {
+        bail!(
+            "{}: fewer layers written than {n_layer_rows}",
+            out.display()
+        );
+    }
     Ok((writer.finish()?, sidecar))
+}
+
+/// A scoped thread's result, its panic passed on.
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Layer `l` of every source, rows by statement id: one `ids.len() x hidden` block
 /// per pooling.
 fn layer_in_order(
-    sources: &[PathBuf],
+    sources: &[Source],
     ids: &[u32],
     poolings: &[Pooling],
     hidden: usize,
@@ -455,11 +558,7 @@ fn layer_in_order(
 ) -> Result<Vec<Vec<f32>>> {
     let mut blocks = Vec::with_capacity(sources.len());
     for src in sources {
-        let b = read_embeddings_layer(src, l, poolings)?;
-        if b.layer as usize != l {
-            bail!("{}: row group {l} is not layer {l}", src.display());
-        }
-        blocks.push(b);
+        blocks.push(src.layer(l, poolings)?);
     }
     // (statement id, block, row)
     let mut order: Vec<(u32, usize, usize)> = blocks

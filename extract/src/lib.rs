@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod shard;
 pub mod tokenize;
 pub mod util;
+pub mod vectors;
 pub mod writer;
 
 pub use run::{run, Options, Summary};

@@ -181,7 +181,10 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
 
     let rows = merged_statements(shards, &ids)?;
 
-    let sources: Vec<PathBuf> = shards.iter().map(|s| s.cache.embeddings_path()).collect();
+    let sources: Vec<chunks::Source> = shards
+        .iter()
+        .map(|s| chunks::Source::Embeddings(s.cache.embeddings_path()))
+        .collect();
     // The shards' sidecars describe their own slices: the merged cache gets its own.
     let mut grams = schemas::GramsWriter::create(out_dir, first, &rows)?;
     let (emb, _) = chunks::combine_layers(

@@ -481,8 +481,10 @@ fn finish(
     // unlisted, and the resumed run computes it again from the same embeddings.
     let t = Instant::now();
     let sidecar = partial.assemble(cache_dir, ids, m)?;
+    // The sidecar's thread runs alongside the assembly's writing: its busy time is
+    // inside the assembly's wall clock, not added to it.
     timings.sidecar = sidecar.as_secs_f64();
-    let assembled = t.elapsed().as_secs_f64() - timings.sidecar;
+    let assembled = t.elapsed().as_secs_f64();
     m.run.chunks = partial.chunk_infos();
     m.complete = true;
     m.run.finished = Some(now());
@@ -637,9 +639,11 @@ impl Progress {
 }
 
 /// Refuses, before the model is loaded, a batching whose buffers would not fit in
-/// memory (estimated on the whole run's batches, a bound for a resumed one): the output sets in flight ([`writer::QUEUE_DEPTH`] queued, one running,
+/// memory (estimated on the whole run's batches, a bound for a resumed one): while
+/// running, the output sets in flight ([`writer::QUEUE_DEPTH`] queued, one running,
 /// one being read), the token states a token-states graph returns, and the rows of
-/// the largest chunk the writer holds until it is written.
+/// the largest chunk the writer holds until it is written; then, assembling, a few
+/// copies of one layer of every statement.
 fn check_memory(
     plan: &[Vec<Vec<usize>>],
     lengths: &[usize],
@@ -666,7 +670,12 @@ fn check_memory(
         model_dir::Layout::Reduced => 0,
         model_dir::Layout::TokenStates => tokens * layer_bytes,
     };
-    let need = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes;
+    let running = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes;
+    // Assembling, one layer of every statement is held four times: being read and
+    // put in order, queued, in the sidecar's hands and in the file writer's.
+    let n_statements = plan.iter().flatten().map(Vec::len).sum::<usize>() as u64;
+    let assembling = 4 * n_statements * n_poolings as u64 * u64::from(model.export.hidden_size) * 4;
+    let need = running.max(assembling);
     if need > available {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         bail!(

@@ -60,20 +60,29 @@ pub fn run(
     mut on_chunk: impl FnMut(usize),
 ) -> Result<HostTimes> {
     let mut times = HostTimes::default();
-    let mut items: Vec<(StatementRow, Vec<f32>)> = Vec::new();
+    // One chunk's rows and their vectors, `stride` floats each: the buffer keeps its
+    // capacity from chunk to chunk, so its pages are faulted in once per run.
+    let stride = (host.model.export.n_layers as usize + 1)
+        * host.poolings.len()
+        * host.model.export.hidden_size as usize;
+    let mut rows: Vec<StatementRow> = Vec::new();
+    let mut vectors: Vec<f32> = Vec::new();
     for msg in queue {
         match msg {
             Msg::Batch { group, out } => {
                 let t = Instant::now();
-                let rows = reduce(host, &group, &out);
+                let reduced = reduce(host, &group, &out, &mut rows, &mut vectors);
                 out.recycle(&recycle);
-                items.extend(rows?);
+                reduced?;
                 times.reduction += t.elapsed();
             }
             Msg::EndChunk => {
                 let t = Instant::now();
-                times.n_run += items.len();
-                partial.write_chunk(std::mem::take(&mut items), host.settings, host.device_name)?;
+                debug_assert_eq!(vectors.len(), rows.len() * stride);
+                times.n_run += rows.len();
+                partial.write_chunk(&rows, &vectors, host.settings, host.device_name)?;
+                rows.clear();
+                vectors.clear();
                 times.writing += t.elapsed();
                 on_chunk(times.n_run);
             }
@@ -82,41 +91,40 @@ pub fn run(
     Ok(times)
 }
 
-/// One batch's rows, each with its pooled vectors in the order of `host.poolings`.
-fn reduce(host: &Host, group: &[usize], out: &BatchOut) -> Result<Vec<(StatementRow, Vec<f32>)>> {
-    let (l1, h) = (
-        host.model.export.n_layers as usize + 1,
-        host.model.export.hidden_size as usize,
-    );
-    let mut rows = Vec::with_capacity(group.len());
+/// Appends one batch's rows to `rows`, and their pooled vectors in the order of
+/// `host.poolings` to `vectors`.
+fn reduce(
+    host: &Host,
+    group: &[usize],
+    out: &BatchOut,
+    rows: &mut Vec<StatementRow>,
+    vectors: &mut Vec<f32>,
+) -> Result<()> {
     for (row, &i) in group.iter().enumerate() {
         let s = &host.data.statements[i];
-        let mut pooled = Vec::with_capacity(l1 * host.poolings.len() * h);
-        out.pooled_row(row, host.poolings, &mut pooled);
+        let start = vectors.len();
+        out.pooled_row(row, host.poolings, vectors);
         let nll = out.nll_sum[row];
         check_finite(
             s,
             host.lengths[i],
             nll,
-            &pooled,
+            &vectors[start..],
             host.poolings.len(),
             host.model,
         )?;
-        rows.push((
-            StatementRow {
-                statement_id: s.id,
-                category: s.category.clone(),
-                pair_index: s.pair_index,
-                side: s.side,
-                text: s.text.clone(),
-                n_tokens: host.lengths[i] as u32,
-                nll_sum: nll,
-                n_predicted: out.n_predicted[row],
-            },
-            pooled,
-        ));
+        rows.push(StatementRow {
+            statement_id: s.id,
+            category: s.category.clone(),
+            pair_index: s.pair_index,
+            side: s.side,
+            text: s.text.clone(),
+            n_tokens: host.lengths[i] as u32,
+            nll_sum: nll,
+            n_predicted: out.n_predicted[row],
+        });
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// A NaN or infinity anywhere would poison every statistic downstream: refuse it

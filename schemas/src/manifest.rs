@@ -120,9 +120,10 @@ pub struct Timings {
     pub forward: f64,
     /// Host work on the graph's outputs: choosing the poolings, NLL means, checks.
     pub host_reduction: f64,
-    /// The Gram blocks of `grams.parquet`.
+    /// The Gram blocks of `grams.parquet`, on a thread of their own while the final
+    /// embeddings are written (so inside `writing`'s time).
     pub sidecar: f64,
-    /// Parquet chunks and the final statements and embeddings files.
+    /// The chunks, then assembling the final files (the sidecar's time included).
     pub writing: f64,
     /// From the start of the run to the complete manifest.
     pub total: f64,
