@@ -491,6 +491,18 @@ fn parity_slack_must_be_at_least_one() {
     }
 }
 
+#[test]
+fn save_every_must_be_seconds() {
+    for bad in ["-1", "NaN", "inf", "soon"] {
+        fails(
+            &fixture("tiny-a"),
+            &demo_dataset(),
+            &["--save-every", bad],
+            &["--save-every", "seconds"],
+        );
+    }
+}
+
 /// export.json names the graph's outputs: a layout extract does not know, or a
 /// reduced graph whose pooling axis is in another order, is refused naming the file.
 #[test]

@@ -175,7 +175,7 @@ fn spawn_slow(model: &Path, out: &Path) -> Child {
         .args(["--model", model.to_str().unwrap()])
         .args(["--dataset", e2e::seed_dataset().to_str().unwrap()])
         .args(["--out", out.to_str().unwrap(), "--name", NAME])
-        .args(["--device", "cpu", "--batch-size", "1"])
+        .args(["--device", "cpu", "--batch-size", "1", "--save-every", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -39,6 +39,9 @@ fn args_with(out: &Path, dataset: &Path) -> Vec<String> {
         "cpu",
         "--batch-size",
         "1",
+        // every chunk on disk as it finishes: the kills below test resuming from them
+        "--save-every",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -334,6 +337,97 @@ fn chunks_whose_vectors_were_lost_are_computed_again() {
         "{stderr}"
     );
     assert!(stderr.contains("fails its crc32 check"), "{stderr}");
+    assert_same(&cache, &full.join(NAME));
+}
+
+/// `args(out)` with finished chunks held in memory for `seconds` between saves.
+fn saving_every(out: &Path, seconds: &str) -> Vec<String> {
+    let mut a = args(out);
+    let at = a.iter().position(|x| x == "--save-every").unwrap();
+    a[at + 1] = seconds.to_string();
+    a
+}
+
+/// Chunks held in memory (all of them, or some saved and some held) assemble into
+/// the same bytes as chunks saved as they finish; a kill while they are held leaves
+/// nothing marked done, and the rerun starts over to the same bytes.
+#[test]
+fn held_chunks_assemble_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    complete(&full);
+    for seconds in ["600", "0.05"] {
+        let out = tmp.path().join(format!("every-{seconds}"));
+        let run = Command::new(binary("extract"))
+            .args(saving_every(&out, seconds))
+            .output()
+            .unwrap();
+        assert_ok(&run, "extract");
+        assert_same(&out.join(NAME), &full.join(NAME));
+    }
+
+    // Killed once the manifest says the run started, before the chunks are saved;
+    // sooner after it each time the run got to the end first.
+    let out = tmp.path().join("killed");
+    let cache = out.join(NAME);
+    let landed = [200, 100, 50, 20, 5].into_iter().any(|ms| {
+        let _ = std::fs::remove_dir_all(&out);
+        let mut child = Command::new(binary("extract"))
+            .args(saving_every(&out, "600"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !cache.join(MANIFEST_FILE).is_file() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(ms));
+        child.kill().unwrap_or(());
+        child.wait().unwrap();
+        Manifest::read(&cache.join(MANIFEST_FILE)).is_ok_and(|m| !m.complete)
+    });
+    assert!(landed, "every run ended before its kill");
+    assert_eq!(finished_chunks(&cache), 0, "held chunks were marked done");
+    never_complete_and_broken(&cache, "killed while holding chunks");
+    let rerun = Command::new(binary("extract"))
+        .args(saving_every(&out, "600"))
+        .output()
+        .unwrap();
+    assert_ok(&rerun, "rerun");
+    assert_same(&cache, &full.join(NAME));
+}
+
+/// A failure after the forward passes (here the final embeddings file cannot be
+/// moved into place: a folder has its name) saves the chunks held in memory, so the
+/// rerun computes nothing again and ends identical.
+#[test]
+fn a_failed_assembly_saves_the_held_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (full, cut) = (tmp.path().join("full"), tmp.path().join("cut"));
+    complete(&full);
+    let cache = cut.join(NAME);
+    let blocker = cache.join(EMBEDDINGS_FILE);
+    std::fs::create_dir_all(&blocker).unwrap();
+    let failed = Command::new(binary("extract"))
+        .args(saving_every(&cut, "600"))
+        .output()
+        .unwrap();
+    assert!(!failed.status.success(), "the blocked run succeeded");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains(EMBEDDINGS_FILE), "{stderr}");
+    assert!(finished_chunks(&cache) > 0, "no chunk saved: {stderr}");
+    std::fs::remove_dir(&blocker).unwrap();
+    let rerun = Command::new(binary("extract"))
+        .args(saving_every(&cut, "600"))
+        .output()
+        .unwrap();
+    assert_ok(&rerun, "rerun");
+    let stdout = String::from_utf8_lossy(&rerun.stdout);
+    assert!(
+        stdout.contains("(0 run now, 460 resumed from an earlier run)"),
+        "{stdout}"
+    );
     assert_same(&cache, &full.join(NAME));
 }
 

@@ -132,14 +132,23 @@ struct RunFile {
     settings: Settings,
 }
 
-/// A finished chunk on disk.
-#[derive(Debug, Clone)]
+/// A finished chunk.
+#[derive(Debug)]
 pub struct Chunk {
     pub info: ChunkInfo,
-    pub statements: PathBuf,
-    pub vectors: PathBuf,
-    /// By statement id, the order of the vectors file.
+    /// By statement id.
     pub rows: Vec<StatementRow>,
+    pub stored: Stored,
+}
+
+/// Where a finished chunk's vectors are.
+#[derive(Debug)]
+pub enum Stored {
+    /// In `.partial/` (vectors file in the order of `rows`): a resumed run finds it.
+    Files,
+    /// Held in memory until the next save ([`Partial::save`]): `rows[i]`'s vectors
+    /// are `buffer[order[i] * stride..][..stride]`, as the writer collected them.
+    Memory { buffer: Vec<f32>, order: Vec<usize> },
 }
 
 pub struct Partial {
@@ -310,9 +319,8 @@ impl Partial {
             }
             chunks.push(Chunk {
                 info,
-                statements: paths.statements,
-                vectors: paths.vectors,
                 rows,
+                stored: Stored::Files,
             });
         }
         Ok(Partial {
@@ -338,29 +346,23 @@ impl Partial {
             .collect()
     }
 
-    /// Writes a finished chunk: `rows[i]` with the pooled vectors
+    /// Takes a finished chunk: `rows[i]` with the pooled vectors
     /// `vectors[i * stride..][..stride]` (`stride` = layers x poolings x hidden, in the
     /// layout of [`crate::forward::BatchOut::pooled_row`]), computed as `settings` and
-    /// `device_name` say. Rows are stored by statement id.
-    pub fn write_chunk(
+    /// `device_name` say. It is held in memory until the next [`Self::save`].
+    pub fn add_chunk(
         &mut self,
-        rows: &[StatementRow],
-        vectors: &[f32],
+        rows: Vec<StatementRow>,
+        vectors: Vec<f32>,
         settings: &Settings,
         device_name: &str,
-    ) -> Result<()> {
+    ) {
         let shape = self.key.vectors_shape(rows.len());
         let stride = shape.layers * shape.poolings * shape.hidden;
         assert_eq!(vectors.len(), rows.len() * stride, "one stride per row");
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| rows[i].statement_id);
         let index = self.chunks.last().map(|c| c.info.index + 1).unwrap_or(0);
-        let paths = chunk_paths(&self.dir, index);
-        let slices: Vec<&[f32]> = order
-            .iter()
-            .map(|&i| &vectors[i * stride..][..stride])
-            .collect();
-        vectors::write(&paths.vectors, shape, &slices)?;
         let info = ChunkInfo {
             index,
             n_statements: rows.len() as u32,
@@ -370,16 +372,55 @@ impl Partial {
             max_tokens: settings.max_tokens,
             shard: None,
         };
-        schemas::write_json(&paths.info, &info)?;
         let rows: Vec<StatementRow> = order.iter().map(|&i| rows[i].clone()).collect();
-        schemas::write_statements(&paths.statements, &rows)?;
         self.chunks.push(Chunk {
             info,
-            statements: paths.statements,
-            vectors: paths.vectors,
             rows,
+            stored: Stored::Memory {
+                buffer: vectors,
+                order,
+            },
         });
-        Ok(())
+    }
+
+    /// Floats held in memory by chunks not yet saved.
+    pub fn held_floats(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| match &c.stored {
+                Stored::Memory { buffer, .. } => buffer.len(),
+                Stored::Files => 0,
+            })
+            .sum()
+    }
+
+    /// Writes every chunk held in memory to `.partial/` (vectors, run info, then the
+    /// statements file that marks it done), so that a killed run resumes from it.
+    /// Returns the buffers it no longer needs, for the next chunks.
+    pub fn save(&mut self) -> Result<Vec<Vec<f32>>> {
+        let mut freed = Vec::new();
+        for chunk in &mut self.chunks {
+            let Stored::Memory { buffer, order } = &chunk.stored else {
+                continue;
+            };
+            let paths = chunk_paths(&self.dir, chunk.info.index);
+            let shape = self.key.vectors_shape(chunk.rows.len());
+            let stride = shape.layers * shape.poolings * shape.hidden;
+            let slices: Vec<&[f32]> = order
+                .iter()
+                .map(|&i| &buffer[i * stride..][..stride])
+                .collect();
+            vectors::write(&paths.vectors, shape, &slices)?;
+            schemas::write_json(&paths.info, &chunk.info)?;
+            schemas::write_statements(&paths.statements, &chunk.rows)?;
+            if let Stored::Memory { mut buffer, .. } =
+                std::mem::replace(&mut chunk.stored, Stored::Files)
+            {
+                buffer.clear();
+                freed.push(buffer);
+            }
+        }
+        Ok(freed)
     }
 
     /// What each chunk is, for the manifest.
@@ -407,10 +448,22 @@ impl Partial {
         let sources: Vec<Source> = self
             .chunks
             .iter()
-            .map(|c| Source::Chunk {
-                path: c.vectors.clone(),
-                ids: c.rows.iter().map(|r| r.statement_id).collect(),
-                shape: self.key.vectors_shape(c.rows.len()),
+            .map(|c| {
+                let ids = c.rows.iter().map(|r| r.statement_id).collect();
+                let shape = self.key.vectors_shape(c.rows.len());
+                match &c.stored {
+                    Stored::Files => Source::Chunk {
+                        path: chunk_paths(&self.dir, c.info.index).vectors,
+                        ids,
+                        shape,
+                    },
+                    Stored::Memory { buffer, order } => Source::Memory {
+                        buffer,
+                        order,
+                        ids,
+                        shape,
+                    },
+                }
             })
             .collect();
         let mut grams = GramsWriter::create(out_dir, m, &rows)?;
@@ -438,18 +491,25 @@ impl Partial {
 }
 
 /// Where [`combine_layers`] reads some statements of every layer from.
-pub enum Source {
+pub enum Source<'a> {
     /// A cache's `embeddings.parquet` (a shard's, for `extract merge`).
     Embeddings(PathBuf),
-    /// A chunk's vectors (`ids` in the file's row order).
+    /// A chunk's vectors file (`ids` in the file's row order).
     Chunk {
         path: PathBuf,
         ids: Vec<u32>,
         shape: Shape,
     },
+    /// A chunk held in memory ([`Stored::Memory`]; `ids[i]` at row `order[i]`).
+    Memory {
+        buffer: &'a [f32],
+        order: &'a [usize],
+        ids: Vec<u32>,
+        shape: Shape,
+    },
 }
 
-impl Source {
+impl Source<'_> {
     fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<LayerBlock> {
         match self {
             Source::Embeddings(path) => {
@@ -467,6 +527,31 @@ impl Source {
                     vectors: poolings.iter().copied().zip(blocks).collect(),
                 })
             }
+            Source::Memory {
+                buffer,
+                order,
+                ids,
+                shape,
+            } => {
+                let (np, h) = (shape.poolings, shape.hidden);
+                let stride = shape.layers * np * h;
+                let block = |k: usize| -> Vec<f32> {
+                    let mut v = Vec::with_capacity(order.len() * h);
+                    for &r in order.iter() {
+                        v.extend_from_slice(&buffer[r * stride + (l * np + k) * h..][..h]);
+                    }
+                    v
+                };
+                Ok(LayerBlock {
+                    layer: l as u32,
+                    statement_ids: ids.clone(),
+                    vectors: poolings
+                        .iter()
+                        .enumerate()
+                        .map(|(k, p)| (*p, block(k)))
+                        .collect(),
+                })
+            }
         }
     }
 }
@@ -482,7 +567,7 @@ impl Source {
 /// encoding is not also waiting on the sidecar's arithmetic.
 pub fn combine_layers(
     out: &Path,
-    sources: &[Source],
+    sources: &[Source<'_>],
     ids: &[u32],
     poolings: &[Pooling],
     n_layer_rows: usize,
@@ -550,7 +635,7 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// Layer `l` of every source, rows by statement id: one `ids.len() x hidden` block
 /// per pooling.
 fn layer_in_order(
-    sources: &[Source],
+    sources: &[Source<'_>],
     ids: &[u32],
     poolings: &[Pooling],
     hidden: usize,

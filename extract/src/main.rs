@@ -55,6 +55,12 @@ struct Cli {
     /// or batching (the manifest records each chunk's).
     #[arg(long)]
     force_resume: bool,
+    /// Save finished chunks to disk (so that a killed run resumes from them) at
+    /// least every SECONDS; the ones finished since are held in memory (up to a
+    /// quarter of it), so a run shorter than this writes its vectors only once.
+    /// 0: save each chunk as it finishes.
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, default_value_t = 10.0, value_parser = non_negative_seconds)]
+    save_every: f64,
     /// Accept parity-probe errors up to this multiple of the parity bound (see
     /// extract/src/parity.rs); recorded in the manifest.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
@@ -136,8 +142,17 @@ fn main() -> ExitCode {
             size: cli.size,
             revision: cli.revision,
         },
+        save_every: std::time::Duration::from_secs_f64(cli.save_every),
     };
     finish(extract::run(&opts).map(|summary| summary.lines()))
+}
+
+/// A duration in seconds: finite and at least 0.
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds from 0 to 1e9")),
+    }
 }
 
 /// Prints the closing lines, or the error on one line.

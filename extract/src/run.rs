@@ -43,6 +43,8 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Series, size and revision for the manifest (defaults from export.json).
     pub checkpoint: CheckpointFlags,
+    /// Save finished chunks to disk at least this often (zero: each as it finishes).
+    pub save_every: Duration,
 }
 
 /// What happened, for the closing lines.
@@ -350,7 +352,8 @@ fn run_locked(
         &settings,
         poolings,
         &mut partial,
-    )?;
+    )
+    .inspect_err(|_| save_held(&mut partial))?;
     finish(
         partial,
         cache_dir,
@@ -464,9 +467,20 @@ fn open_session(
     rt
 }
 
+/// Saves the chunks held in memory after a failure, so a rerun resumes from them.
+/// Best effort: the failure (a full disk) may stop this too, and its error is the
+/// one to report.
+fn save_held(partial: &mut Partial) {
+    if partial.held_floats() > 0 {
+        if let Err(e) = partial.save() {
+            eprintln!("extract: could not save the finished chunks: {e:#}");
+        }
+    }
+}
+
 /// Assembles the final files from the chunks and writes the manifest that says complete.
 fn finish(
-    partial: Partial,
+    mut partial: Partial,
     cache_dir: &Path,
     ids: &[u32],
     m: &mut Manifest,
@@ -480,7 +494,9 @@ fn finish(
     // listed only by the manifest that says complete: a kill up to here leaves it
     // unlisted, and the resumed run computes it again from the same embeddings.
     let t = Instant::now();
-    let sidecar = partial.assemble(cache_dir, ids, m)?;
+    let sidecar = partial
+        .assemble(cache_dir, ids, m)
+        .inspect_err(|_| save_held(&mut partial))?;
     // The sidecar's thread runs alongside the assembly's writing: its busy time is
     // inside the assembly's wall clock, not added to it.
     timings.sidecar = sidecar.as_secs_f64();
@@ -641,9 +657,9 @@ impl Progress {
 /// Refuses, before the model is loaded, a batching whose buffers would not fit in
 /// memory (estimated on the whole run's batches, a bound for a resumed one): while
 /// running, the output sets in flight ([`writer::QUEUE_DEPTH`] queued, one running,
-/// one being read), the token states a token-states graph returns, and the rows of
-/// the largest chunk the writer holds until it is written; then, assembling, a few
-/// copies of one layer of every statement.
+/// one being read), the token states a token-states graph returns, the rows of the
+/// largest chunk the writer is filling and the finished ones it holds until they are
+/// saved; then, assembling, a few copies of one layer of every statement.
 fn check_memory(
     plan: &[Vec<Vec<usize>>],
     lengths: &[usize],
@@ -670,10 +686,12 @@ fn check_memory(
         model_dir::Layout::Reduced => 0,
         model_dir::Layout::TokenStates => tokens * layer_bytes,
     };
-    let running = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes;
+    let n_statements = plan.iter().flatten().map(Vec::len).sum::<usize>() as u64;
+    // Finished chunks held until they are saved: at most a quarter of the memory.
+    let held = (n_statements * n_poolings as u64 * layer_bytes).min(available / 4);
+    let running = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes + held;
     // Assembling, one layer of every statement is held four times: being read and
     // put in order, queued, in the sidecar's hands and in the file writer's.
-    let n_statements = plan.iter().flatten().map(Vec::len).sum::<usize>() as u64;
     let assembling = 4 * n_statements * n_poolings as u64 * u64::from(model.export.hidden_size) * 4;
     let need = running.max(assembling);
     if need > available {
@@ -871,6 +889,9 @@ fn work(
         model,
         settings,
         device_name: &device_name,
+        save_every: opts.save_every,
+        // A quarter of the memory free at the start (1 GiB where that is unknown).
+        hold_floats: (schemas::available_memory().unwrap_or(4 << 30) / 16) as usize,
     };
 
     let t0 = Instant::now();

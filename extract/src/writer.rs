@@ -2,9 +2,13 @@
 //! outputs into statement rows, checks them, and writes a chunk whenever the
 //! forward loop closes one, while the device runs the next batches.
 //!
-//! A chunk is written only on [`Msg::EndChunk`]: when the forward loop stops
-//! early (an error, a kill) the rows of an unfinished chunk are dropped, exactly as
-//! before the writer had a thread of its own, and a resumed run redoes them.
+//! A chunk is finished only on [`Msg::EndChunk`]: when the forward loop stops
+//! early (an error, a kill) the rows of an unfinished chunk are dropped, and a
+//! resumed run redoes them. Finished chunks are held in memory and saved to disk
+//! (`Partial::save`) once [`Host::save_every`] has passed since the last save, or
+//! when they reach [`Host::hold_floats`]: a kill loses at most that much work, and a
+//! run shorter than that writes its vectors once, into the final file, instead of
+//! also into chunks that the assembly reads back.
 
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -38,6 +42,10 @@ pub struct Host<'a> {
     pub model: &'a ModelDir,
     pub settings: &'a Settings,
     pub device_name: &'a str,
+    /// Save the finished chunks at least this often (zero: each as it finishes).
+    pub save_every: Duration,
+    /// Save them when the ones held reach this many floats.
+    pub hold_floats: usize,
 }
 
 /// Where the writer's time went.
@@ -45,7 +53,7 @@ pub struct Host<'a> {
 pub struct HostTimes {
     /// From the graph's outputs to checked rows.
     pub reduction: Duration,
-    /// Parquet chunks.
+    /// Saving chunks.
     pub writing: Duration,
     pub n_run: usize,
 }
@@ -67,6 +75,9 @@ pub fn run(
         * host.model.export.hidden_size as usize;
     let mut rows: Vec<StatementRow> = Vec::new();
     let mut vectors: Vec<f32> = Vec::new();
+    // Buffers of saved chunks, filled again: their pages are faulted in already.
+    let mut spare: Vec<Vec<f32>> = Vec::new();
+    let mut saved = Instant::now();
     for msg in queue {
         match msg {
             Msg::Batch { group, out } => {
@@ -80,9 +91,20 @@ pub fn run(
                 let t = Instant::now();
                 debug_assert_eq!(vectors.len(), rows.len() * stride);
                 times.n_run += rows.len();
-                partial.write_chunk(&rows, &vectors, host.settings, host.device_name)?;
-                rows.clear();
-                vectors.clear();
+                let next = spare
+                    .pop()
+                    .unwrap_or_else(|| chunk_buffer(vectors.capacity()));
+                partial.add_chunk(
+                    std::mem::take(&mut rows),
+                    std::mem::replace(&mut vectors, next),
+                    host.settings,
+                    host.device_name,
+                );
+                if saved.elapsed() >= host.save_every || partial.held_floats() >= host.hold_floats {
+                    spare.extend(partial.save()?);
+                    spare.truncate(1);
+                    saved = Instant::now();
+                }
                 times.writing += t.elapsed();
                 on_chunk(times.n_run);
             }
@@ -157,4 +179,29 @@ fn check_finite(
         "{} ({n_tokens} tokens): NaN or infinite values in {what}{hint}",
         s.describe()
     )
+}
+
+/// An empty buffer for a chunk's vectors (gigabytes at the 12B shape). On Linux it
+/// asks for transparent huge pages (`madvise`, honoured where the system's policy is
+/// `madvise` or `always`): first touching its memory then takes one fault per 2 MiB
+/// instead of per 4 KiB, which on the virtual machine of docs/benchmarks.md was the
+/// larger part of holding a chunk.
+fn chunk_buffer(capacity: usize) -> Vec<f32> {
+    let v = Vec::with_capacity(capacity);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_ptr() as usize;
+        let end = start + v.capacity() * std::mem::size_of::<f32>();
+        let first = start.next_multiple_of(HUGE);
+        if end >= first + HUGE {
+            let len = (end - first) / HUGE * HUGE;
+            // SAFETY: advice on whole pages inside this allocation, which nothing has
+            // touched yet; a refusal only leaves it on small pages.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    v
 }
