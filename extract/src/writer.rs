@@ -68,8 +68,7 @@ pub fn run(
     mut on_chunk: impl FnMut(usize),
 ) -> Result<HostTimes> {
     let mut times = HostTimes::default();
-    // One chunk's rows and their vectors, `stride` floats each: the buffer keeps its
-    // capacity from chunk to chunk, so its pages are faulted in once per run.
+    // The chunk being filled: its rows and their vectors, `stride` floats each.
     let stride = (host.model.export.n_layers as usize + 1)
         * host.poolings.len()
         * host.model.export.hidden_size as usize;

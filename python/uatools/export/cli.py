@@ -3,7 +3,8 @@
 Writes into --out:
   model.onnx            graph: (input_ids, attention_mask) -> (pooled, nll_sum, n_predicted),
                         or with --token-states -> (hidden_states, token_logprobs)
-  model.onnx.data       weights, only when the model is over ~2 GB (protobuf's limit)
+  model.onnx.data       weights, when the model is over 64 MiB (a session is created faster
+                        from them; over 2 GB protobuf allows nothing else)
   tokenizer.json        the fast tokenizer's backend; Rust `tokenizers`
                         encode(text, add_special_tokens=true) == transformers tokenizer(text)
   config.json           the model's transformers config
