@@ -57,9 +57,13 @@ def make_wrapper(model, token_states: bool = False):
             self.model = model
 
         def forward(self, input_ids, attention_mask):
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                             output_hidden_states=True, use_cache=False, return_dict=True)
             real = attention_mask > 0                                    # [B, T]
+            # Token t is predicted from position t-1: positions 0..T-2 alone go through
+            # the output layer (logits_to_keep), most of a small model's arithmetic.
+            keep_positions = torch.arange(input_ids.shape[1] - 1, device=input_ids.device)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                             output_hidden_states=True, use_cache=False, return_dict=True,
+                             logits_to_keep=keep_positions)
             n = attention_mask.sum(dim=1)                                # [B] int64
             pos = torch.arange(input_ids.shape[1], device=input_ids.device)
             skip = real & (pos >= 1).unsqueeze(0)
@@ -74,12 +78,16 @@ def make_wrapper(model, token_states: bool = False):
                                                                          device=h.device))
                 pooled.append(torch.bmm(weights, h32) / counts)          # [B, 3, H]
             pooled = torch.stack(pooled, dim=1)                          # [B, L+1, 3, H]
-            next_token = next_token_logprobs(out.logits, input_ids)
+            # -log p(token t | tokens < t), t = 1..T-1, in float32 as transformers' loss
+            # (it upcasts the logits). A log-softmax, not logsumexp minus the target: ONNX
+            # Runtime's LogSoftmax sums 262k exponentials closely enough for the parity
+            # bound, its ReduceLogSumExp did not (3x the bound on Gemma-3-270M).
+            logprobs = out.logits.float().log_softmax(dim=-1)            # [B, T-1, V]
+            nll = -logprobs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             # Predicted positions t = 1..n-1 are the real ones among 1..seq-1.
             predicted = real[:, 1:]
-            zero = torch.zeros((), dtype=next_token.dtype, device=next_token.device)
-            # Negated before the sum so a row with nothing predicted sums to +0.0, not -0.0.
-            nll_sum = torch.where(predicted, -next_token, zero).sum(dim=1)
+            zero = torch.zeros((), dtype=nll.dtype, device=nll.device)
+            nll_sum = torch.where(predicted, nll, zero).sum(dim=1)
             n_predicted = (n - 1).clamp(min=0)
             return pooled, nll_sum, n_predicted
 
