@@ -13,6 +13,14 @@ def output_names(token_states: bool) -> list:
     return list(TOKEN_STATES_OUTPUTS if token_states else REDUCED_OUTPUTS)
 
 
+def takes_logits_to_keep(model) -> bool:
+    """Whether the model's forward takes logits_to_keep (transformers' causal LMs since
+    4.50); older ones compute every position's logits and the wrapper slices them."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def make_wrapper(model, token_states: bool = False):
     """nn.Module with exactly the graph contract's outputs: the reduced layout (pooled,
     nll_sum, n_predicted) by default, the token-level one (hidden_states, token_logprobs)
@@ -55,15 +63,16 @@ def make_wrapper(model, token_states: bool = False):
         def __init__(self, model):
             super().__init__()
             self.model = model
+            self.keeps = takes_logits_to_keep(model)
 
         def forward(self, input_ids, attention_mask):
             real = attention_mask > 0                                    # [B, T]
             # Token t is predicted from position t-1: positions 0..T-2 alone go through
             # the output layer (logits_to_keep), most of a small model's arithmetic.
-            keep_positions = torch.arange(input_ids.shape[1] - 1, device=input_ids.device)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                             output_hidden_states=True, use_cache=False, return_dict=True,
-                             logits_to_keep=keep_positions)
+            keep = {"logits_to_keep": torch.arange(input_ids.shape[1] - 1, device=input_ids.device)}
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                             use_cache=False, return_dict=True, **(keep if self.keeps else {}))
+            logits = out.logits if self.keeps else out.logits[:, :-1, :]  # [B, T-1, V]
             n = attention_mask.sum(dim=1)                                # [B] int64
             pos = torch.arange(input_ids.shape[1], device=input_ids.device)
             skip = real & (pos >= 1).unsqueeze(0)
@@ -82,10 +91,9 @@ def make_wrapper(model, token_states: bool = False):
             # (it upcasts the logits). A log-softmax, not logsumexp minus the target: ONNX
             # Runtime's LogSoftmax sums 262k exponentials closely enough for the parity
             # bound, its ReduceLogSumExp did not (3x the bound on Gemma-3-270M).
-            logprobs = out.logits.float().log_softmax(dim=-1)            # [B, T-1, V]
+            logprobs = logits.float().log_softmax(dim=-1)
             nll = -logprobs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            # Predicted positions t = 1..n-1 are the real ones among 1..seq-1.
-            predicted = real[:, 1:]
+            predicted = real[:, 1:]   # t = 1..n-1: the real ones among 1..seq-1
             zero = torch.zeros((), dtype=nll.dtype, device=nll.device)
             nll_sum = torch.where(predicted, nll, zero).sum(dim=1)
             n_predicted = (n - 1).clamp(min=0)
