@@ -357,8 +357,7 @@ impl Partial {
         settings: &Settings,
         device_name: &str,
     ) {
-        let shape = self.key.vectors_shape(rows.len());
-        let stride = shape.layers * shape.poolings * shape.hidden;
+        let stride = self.key.vectors_shape(rows.len()).stride();
         assert_eq!(vectors.len(), rows.len() * stride, "one stride per row");
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| rows[i].statement_id);
@@ -405,7 +404,7 @@ impl Partial {
             };
             let paths = chunk_paths(&self.dir, chunk.info.index);
             let shape = self.key.vectors_shape(chunk.rows.len());
-            let stride = shape.layers * shape.poolings * shape.hidden;
+            let stride = shape.stride();
             let slices: Vec<&[f32]> = order
                 .iter()
                 .map(|&i| &buffer[i * stride..][..stride])
@@ -510,48 +509,72 @@ pub enum Source<'a> {
 }
 
 impl Source<'_> {
-    fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<LayerBlock> {
+    /// Layer `l` of this source's statements.
+    fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<Loaded<'_>> {
         match self {
             Source::Embeddings(path) => {
                 let b = read_embeddings_layer(path, l, poolings)?;
                 if b.layer as usize != l {
                     bail!("{}: row group {l} is not layer {l}", path.display());
                 }
-                Ok(b)
+                Ok(Loaded::Read(b))
             }
             Source::Chunk { path, ids, shape } => {
                 let blocks = vectors::Vectors::open(path, *shape)?.layer(l, path)?;
-                Ok(LayerBlock {
+                Ok(Loaded::Read(LayerBlock {
                     layer: l as u32,
                     statement_ids: ids.clone(),
                     vectors: poolings.iter().copied().zip(blocks).collect(),
-                })
+                }))
             }
             Source::Memory {
                 buffer,
                 order,
                 ids,
                 shape,
-            } => {
-                let (np, h) = (shape.poolings, shape.hidden);
-                let stride = shape.layers * np * h;
-                let block = |k: usize| -> Vec<f32> {
-                    let mut v = Vec::with_capacity(order.len() * h);
-                    for &r in order.iter() {
-                        v.extend_from_slice(&buffer[r * stride + (l * np + k) * h..][..h]);
-                    }
-                    v
-                };
-                Ok(LayerBlock {
-                    layer: l as u32,
-                    statement_ids: ids.clone(),
-                    vectors: poolings
-                        .iter()
-                        .enumerate()
-                        .map(|(k, p)| (*p, block(k)))
-                        .collect(),
-                })
-            }
+            } => Ok(Loaded::Held {
+                buffer,
+                order,
+                ids,
+                shape: *shape,
+                l,
+            }),
+        }
+    }
+}
+
+/// One layer of a [`Source`]: read from its file, or a held chunk's buffer lent as
+/// it is, so that putting the rows in order is the only copy.
+enum Loaded<'a> {
+    Read(LayerBlock),
+    Held {
+        buffer: &'a [f32],
+        order: &'a [usize],
+        ids: &'a [u32],
+        shape: Shape,
+        l: usize,
+    },
+}
+
+impl Loaded<'_> {
+    fn ids(&self) -> &[u32] {
+        match self {
+            Loaded::Read(b) => &b.statement_ids,
+            Loaded::Held { ids, .. } => ids,
+        }
+    }
+
+    /// Row `i`'s vector (`h` floats) of pooling `p`, the `k`-th of the run's poolings.
+    fn vector(&self, k: usize, p: Pooling, i: usize, h: usize) -> &[f32] {
+        match self {
+            Loaded::Read(b) => &b.vectors[&p][i * h..][..h],
+            Loaded::Held {
+                buffer,
+                order,
+                shape,
+                l,
+                ..
+            } => &buffer[order[i] * shape.stride() + (l * shape.poolings + k) * h..][..h],
         }
     }
 }
@@ -641,19 +664,19 @@ fn layer_in_order(
     hidden: usize,
     l: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let mut blocks = Vec::with_capacity(sources.len());
-    for src in sources {
-        blocks.push(src.layer(l, poolings)?);
-    }
-    // (statement id, block, row)
-    let mut order: Vec<(u32, usize, usize)> = blocks
+    let loaded: Vec<Loaded> = sources
+        .iter()
+        .map(|src| src.layer(l, poolings))
+        .collect::<Result<_>>()?;
+    // (statement id, source, row)
+    let mut order: Vec<(u32, usize, usize)> = loaded
         .iter()
         .enumerate()
-        .flat_map(|(bi, b)| {
-            b.statement_ids
+        .flat_map(|(si, b)| {
+            b.ids()
                 .iter()
                 .enumerate()
-                .map(move |(ri, &id)| (id, bi, ri))
+                .map(move |(ri, &id)| (id, si, ri))
         })
         .collect();
     order.sort_unstable();
@@ -662,10 +685,11 @@ fn layer_in_order(
     }
     Ok(poolings
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(k, &p)| {
             let mut v = Vec::with_capacity(ids.len() * hidden);
-            for &(_, bi, ri) in &order {
-                v.extend_from_slice(&blocks[bi].vectors[p][ri * hidden..(ri + 1) * hidden]);
+            for &(_, si, ri) in &order {
+                v.extend_from_slice(loaded[si].vector(k, p, ri, hidden));
             }
             v
         })

@@ -669,7 +669,33 @@ fn check_memory(
     let Some(available) = schemas::available_memory() else {
         return Ok(());
     };
-    let layer_bytes = (model.export.n_layers as u64 + 1) * u64::from(model.export.hidden_size) * 4;
+    let shape = OutputShape {
+        layers: u64::from(model.export.n_layers) + 1,
+        hidden: u64::from(model.export.hidden_size),
+        token_states: model.layout == model_dir::Layout::TokenStates,
+    };
+    memory_fits(plan, lengths, shape, n_poolings, available)
+}
+
+/// What a graph returns per statement, for [`memory_fits`].
+#[derive(Debug, Clone, Copy)]
+struct OutputShape {
+    /// Hidden states: transformer blocks + 1.
+    layers: u64,
+    hidden: u64,
+    /// Token-level states (`--token-states` export), not pooled ones.
+    token_states: bool,
+}
+
+/// [`check_memory`] with `available` bytes.
+fn memory_fits(
+    plan: &[Vec<Vec<usize>>],
+    lengths: &[usize],
+    shape: OutputShape,
+    n_poolings: usize,
+    available: u64,
+) -> Result<()> {
+    let layer_bytes = shape.layers * shape.hidden * 4;
     let batches = plan.iter().flatten();
     let rows = batches.clone().map(Vec::len).max().unwrap_or(0) as u64;
     let tokens = batches
@@ -682,25 +708,34 @@ fn check_memory(
         .max()
         .unwrap_or(0) as u64;
     let in_flight = (writer::QUEUE_DEPTH as u64 + 2) * rows * 3 * layer_bytes;
-    let token_states = match model.layout {
-        model_dir::Layout::Reduced => 0,
-        model_dir::Layout::TokenStates => tokens * layer_bytes,
+    let token_states = if shape.token_states {
+        tokens * layer_bytes
+    } else {
+        0
     };
     let n_statements = plan.iter().flatten().map(Vec::len).sum::<usize>() as u64;
-    // Finished chunks held until they are saved: at most a quarter of the memory.
-    let held = (n_statements * n_poolings as u64 * layer_bytes).min(available / 4);
+    // Finished chunks held until they are saved, up to the writer's limit.
+    let held = (n_statements * n_poolings as u64 * layer_bytes)
+        .min(4 * writer::hold_floats(Some(available)) as u64);
     let running = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes + held;
     // Assembling, one layer of every statement is held four times: being read and
     // put in order, queued, in the sidecar's hands and in the file writer's.
-    let assembling = 4 * n_statements * n_poolings as u64 * u64::from(model.export.hidden_size) * 4;
-    let need = running.max(assembling);
-    if need > available {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let assembling = 4 * n_statements * n_poolings as u64 * shape.hidden * 4;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    if running > available {
         bail!(
             "batches of up to {rows} statements ({tokens} tokens) at {} layers x {} hidden need about {:.1} GiB of host memory for their outputs, more than the {:.1} GiB available; lower --batch-size or --max-tokens",
-            model.export.n_layers + 1,
-            model.export.hidden_size,
-            gib(need),
+            shape.layers,
+            shape.hidden,
+            gib(running),
+            gib(available)
+        );
+    }
+    if assembling > available {
+        bail!(
+            "assembling embeddings.parquet holds one layer of all {n_statements} statements a few times over: about {:.1} GiB at hidden {} x {n_poolings} pooling(s), more than the {:.1} GiB available; run it on a machine with more memory, or store fewer --poolings",
+            gib(assembling),
+            shape.hidden,
             gib(available)
         );
     }
@@ -890,8 +925,7 @@ fn work(
         settings,
         device_name: &device_name,
         save_every: opts.save_every,
-        // A quarter of the memory free at the start (1 GiB where that is unknown).
-        hold_floats: (schemas::available_memory().unwrap_or(4 << 30) / 16) as usize,
+        hold_floats: writer::hold_floats(schemas::available_memory()),
     };
 
     let t0 = Instant::now();
@@ -921,4 +955,55 @@ fn work(
         forward: forward.as_secs_f64(),
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` statements of 5 tokens in batches of `rows`, 30 chunks.
+    fn plan(n: usize, rows: usize) -> (Vec<Vec<Vec<usize>>>, Vec<usize>) {
+        let lengths = vec![5; n];
+        let all: Vec<usize> = (0..n).collect();
+        let batches = batch::plan(&all, &lengths, Batching::rows(rows));
+        (batch::chunks(batches, n), lengths)
+    }
+
+    const WIDE: OutputShape = OutputShape {
+        layers: 37,
+        hidden: 5120,
+        token_states: false,
+    };
+
+    #[test]
+    fn what_fits_passes() {
+        let (p, lengths) = plan(460, 32);
+        memory_fits(&p, &lengths, WIDE, 3, 8 << 30).unwrap();
+    }
+
+    #[test]
+    fn wide_batches_name_the_batch_flags() {
+        let (p, lengths) = plan(460, 4096);
+        let e = memory_fits(&p, &lengths, WIDE, 3, 1 << 30)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--batch-size") && e.contains("host memory"),
+            "{e}"
+        );
+    }
+
+    /// Held chunks are capped, but assembling needs one layer of every statement:
+    /// 100,000 statements at hidden 5120, 3 poolings, about 23 GiB.
+    #[test]
+    fn many_statements_name_the_assembly() {
+        let (p, lengths) = plan(100_000, 32);
+        let e = memory_fits(&p, &lengths, WIDE, 3, 16 << 30)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("assembling embeddings.parquet") && e.contains("100000 statements"),
+            "{e}"
+        );
+    }
 }

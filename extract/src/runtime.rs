@@ -306,8 +306,8 @@ fn open_session(
     };
     let on_cpu = |note: String| -> Result<Opened> {
         // Every batch has another shape, so a memory pattern planned for one shape is
-        // never reused; without one, a pass over the seed dataset on Gemma-3-270M ran
-        // 10-15% faster (docs/benchmarks.md).
+        // never reused; without one, ONNX Runtime's passes over the seed dataset on
+        // Gemma-3-270M were 5-15% faster (docs/benchmarks.md, "The memory pattern").
         let cpu = builder()?
             .with_memory_pattern(false)
             .map_err(ort_err("cannot turn off the memory pattern"))?;

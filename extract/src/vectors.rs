@@ -35,6 +35,11 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Floats of one row: every layer's vectors, pooling by pooling.
+    pub fn stride(&self) -> usize {
+        self.layers * self.poolings * self.hidden
+    }
+
     fn header_bytes(&self) -> u64 {
         (MAGIC.len() + 4 * 4 + 4 * self.layers) as u64
     }

@@ -48,6 +48,12 @@ pub struct Host<'a> {
     pub hold_floats: usize,
 }
 
+/// How many floats of finished chunks [`run`] holds before it saves them whatever
+/// the time: a quarter of the `available` memory (1 GiB where that is unknown).
+pub fn hold_floats(available: Option<u64>) -> usize {
+    (available.unwrap_or(4 << 30) / 4 / std::mem::size_of::<f32>() as u64) as usize
+}
+
 /// Where the writer's time went.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostTimes {
@@ -68,10 +74,7 @@ pub fn run(
     mut on_chunk: impl FnMut(usize),
 ) -> Result<HostTimes> {
     let mut times = HostTimes::default();
-    // The chunk being filled: its rows and their vectors, `stride` floats each.
-    let stride = (host.model.export.n_layers as usize + 1)
-        * host.poolings.len()
-        * host.model.export.hidden_size as usize;
+    // The chunk being filled: its rows and their vectors.
     let mut rows: Vec<StatementRow> = Vec::new();
     let mut vectors: Vec<f32> = Vec::new();
     // Buffers of saved chunks, filled again: their pages are faulted in already.
@@ -88,7 +91,6 @@ pub fn run(
             }
             Msg::EndChunk => {
                 let t = Instant::now();
-                debug_assert_eq!(vectors.len(), rows.len() * stride);
                 times.n_run += rows.len();
                 let next = spare
                     .pop()

@@ -81,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each (default 5)")
     p.add_argument("--batch-size", type=int, default=32, help="statements per batch (default 32, extract's)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device of both (default cpu)")
+    p.add_argument("--memory-pattern", choices=["on", "off"], default="on",
+                   help="the Python sessions' enable_mem_pattern (default on, ONNX Runtime's; extract's "
+                        "CPU session has it off)")
     p.add_argument("--json", default=None,
                    help="result file (default out/bench-engine-<model dir name>.json under the repo)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one extract run may take (default 1800)")
@@ -145,7 +148,7 @@ def pad(seqs: list):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def make_session(model_dir: str, device: str):
+def make_session(model_dir: str, device: str, memory_pattern: bool = True):
     import onnxruntime as ort
 
     path = os.path.join(model_dir, "model.onnx")
@@ -157,7 +160,9 @@ def make_session(model_dir: str, device: str):
     else:
         providers = ["CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(path, providers=providers)
+        options = ort.SessionOptions()
+        options.enable_mem_pattern = memory_pattern
+        session = ort.InferenceSession(path, options, providers=providers)
     except Exception as e:  # onnxruntime's own exception types vary by build
         raise BenchError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from e
     if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
@@ -247,7 +252,7 @@ def rounds(args, session, feeds: list, n: int):
                 print(f"  run {r + 1}: bare loop {n / s:10.1f} statements/s ({s:.3f} s)", flush=True)
             elif which == "cold":
                 # A fresh session's first pass, as extract's loop is (its probes aside).
-                fresh = make_session(args.model, args.device)
+                fresh = make_session(args.model, args.device, args.memory_pattern == "on")
                 s = bare_loop(fresh, feeds)
                 del fresh
                 cold.append({"repeat": r, "seconds": s, "statements_per_s": n / s})
@@ -271,7 +276,7 @@ def bench(args) -> int:
         raise BenchError(f"statement {empty[0]} encodes to no tokens")
     batches = plan([len(x) for x in ids], args.batch_size)
     feeds = [pad([ids[i] for i in b]) for b in batches]
-    session = make_session(args.model, args.device)
+    session = make_session(args.model, args.device, args.memory_pattern == "on")
     # Warm-up: the largest batch once (allocations and kernels for the biggest shapes).
     largest = max(range(len(feeds)), key=lambda k: feeds[k]["input_ids"].size)
     bare_loop(session, [feeds[largest]])
@@ -298,6 +303,7 @@ def bench(args) -> int:
         "extract": os.path.abspath(args.extract),
         "device": args.device,
         "batch_size": args.batch_size,
+        "memory_pattern": args.memory_pattern,
         "n_statements": n,
         "n_batches": len(batches),
         "n_tokens": tokens,
