@@ -148,3 +148,169 @@ fn one_model_is_not_applicable() {
     assert_eq!(r["answer_class"], "Not applicable");
     assert!(r["answer"].as_str().unwrap().contains("needs at least two"));
 }
+
+/// Models deep enough that the planted bump (about 30% of depth) and the rogue
+/// dimension's layers (60%) are several layers apart.
+const DEEP: &str = "m1:12:32:100000000,m2:16:48:300000000";
+
+fn robustness_bullet(r: &Value) -> String {
+    r["answer_evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .find(|b| b.contains("survive the geometry"))
+        .unwrap_or_else(|| panic!("no robustness bullet in {}", r["answer_evidence"]))
+        .to_string()
+}
+
+#[test]
+fn a_rogue_dimension_moves_the_raw_peak_and_the_answer_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            DEEP,
+            "--categories",
+            CATEGORIES,
+            "--rogue",
+            "0.6",
+        ],
+    );
+    let out = tmp.path().join("out");
+    let r = analyze_results(&cache, &out, &["--bootstrap", "200"]);
+    let rb = &r["robustness"];
+    let centred = rb["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["geometry"] == "centred")
+        .expect("the centred geometry is computed from the sidecar");
+    for m in centred["peaks"].as_array().unwrap() {
+        let (raw, moved) = (m["pct"].as_f64().unwrap(), m["other_pct"].as_f64().unwrap());
+        assert!(
+            (raw - 60.0).abs() <= 15.0,
+            "raw peak at the rogue layers: {m}"
+        );
+        // Centring takes the rogue layers' signal away: the centred peak is one of the
+        // planted profile's (its bump near 30% or its late lobe near 85%).
+        assert!(
+            (moved - raw).abs() >= 20.0,
+            "centred peak away from the rogue layers: {m}"
+        );
+        assert_eq!(m["survives"], false, "{m}");
+    }
+    // Standardising needs the embeddings, which the default analysis does not read.
+    let not = &rb["not_computed"][0];
+    assert_eq!(not["geometry"], "standardised");
+    assert!(
+        not["why"].as_str().unwrap().contains("--from-embeddings"),
+        "{not}"
+    );
+    let bullet = robustness_bullet(&r);
+    assert!(
+        bullet.starts_with("**The answer does not survive the geometry**"),
+        "{bullet}"
+    );
+    assert!(bullet.contains("when the vectors are centred"), "{bullet}");
+    // The rogue dimension shows in the anisotropy at its layers.
+    let layers = r["poolings"][0]["models"][0]["layers"].as_array().unwrap();
+    let at = |pct: f64| {
+        layers
+            .iter()
+            .min_by(|a, b| {
+                let d = |s: &Value| (s["depth_pct"].as_f64().unwrap() - pct).abs();
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap()["anisotropy"]
+            .clone()
+    };
+    assert!(
+        at(60.0)["top_share"].as_f64().unwrap() > 0.99,
+        "{}",
+        at(60.0)
+    );
+    assert!(
+        at(60.0)["mean_cosine"].as_f64().unwrap() > 0.99,
+        "{}",
+        at(60.0)
+    );
+    assert!(at(0.0)["top_share"].as_f64().unwrap() < 0.5, "{}", at(0.0));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Robustness across geometries"));
+    assert!(out.join("geometry.png").exists());
+}
+
+#[test]
+fn every_geometry_is_computed_from_the_embeddings_and_the_sidecar_agrees_on_centring() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    synth_cache(
+        &cache,
+        &[
+            "--models",
+            DEEP,
+            "--categories",
+            CATEGORIES,
+            "--rogue",
+            "0.6",
+        ],
+    );
+    let sidecar = analyze_results(&cache, &tmp.path().join("a"), &["--bootstrap", "0"]);
+    let full = analyze_results(
+        &cache,
+        &tmp.path().join("b"),
+        &["--bootstrap", "0", "--from-embeddings"],
+    );
+    let geometries = |r: &Value| -> Vec<String> {
+        r["poolings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["geometry"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(geometries(&sidecar), ["raw", "centred"]);
+    assert_eq!(geometries(&full), ["raw", "centred", "standardised"]);
+    assert!(full["robustness"]["not_computed"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    for view in 0..2 {
+        for (m, (a, b)) in sidecar["poolings"][view]["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(full["poolings"][view]["models"].as_array().unwrap())
+            .enumerate()
+        {
+            for (x, y) in a["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(b["layers"].as_array().unwrap())
+            {
+                let (rx, ry) = (x["r"].as_f64().unwrap(), y["r"].as_f64().unwrap());
+                assert!(
+                    (rx - ry).abs() < 1e-12,
+                    "view {view} model {m}: {rx} vs {ry}"
+                );
+                assert_eq!(x["anisotropy"], y["anisotropy"]);
+            }
+        }
+    }
+    // The primary geometry may be any of them: centred from the sidecar answers as the
+    // centred robustness view did.
+    let centred = analyze_results(
+        &cache,
+        &tmp.path().join("c"),
+        &["--bootstrap", "0", "--geometry", "centred"],
+    );
+    assert_eq!(centred["primary_geometry"], "centred");
+    assert_eq!(
+        centred["poolings"][0]["models"][0]["abs_peak"],
+        sidecar["poolings"][1]["models"][0]["abs_peak"]
+    );
+}

@@ -1,4 +1,5 @@
-//! `layer_correlations.csv`: one row per model, pooling and layer (long form).
+//! `layer_correlations.csv`: one row per model, view (pooling and geometry) and layer
+//! (long form), with the raw vectors' anisotropy.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -25,14 +26,14 @@ fn quote(s: &str) -> String {
 
 pub fn render(a: &Analysis) -> String {
     let mut out = String::from(
-        "model,n_parameters,n_layers,layer,depth_pct,pooling,r,p,p_holm,perm_p,perm_p_holm,spearman_rho,spearman_p,ci_low,ci_high,boot_median,loco_min,loco_max,pair_r,pair_p,pair_rho,pair_rho_p\n",
+        "model,n_parameters,n_layers,layer,depth_pct,pooling,geometry,r,p,p_holm,perm_p,perm_p_holm,spearman_rho,spearman_p,ci_low,ci_high,boot_median,loco_min,loco_max,pair_r,pair_p,pair_rho,pair_rho_p,mean_cosine,top_share\n",
     );
     for pr in &a.poolings {
         for (entry, m) in a.models.iter().zip(&pr.models) {
             for s in &m.layers {
                 let _ = writeln!(
                     out,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     quote(&m.model),
                     entry
                         .n_parameters
@@ -42,6 +43,7 @@ pub fn render(a: &Analysis) -> String {
                     s.layer,
                     num(s.depth_pct),
                     pr.pooling,
+                    pr.geometry,
                     num(s.r),
                     num(s.p),
                     num(s.p_holm),
@@ -58,6 +60,8 @@ pub fn render(a: &Analysis) -> String {
                     num(s.pair_p),
                     num(s.pair_rho),
                     num(s.pair_rho_p),
+                    num(s.anisotropy.map_or(f64::NAN, |x| x.mean_cosine)),
+                    num(s.anisotropy.map_or(f64::NAN, |x| x.top_share)),
                 );
             }
         }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use schemas::geometry::Geometry;
 use schemas::{Pooling, Scope};
 use serde::Serialize;
 
@@ -32,6 +33,13 @@ pub struct AnalysisSettings {
     #[arg(long, default_value = "mean_skip_first")]
     #[serde(serialize_with = "display")]
     pub pooling: Pooling,
+    /// Geometry of UA's cosines: raw (the seed's pooled vectors), centred (minus the layer's mean over all statements) or standardised (centred, each dimension divided by its standard deviation; reads the embeddings).
+    #[arg(long, default_value = "raw")]
+    #[serde(serialize_with = "display")]
+    pub geometry: Geometry,
+    /// Do not also analyse the other geometries (by default the answer says whether each peak survives them).
+    #[arg(long)]
+    pub skip_robustness: bool,
     /// Cosine arithmetic: exact (float64) or seed (the notebook's float32 kernel, for parity with its numbers).
     #[arg(long, default_value = "exact")]
     #[serde(serialize_with = "display")]
@@ -87,8 +95,9 @@ pub struct AnalysisSettings {
 }
 
 impl AnalysisSettings {
-    /// The compact statistics hold float64 Gram blocks only: the seed's float32
-    /// arithmetic, and `--from-embeddings`, need the embeddings.
+    /// The compact statistics hold float64 Gram blocks and what centring needs: the
+    /// seed's float32 arithmetic, the standardised geometry and `--from-embeddings`
+    /// need the embeddings.
     pub fn scope(&self) -> Scope {
         match self.needs_embeddings() {
             None => Scope::PreferGrams,
@@ -102,6 +111,8 @@ impl AnalysisSettings {
             Some("--from-embeddings")
         } else if self.arithmetic == Arithmetic::Seed {
             Some("--arithmetic seed")
+        } else if self.geometry.needs_vectors() {
+            Some("--geometry standardised")
         } else {
             None
         }

@@ -784,11 +784,15 @@ impl DiskEstimate {
             .values()
             .map(|&n| {
                 let n64 = n as u64;
-                if schemas::gram::keeps_vectors(n, hidden) {
-                    2 * n64 * hidden as u64 * 4
-                } else {
-                    (n64 * (n64 + 1) + n64 * n64) * 8
-                }
+                // The statement geometry: four float64 per statement, and the layer's
+                // mean on a row kept as vectors.
+                let geometry = 8 * n64 * 8;
+                geometry
+                    + if schemas::gram::keeps_vectors(n, hidden) {
+                        2 * n64 * hidden as u64 * 4 + hidden as u64 * 8
+                    } else {
+                        (n64 * (n64 + 1) + n64 * n64) * 8
+                    }
             })
             .sum();
         DiskEstimate {

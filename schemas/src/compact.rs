@@ -28,6 +28,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use rayon::prelude::*;
 
 use crate::files::{check_sha256, sha256_file};
+use crate::geometry::{CategoryGeometry, LayerGeometry, SideGeometry, StatementGeometry};
 use crate::gram::{
     category_gram, gather, keeps_vectors, Arithmetic, CategoryBlocks, CategoryGram, CategoryVectors,
 };
@@ -40,11 +41,13 @@ use crate::{
 
 pub const GRAMS_FILE: &str = "grams.parquet";
 /// Bumped whenever the sidecar's layout or meaning changes; readers refuse versions
-/// they do not know. Version 2 added the vector columns; a version 1 file (Gram
-/// blocks only, whatever the category size) is still read.
-pub const GRAMS_FORMAT_VERSION: u32 = 2;
+/// they do not know. Version 2 added the vector columns, version 3 the statement
+/// geometry (norms, dot products with the layer's sum, the layer's mean) that the
+/// centred geometry and the anisotropy need; version 1 and 2 files are still read,
+/// without them.
+pub const GRAMS_FORMAT_VERSION: u32 = 3;
 /// Every version this reader reads.
-pub const GRAMS_FORMAT_VERSIONS: [u32; 2] = [1, 2];
+pub const GRAMS_FORMAT_VERSIONS: [u32; 3] = [1, 2, 3];
 
 const KEY_VERSION: &str = "ua.grams.format_version";
 const KEY_ARITHMETIC: &str = "ua.grams.arithmetic";
@@ -120,6 +123,13 @@ pub(crate) fn grams_schema_of(version: u32, poolings: &[Pooling]) -> SchemaRef {
                 false,
             ));
         }
+        for column in GEOMETRY.iter().filter(|_| version >= 3) {
+            fields.push(Field::new(
+                column_name(*p, column),
+                list(DataType::Float64),
+                false,
+            ));
+        }
     }
     Arc::new(Schema::new(fields))
 }
@@ -128,6 +138,19 @@ const BLOCKS: [&str; 3] = ["a", "b", "ab"];
 /// A category kept as its vectors (`gram::keeps_vectors`): the raw float32 A and B
 /// vectors, `n x hidden` each, as `embeddings.parquet` holds them.
 const VECTORS: [&str; 2] = ["va", "vb"];
+/// The statement geometry (format 3, `geometry::SideGeometry` per side, then the
+/// layer's mean vector on rows kept as vectors, empty elsewhere).
+const GEOMETRY: [&str; 9] = [
+    "norm_a",
+    "norm_b",
+    "dot_a",
+    "dot_b",
+    "unit_dot_a",
+    "unit_dot_b",
+    "top_a",
+    "top_b",
+    "mean",
+];
 
 fn column_name(pooling: Pooling, block: &str) -> String {
     format!("{pooling}_{block}")
@@ -317,7 +340,7 @@ impl GramsWriter {
         // cosines non-finite, and every statement is in some category: checking the
         // blocks checks the vectors, at about 1% of the reads.
         for (p, grams) in self.plan.poolings.iter().zip(&grams) {
-            if !grams.iter().all(Stored::is_finite) {
+            if !grams.stored.iter().all(Stored::is_finite) || !grams.geometry_is_finite() {
                 return Err(CacheError::new(
                     &self.origin,
                     format!("layer {layer} ({p}) holds non-finite values"),
@@ -410,10 +433,29 @@ impl Plan {
         Ok(())
     }
 
-    /// Every category's blocks (or vectors), per pooling of `matrices`, computed as
-    /// one task per (pooling, category) on rayon's pool; each task's arithmetic is its
-    /// own, so the bits do not depend on the number of threads.
-    fn grams(&self, matrices: &[&[f32]]) -> Vec<Vec<Stored>> {
+    /// Every category's blocks (or vectors) and statement geometry, per pooling of
+    /// `matrices`: the blocks as one task per (pooling, category) on rayon's pool, the
+    /// geometry as one task per pooling; each task's arithmetic is its own, so the bits
+    /// do not depend on the number of threads.
+    fn grams(&self, matrices: &[&[f32]]) -> Vec<PoolingLayer> {
+        let hidden = self.hidden;
+        let geometry: Vec<LayerGeometry> = matrices
+            .par_iter()
+            .map(|m| LayerGeometry::of(m, hidden))
+            .collect();
+        let stored = self.blocks(matrices);
+        stored
+            .into_iter()
+            .zip(geometry)
+            .map(|(stored, g)| PoolingLayer {
+                stored,
+                categories: self.pairs.iter().map(|(a, b)| g.category(a, b)).collect(),
+                mean: g.mean,
+            })
+            .collect()
+    }
+
+    fn blocks(&self, matrices: &[&[f32]]) -> Vec<Vec<Stored>> {
         let tasks: Vec<(&[f32], &PairRows)> = matrices
             .iter()
             .flat_map(|&m| self.pairs.iter().map(move |rows| (m, rows)))
@@ -435,11 +477,11 @@ impl Plan {
             .collect()
     }
 
-    /// One layer's row group from its blocks, `grams[pooling][category]`.
+    /// One layer's row group from its blocks, `grams[pooling]`.
     fn layer_batch(
         &self,
         layer: u32,
-        grams: &[Vec<Stored>],
+        grams: &[PoolingLayer],
         schema: &SchemaRef,
         path: &Path,
     ) -> Result<RecordBatch, CacheError> {
@@ -451,7 +493,12 @@ impl Plan {
                 self.pairs.iter().map(|(a, _)| a.len() as u32),
             )),
         ];
-        for grams in grams {
+        for PoolingLayer {
+            stored: grams,
+            categories,
+            mean,
+        } in grams
+        {
             let gram = |block: fn(&CategoryGram) -> Vec<f64>| {
                 list(grams.iter().map(|s| match s {
                     Stored::Gram(g) => block(g),
@@ -469,9 +516,37 @@ impl Plan {
                 Stored::Vectors(_, b) => b.clone(),
                 Stored::Gram(_) => Vec::new(),
             })));
+            // GEOMETRY's order: each of a side's lists, A then B.
+            for k in 0..4 {
+                columns.push(list(categories.iter().map(|c| c.a.lists()[k].clone())));
+                columns.push(list(categories.iter().map(|c| c.b.lists()[k].clone())));
+            }
+            columns.push(list(grams.iter().map(|s| match s {
+                Stored::Vectors(..) => mean.clone(),
+                Stored::Gram(_) => Vec::new(),
+            })));
         }
         RecordBatch::try_new(schema.clone(), columns)
             .map_err(|e| CacheError::new(path, e.to_string()))
+    }
+}
+
+/// One layer of one pooling as the sidecar stores it: each category's blocks and
+/// statement geometry, and the layer's mean (kept on the rows stored as vectors).
+struct PoolingLayer {
+    stored: Vec<Stored>,
+    categories: Vec<CategoryGeometry>,
+    mean: Vec<f64>,
+}
+
+impl PoolingLayer {
+    fn geometry_is_finite(&self) -> bool {
+        let n = |s: &SideGeometry| s.norm.len();
+        self.mean.iter().all(|v| v.is_finite())
+            && self
+                .categories
+                .iter()
+                .all(|c| c.a.is_valid(n(&c.a)) && c.b.is_valid(n(&c.b)))
     }
 }
 
@@ -629,8 +704,8 @@ pub fn read_grams(
     shape: &GramsShape,
 ) -> Result<Vec<Vec<Vec<CategoryBlocks>>>, CacheError> {
     let mut out: Vec<Vec<Vec<CategoryBlocks>>> = poolings.iter().map(|_| Vec::new()).collect();
-    read_grams_each(dir, entry, poolings, layers, shape, |pi, grams| {
-        out[pi].push(grams)
+    read_grams_each(dir, entry, poolings, layers, shape, |pi, layer| {
+        out[pi].push(layer.blocks)
     })?;
     Ok(out)
 }
@@ -644,8 +719,16 @@ pub struct GramsShape<'a> {
     pub hidden: usize,
 }
 
-/// Reads the sidecar layer by layer: `each(pooling index, blocks of every category)`
-/// for each pooling of `poolings` in turn, its layers in the order of `layers`, so a
+/// One layer of one pooling as the sidecar holds it.
+pub struct SidecarLayer {
+    /// Every category's blocks (or vectors), in the cache's category order.
+    pub blocks: Vec<CategoryBlocks>,
+    /// The statement geometry; `None` in a sidecar of format 1 or 2.
+    pub geometry: Option<StatementGeometry>,
+}
+
+/// Reads the sidecar layer by layer: `each(pooling index, layer)` for each pooling
+/// of `poolings` in turn, its layers in the order of `layers`, so a
 /// reader holds one layer's blocks at a time however large the file. The file's
 /// sha256 is checked against `files` first, by a streaming pass (validation left it
 /// to this read), and every row against `shape`.
@@ -655,7 +738,7 @@ pub fn read_grams_each(
     poolings: &[Pooling],
     layers: &[u32],
     shape: &GramsShape,
-    mut each: impl FnMut(usize, Vec<CategoryBlocks>),
+    mut each: impl FnMut(usize, SidecarLayer),
 ) -> Result<(), CacheError> {
     let path = dir.join(GRAMS_FILE);
     let cannot = |e: std::io::Error| CacheError::new(&path, format!("cannot read: {e}"));
@@ -681,12 +764,12 @@ struct Rows<'a> {
 
 impl Rows<'_> {
     /// Decodes one pooling's rows, one layer (row group) per batch, handing each
-    /// layer's blocks to `each`.
+    /// layer to `each`.
     fn read(
         &self,
         file: std::fs::File,
         pooling: Pooling,
-        mut each: impl FnMut(Vec<CategoryBlocks>),
+        mut each: impl FnMut(SidecarLayer),
     ) -> Result<(), CacheError> {
         let Rows {
             path,
@@ -702,6 +785,12 @@ impl Rows<'_> {
             .index_of(&column_name(pooling, VECTORS[0]))
             .is_ok();
         let vector_columns = VECTORS.iter().filter(|_| with_vectors);
+        // Nor do version 1 and 2 files have the statement geometry.
+        let with_geometry = builder
+            .schema()
+            .index_of(&column_name(pooling, GEOMETRY[0]))
+            .is_ok();
+        let geometry_columns = GEOMETRY.iter().filter(|_| with_geometry);
         let wanted: Vec<String> = ["layer", "category", "n_pairs"]
             .into_iter()
             .map(String::from)
@@ -709,6 +798,7 @@ impl Rows<'_> {
                 BLOCKS
                     .iter()
                     .chain(vector_columns)
+                    .chain(geometry_columns)
                     .map(|b| column_name(pooling, b)),
             )
             .collect();
@@ -724,11 +814,11 @@ impl Rows<'_> {
             .with_batch_size(categories.len().max(1))
             .build()
             .map_err(|e| CacheError::new(path, e.to_string()))?;
-        let mut layer: Vec<CategoryBlocks> = Vec::with_capacity(categories.len());
+        let mut layer = LayerRows::default();
         let mut row = 0;
         for batch in reader {
             let batch = batch.map_err(|e| CacheError::new(path, format!("cannot decode: {e}")))?;
-            let rows = BatchRows::new(&batch, pooling, with_vectors, path)?;
+            let rows = BatchRows::new(&batch, pooling, with_vectors, with_geometry, path)?;
             for i in 0..batch.num_rows() {
                 let (li, c) = (row / categories.len(), row % categories.len());
                 let want = Expected {
@@ -738,10 +828,28 @@ impl Rows<'_> {
                     category: &categories[c],
                     n: pairs_per_category[c],
                 };
-                layer.push(rows.blocks(i, &want, shape.hidden, path)?);
+                layer
+                    .blocks
+                    .push(rows.blocks(i, &want, shape.hidden, path)?);
+                if with_geometry {
+                    let (g, mean) = rows.geometry(i, &want, shape.hidden, path)?;
+                    layer.geometry.push(g);
+                    layer.mean = layer.mean.or(mean);
+                }
                 row += 1;
-                if layer.len() == categories.len() {
-                    each(std::mem::take(&mut layer));
+                if layer.blocks.len() == categories.len() {
+                    let LayerRows {
+                        blocks,
+                        geometry,
+                        mean,
+                    } = std::mem::take(&mut layer);
+                    each(SidecarLayer {
+                        blocks,
+                        geometry: with_geometry.then_some(StatementGeometry {
+                            categories: geometry,
+                            mean,
+                        }),
+                    });
                 }
             }
         }
@@ -756,6 +864,14 @@ impl Rows<'_> {
         }
         Ok(())
     }
+}
+
+/// One layer's rows as they are decoded.
+#[derive(Default)]
+struct LayerRows {
+    blocks: Vec<CategoryBlocks>,
+    geometry: Vec<CategoryGeometry>,
+    mean: Option<Vec<f64>>,
 }
 
 /// What one row of the sidecar must describe.
@@ -773,6 +889,8 @@ struct BatchRows<'a> {
     blocks: [&'a ListArray; 3],
     /// `va`, `vb`; absent in a version 1 file.
     vectors: Option<[&'a ListArray; 2]>,
+    /// The `GEOMETRY` columns; absent in version 1 and 2 files.
+    geometry: Option<Vec<&'a ListArray>>,
 }
 
 impl<'a> BatchRows<'a> {
@@ -780,6 +898,7 @@ impl<'a> BatchRows<'a> {
         batch: &'a RecordBatch,
         pooling: Pooling,
         with_vectors: bool,
+        with_geometry: bool,
         path: &Path,
     ) -> Result<Self, CacheError> {
         let column = |name: &str| {
@@ -811,7 +930,61 @@ impl<'a> BatchRows<'a> {
             } else {
                 None
             },
+            geometry: if with_geometry {
+                Some(GEOMETRY.iter().map(|c| list(c)).collect::<Result<_, _>>()?)
+            } else {
+                None
+            },
         })
+    }
+
+    /// Row `i`'s statement geometry (its layer, category and size already checked by
+    /// `blocks`), and the layer's mean where the row keeps vectors.
+    fn geometry(
+        &self,
+        i: usize,
+        want: &Expected,
+        hidden: usize,
+        path: &Path,
+    ) -> Result<(CategoryGeometry, Option<Vec<f64>>), CacheError> {
+        let columns = self.geometry.as_ref().expect("read with geometry columns");
+        let values = |k: usize| -> Option<Vec<f64>> {
+            let v = columns[k].value(i);
+            v.as_primitive_opt::<Float64Type>()
+                .map(|v| v.values().to_vec())
+        };
+        let wrong = || {
+            CacheError::new(
+                path,
+                format!(
+                    "layer {}, category '{}': the statement geometry has the wrong length or non-finite values",
+                    want.layer, want.category
+                ),
+            )
+        };
+        let side = |k: usize| -> Option<SideGeometry> {
+            Some(SideGeometry {
+                norm: values(k)?,
+                dot: values(k + 2)?,
+                unit_dot: values(k + 4)?,
+                top: values(k + 6)?,
+            })
+            .filter(|s| s.is_valid(want.n))
+        };
+        let (a, b) = (side(0).ok_or_else(wrong)?, side(1).ok_or_else(wrong)?);
+        let mean = values(8).ok_or_else(wrong)?;
+        let mean_len = if keeps_vectors(want.n, hidden) {
+            hidden
+        } else {
+            0
+        };
+        if mean.len() != mean_len || !mean.iter().all(|v| v.is_finite()) {
+            return Err(wrong());
+        }
+        Ok((
+            CategoryGeometry { a, b },
+            (!mean.is_empty()).then_some(mean),
+        ))
     }
 
     /// Row `i` as the category's exact form: its vectors where the file has vector

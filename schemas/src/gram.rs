@@ -458,16 +458,24 @@ pub fn category_gram(
         Arithmetic::Exact => cosines_f64(matrix, hidden, &rows),
         Arithmetic::Seed => gram_f32(&normalised_f32(matrix, hidden, &rows), m, hidden),
     };
-    let block = |r0: usize, c0: usize| -> Vec<f64> {
-        (0..n)
-            .flat_map(|i| joint[(r0 + i) * m + c0..(r0 + i) * m + c0 + n].to_vec())
-            .collect()
-    };
-    CategoryGram {
-        n,
-        a: block(0, 0),
-        b: block(n, n),
-        ab: block(0, n),
+    CategoryGram::from_joint(&joint, n)
+}
+
+impl CategoryGram {
+    /// The three blocks of the `2n x 2n` Gram matrix of `A_1..A_n, B_1..B_n`.
+    pub fn from_joint(joint: &[f64], n: usize) -> Self {
+        let m = 2 * n;
+        let block = |r0: usize, c0: usize| -> Vec<f64> {
+            (0..n)
+                .flat_map(|i| joint[(r0 + i) * m + c0..(r0 + i) * m + c0 + n].to_vec())
+                .collect()
+        };
+        CategoryGram {
+            n,
+            a: block(0, 0),
+            b: block(n, n),
+            ab: block(0, n),
+        }
     }
 }
 

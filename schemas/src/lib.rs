@@ -13,6 +13,7 @@ mod compact;
 mod contract;
 mod error;
 mod files;
+pub mod geometry;
 pub mod gram;
 mod layers;
 mod lock;
@@ -25,7 +26,7 @@ mod write;
 pub use card::{card_text, write_card, CARD_FILE};
 pub use compact::{
     add_compact_grams, add_grams, grams_schema, read_grams, read_grams_each, GramsShape,
-    GramsWriter, GRAMS_FILE, GRAMS_FORMAT_VERSION, GRAMS_FORMAT_VERSIONS,
+    GramsWriter, SidecarLayer, GRAMS_FILE, GRAMS_FORMAT_VERSION, GRAMS_FORMAT_VERSIONS,
 };
 pub use contract::{
     embeddings_schema, statements_schema, Pooling, Side, StatementRow, EMBEDDINGS_FILE,

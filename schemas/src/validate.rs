@@ -278,8 +278,8 @@ fn check_grams(
         return Err(CacheError::new(
             dir.join(MANIFEST_FILE),
             format!(
-                "describes {GRAMS_FILE} as format {} in {} arithmetic, but this tool reads formats 1 and 2 in exact arithmetic; {}",
-                info.format_version, info.arithmetic, info.rebuild_hint()
+                "describes {GRAMS_FILE} as format {} in {} arithmetic, but this tool reads formats {} in exact arithmetic; {}",
+                info.format_version, info.arithmetic, known_formats(), info.rebuild_hint()
             ),
         ));
     }
@@ -296,6 +296,18 @@ fn check_grams(
     )?;
     check_key_values(&path, file.metadata().file_metadata(), info)?;
     check_row_groups(&path, &file, manifest, n_categories, "category")
+}
+
+/// "1, 2 and 3": the sidecar formats this tool reads.
+fn known_formats() -> String {
+    let v: Vec<String> = crate::GRAMS_FORMAT_VERSIONS
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    match v.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => v.concat(),
+    }
 }
 
 /// The sidecar names the embeddings it was computed from: this cache's, or none in a

@@ -1,16 +1,17 @@
 //! The pipeline's first step: discover and check the caches, read their
-//! statements, and choose the layers and poolings to analyse.
+//! statements, and choose the layers to analyse.
 
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
-use schemas::Pooling;
+use schemas::geometry::Geometry;
 
 use super::loaded::Loaded;
 use super::results::{ModelEntry, Selection};
 use crate::cache::{discover, read_statements, remote, size, ModelCache};
 use crate::settings::AnalysisSettings;
 use crate::stats::correlation::MAX_EXACT;
+use crate::stats::uniformity::Arithmetic;
 
 /// The seed's layer sampling: `range(0, n_layers + 1, step)` plus the last layer.
 fn sampled_layers(n_layers: u32, step: u32) -> Vec<u32> {
@@ -55,6 +56,32 @@ fn check_design(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()
     Ok(())
 }
 
+/// The geometry that answers the question must be computable from what is read:
+/// the seed's float32 arithmetic is its raw cosines, and centring from a sidecar needs
+/// the statement geometry of format 3.
+fn check_geometry(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()> {
+    if settings.geometry != Geometry::Raw && settings.arithmetic == Arithmetic::Seed {
+        bail!(
+            "--arithmetic seed reproduces the seed's float32 cosines of the raw vectors; it takes --geometry raw, not --geometry {}",
+            settings.geometry
+        );
+    }
+    if settings.geometry != Geometry::Centred {
+        return Ok(());
+    }
+    for m in models.iter().filter(|m| m.cache.grams_only) {
+        let format = m.manifest().grams.as_ref().map_or(0, |g| g.format_version);
+        if format < 3 {
+            bail!(
+                "{}: format {format}, without the statement geometry that --geometry centred needs; upgrade it with `analyze index --cache {}`, or pass --from-embeddings",
+                m.cache.dir.join(schemas::GRAMS_FILE).display(),
+                m.cache.dir.parent().unwrap_or(&m.cache.dir).display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Refuses resampling and permutation counts whose arrays cannot fit in the memory
 /// available, before anything is allocated: `--bootstrap 1000000000` would ask for
 /// hundreds of GB and abort.
@@ -65,13 +92,14 @@ fn check_memory(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()
     let m = models[0].manifest();
     let n_pairs = f64::from(m.dataset.n_pairs);
     let n_categories = m.dataset.categories.len() as f64;
-    let poolings = if settings.other_poolings { 3.0 } else { 1.0 };
+    let views = (if settings.other_poolings { 3.0 } else { 1.0 })
+        + (if settings.skip_robustness { 0.0 } else { 2.0 });
     let columns: f64 = models
         .iter()
         .map(|c| f64::from(c.manifest().model.n_layers + 1))
         .sum::<f64>()
-        * poolings;
-    // Per resample: a u16 count per pair, an f64 r per (model, layer, pooling) column. A
+        * views;
+    // Per resample: a u16 count per pair, an f64 r per (model, layer, view) column. A
     // bound: a checkpoint of a series keeps only its resamples' peaks (`reduce`).
     let per_resample = n_pairs * 2.0 + columns * 8.0;
     let monte_carlo = m.dataset.categories.len() > MAX_EXACT || settings.monte_carlo_permutations;
@@ -154,6 +182,7 @@ pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec
         }
     }
     let mut warnings = size::order_notes(&models);
+    check_geometry(&models, settings)?;
     for m in &models {
         if !m.cache.poolings.contains(&settings.pooling) {
             bail!(
@@ -208,35 +237,6 @@ pub fn chosen(loaded: Vec<Loaded>, selection: &Selection) -> Vec<Loaded> {
         .iter()
         .filter_map(|m| slots[m.index].take())
         .collect()
-}
-
-/// The primary pooling first, then (if asked) the other poolings every cache holds.
-pub fn poolings_to_analyse(
-    loaded: &[Loaded],
-    settings: &AnalysisSettings,
-    warnings: &mut Vec<String>,
-) -> Vec<Pooling> {
-    let mut poolings = vec![settings.pooling];
-    if !settings.other_poolings {
-        return poolings;
-    }
-    for p in Pooling::ALL.into_iter().filter(|&p| p != settings.pooling) {
-        let lacking: Vec<&str> = loaded
-            .iter()
-            .filter(|l| !l.model.cache.poolings.contains(&p))
-            .map(|l| l.model.name.as_str())
-            .collect();
-        if lacking.is_empty() {
-            poolings.push(p);
-        } else {
-            warnings.push(format!(
-                "--all-poolings: `{p}` is left out: {} {} not extracted with it",
-                lacking.join(", "),
-                if lacking.len() == 1 { "was" } else { "were" }
-            ));
-        }
-    }
-    poolings
 }
 
 /// What results.json and the report say about one compared cache.

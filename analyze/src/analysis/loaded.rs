@@ -2,6 +2,8 @@
 //! layers and what the statistics keep of each layer. Loaded by `load`, filled by
 //! `read`, read by the statistics.
 
+use schemas::geometry::Anisotropy;
+
 use crate::cache::{ModelCache, Statements};
 use crate::stats::pairs::PairLevel;
 
@@ -11,9 +13,9 @@ pub struct Loaded {
     pub model: ModelCache,
     pub stmts: Statements,
     pub layers: Vec<u32>,
-    /// layers_read[pooling][layer_index]
+    /// layers_read[view][layer_index]
     pub layers_read: Vec<Vec<LayerSummary>>,
-    /// boot[pooling]: r of every sampled layer in each of the first `boot_n`
+    /// boot[view]: r of every sampled layer in each of the first `boot_n`
     /// resamples, `layers x boot_n` (layer rows contiguous); empty where this cache
     /// is not compared across sizes.
     pub boot: Vec<Vec<f64>>,
@@ -29,7 +31,9 @@ pub struct Loaded {
 pub struct LayerSummary {
     /// UA of every category in the analysis arithmetic.
     pub ua: Vec<f64>,
-    /// UA in the other arithmetic (primary pooling, from embeddings; else empty).
+    /// UA in the other arithmetic (primary view, raw geometry, from embeddings; else empty).
     pub ua_other: Vec<f64>,
+    /// Of the pooling's raw vectors; None from a sidecar older than format 3.
+    pub anisotropy: Option<Anisotropy>,
     pub pair: PairLevel,
 }

@@ -1,8 +1,10 @@
-//! The whole analysis, as a pipeline: load the caches (`load`), read every layer
-//! (`read`) and reduce it to what the statistics keep (`reduce`), the statistics of each pooling (`poolings`), the CKA
-//! alignment (`alignment`) and the training view (`training`), and the evidence at each
-//! model's peak (`evidence`); the checkpoint
-//! grid decides which caches are compared. Every result type is in `results`.
+//! The whole analysis, as a pipeline: load the caches (`load`) and choose the views
+//! (`view`: poolings in geometries), read every layer (`read`) and reduce it to what
+//! the statistics keep (`reduce`), the statistics of each view (`poolings`), the
+//! robustness check across geometries (`robustness`), the CKA alignment
+//! (`alignment`) and the training view (`training`), and the evidence at each model's
+//! peak (`evidence`); the checkpoint grid decides which caches are compared. Every
+//! result type is in `results`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,7 +15,7 @@ use crate::cache::ModelCache;
 use crate::settings::AnalysisSettings;
 use crate::stats::bootstrap::Resamples;
 use crate::stats::correlation::Permutations;
-use load::{chosen, load, model_entry, poolings_to_analyse};
+use load::{chosen, load, model_entry};
 use poolings::{analyze_pooling, nan_warnings};
 use results::{Analysis, Grid, PoolingResult};
 
@@ -27,7 +29,9 @@ mod progress;
 mod read;
 mod reduce;
 pub mod results;
+mod robustness;
 mod training;
+pub mod view;
 
 /// The pair resamples, drawn once for the largest count: the cross-size bootstrap
 /// and the training view each take its first rows.
@@ -49,13 +53,13 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let caches: Vec<&ModelCache> = loaded.iter().map(|l| &l.model).collect();
     let grid = Grid::group(&caches)?;
     let selection = grid.select(settings.revision, &caches)?;
-    let poolings = poolings_to_analyse(&loaded, settings, &mut warnings);
+    let (views, not_computed) = view::views_to_analyse(&loaded, settings, &mut warnings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
     let resamples = draw_resamples(&grid, &sizes, settings);
     let (cka_pairs, compact, cka_skipped) = read::read_all(
         &mut loaded,
-        &poolings,
+        &views,
         &selection,
         &grid,
         resamples.as_ref(),
@@ -84,11 +88,13 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         settings.seed,
         settings.monte_carlo_permutations,
     );
-    let results: Vec<PoolingResult> = poolings
+    let results: Vec<PoolingResult> = views
         .iter()
         .enumerate()
-        .map(|(pi, &pooling)| analyze_pooling(&loaded, pi, pooling, &perms, settings))
+        .map(|(pi, &view)| analyze_pooling(&loaded, pi, view, &perms, settings))
         .collect();
+    let robustness =
+        robustness::check(&views, &results, not_computed, settings.stability_threshold);
     warnings.extend(nan_warnings(&results));
     let peak_evidence = evidence::at_peaks(&results[0], &categories, sizes.iter().sum());
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
@@ -113,6 +119,7 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         n_permutations: perms.orders.len(),
         permutation_floor: perms.floor(),
         poolings: results,
+        robustness,
         peak_evidence,
         cka,
         grid,

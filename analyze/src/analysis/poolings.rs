@@ -1,14 +1,14 @@
-//! The statistics of one pooling across the compared caches: per layer the
-//! seed-exact r and the rigorous statistics, per model its peaks and their
-//! bootstrap, across models the stability verdict.
+//! The statistics of one view (a pooling in a geometry) across the compared caches:
+//! per layer the seed-exact r and the rigorous statistics, per model its peaks and
+//! their bootstrap, across models the stability verdict.
 
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use schemas::Pooling;
 
 use super::loaded::Loaded;
 use super::results::{LayerStats, ModelPooling, PeakBootstrap, PoolingResult, StabilityBootstrap};
+use super::view::View;
 use crate::settings::AnalysisSettings;
 use crate::stats::bootstrap::percentile;
 use crate::stats::correlation::{holm, leave_one_out, pearson, spearman, Permutations};
@@ -16,12 +16,12 @@ use crate::stats::peaks::{
     abs_peak, depth_pct, first_argmax, mean_std, nan_layers, peak_analysis, seed_summary,
 };
 
-/// The results of pooling `pi` (`pooling`) over the compared caches, with the
-/// bootstrap where `read` kept resamples.
+/// The results of view `pi` (`view`) over the compared caches, with the bootstrap
+/// where `read` kept resamples.
 pub fn analyze_pooling(
     loaded: &[Loaded],
     pi: usize,
-    pooling: Pooling,
+    view: View,
     perms: &Permutations,
     settings: &AnalysisSettings,
 ) -> PoolingResult {
@@ -46,7 +46,8 @@ pub fn analyze_pooling(
     let pos: Vec<f64> = models.iter().map(|m| m.seed_summary.max_pos_pct).collect();
     let abs: Vec<f64> = models.iter().map(|m| m.abs_peak.pct).collect();
     PoolingResult {
-        pooling: pooling.as_str().to_string(),
+        pooling: view.pooling.as_str().to_string(),
+        geometry: view.geometry.as_str().to_string(),
         peak_analysis: peak_analysis(&pos, threshold),
         abs_peak_analysis: peak_analysis(&abs, threshold),
         arithmetic_gap: if pi == 0 {
@@ -102,6 +103,7 @@ fn model_pooling(l: &Loaded, pi: usize, perms: &Permutations) -> ModelPooling {
                 pair_rho_p: pl.rho_p,
                 ua,
                 pref: cat_prefs.clone(),
+                anisotropy: read.anisotropy,
             }
         })
         .collect();
@@ -199,7 +201,11 @@ pub fn nan_warnings(results: &[PoolingResult]) -> Vec<String> {
             p.models.iter().filter_map(|m| {
                 let layers: Vec<u32> = m.layers.iter().map(|s| s.layer).collect();
                 let r: Vec<f64> = m.layers.iter().map(|s| s.r).collect();
-                nan_note(&format!("{} ({})", m.model, p.pooling), &layers, &r)
+                nan_note(
+                    &format!("{} ({}, {})", m.model, p.pooling, p.geometry),
+                    &layers,
+                    &r,
+                )
             })
         })
         .collect()

@@ -1,19 +1,23 @@
 //! The pipeline's reading step: every sampled layer of every pooling read once, as
 //! each category's Gram blocks (or vectors) from the embeddings, or from the compact
-//! statistics where a cache has them, and handed to `reduce`; with the CKA Grams of
-//! the caches compared across sizes.
+//! statistics where a cache has them, taken into each view's geometry and handed to
+//! `reduce`; with the CKA Grams of the caches compared across sizes.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rayon::prelude::*;
+use schemas::geometry::{
+    centre, standardised_blocks, Geometry, LayerGeometry, Standardiser, StatementGeometry,
+};
 use schemas::gram::{category_blocks, category_gram};
-use schemas::Pooling;
+use schemas::{Pooling, SidecarLayer};
 
 use super::loaded::Loaded;
 use super::reduce::{batch_layers, LayerBlocks, Needs, Reducer};
 use super::results::{Grid, Selection};
+use super::view::{arithmetic_of, View};
 use crate::cache::{read_grams, read_layer, Pair};
 use crate::settings::AnalysisSettings;
 use crate::stats::bootstrap::Resamples;
@@ -37,52 +41,117 @@ impl std::ops::AddAssign for CpuTime {
     }
 }
 
-/// One layer read from the embeddings as its category blocks, with what CKA keeps
-/// of it when asked for (in that form) and the time each step took.
+/// One layer of pooling `p` read from the embeddings as its category blocks in the
+/// geometry of each of `views` (the views of that pooling), with what CKA keeps of it
+/// when asked for (in that form) and the time each step took. `primary`: `views[0]`
+/// is the analysis' first view, whose UA is also computed in the other arithmetic.
 fn read_layer_blocks(
     l: &Loaded,
     layer: u32,
     p: Pooling,
-    arithmetic: Arithmetic,
-    other_arithmetic: bool,
+    views: &[View],
+    primary: bool,
+    settings: &AnalysisSettings,
     cka_form: Option<cka::CkaForm>,
-) -> Result<(LayerBlocks, Option<cka::LayerCka>, CpuTime)> {
+) -> Result<(Vec<LayerBlocks>, Option<cka::LayerCka>, CpuTime)> {
     let t = Instant::now();
     let m = read_layer(&l.model, &l.stmts, layer, p)?;
     let read = t.elapsed();
     let t = Instant::now();
     let hidden = l.model.hidden();
+    let rows = |cat: &Vec<Pair>| -> (Vec<usize>, Vec<usize>) {
+        (
+            cat.iter().map(|p| p.a).collect(),
+            cat.iter().map(|p| p.b).collect(),
+        )
+    };
     // The seed's arithmetic is a Gram computation (its float32 kernel); the exact one
     // keeps whichever form `category_blocks` picks, as the sidecar does.
-    let gram = |cat: &Vec<Pair>, arithmetic: Arithmetic| {
-        let a: Vec<usize> = cat.iter().map(|p| p.a).collect();
-        let b: Vec<usize> = cat.iter().map(|p| p.b).collect();
-        match arithmetic {
-            Arithmetic::Exact => category_blocks(&m, hidden, &a, &b),
-            Arithmetic::Seed => CategoryBlocks::Gram(category_gram(&m, hidden, &a, &b, arithmetic)),
-        }
-    };
-    let other = arithmetic.other();
-    let ua_other = if other_arithmetic {
+    let raw = |arithmetic: Arithmetic| -> Vec<CategoryBlocks> {
         l.stmts
             .pairs
             .iter()
-            .map(|cat| ua_of(&gram(cat, other), other))
+            .map(|cat| {
+                let (a, b) = rows(cat);
+                match arithmetic {
+                    Arithmetic::Exact => category_blocks(&m, hidden, &a, &b),
+                    Arithmetic::Seed => {
+                        CategoryBlocks::Gram(category_gram(&m, hidden, &a, &b, arithmetic))
+                    }
+                }
+            })
             .collect()
-    } else {
-        Vec::new()
     };
-    let blocks = l
-        .stmts
-        .pairs
+    let g = LayerGeometry::of(&m, hidden);
+    let statements = StatementGeometry {
+        categories: l
+            .stmts
+            .pairs
+            .iter()
+            .map(|cat| {
+                let (a, b) = rows(cat);
+                g.category(&a, &b)
+            })
+            .collect(),
+        mean: Some(g.mean),
+    };
+    let needs = |geometry| views.iter().any(|v| v.geometry == geometry);
+    let standardiser = needs(Geometry::Standardised).then(|| Standardiser::of(&m, hidden));
+    let exact = (needs(Geometry::Centred)
+        || views.iter().any(|&v| {
+            v.geometry == Geometry::Raw && arithmetic_of(v, settings) == Arithmetic::Exact
+        }))
+    .then(|| raw(Arithmetic::Exact));
+    let anisotropy = Some(statements.anisotropy());
+    let layers = views
         .iter()
-        .map(|cat| gram(cat, arithmetic))
+        .enumerate()
+        .map(|(k, &view)| {
+            let arithmetic = arithmetic_of(view, settings);
+            let blocks = match view.geometry {
+                Geometry::Raw if arithmetic == Arithmetic::Seed => raw(Arithmetic::Seed),
+                Geometry::Raw => exact.clone().expect("computed for a raw exact view"),
+                Geometry::Centred => {
+                    centred(exact.as_ref().expect("computed for centring"), &statements)
+                }
+                Geometry::Standardised => {
+                    let z = standardiser.as_ref().expect("computed for the view");
+                    l.stmts
+                        .pairs
+                        .iter()
+                        .map(|cat| {
+                            let (a, b) = rows(cat);
+                            standardised_blocks(&m, hidden, &a, &b, z)
+                        })
+                        .collect()
+                }
+            };
+            // The other arithmetic is the seed's question about raw cosines.
+            let ua_other = if primary && k == 0 && view.geometry == Geometry::Raw {
+                let other = arithmetic.other();
+                raw(other).iter().map(|b| ua_of(b, other)).collect()
+            } else {
+                Vec::new()
+            };
+            LayerBlocks {
+                blocks,
+                ua_other,
+                anisotropy,
+            }
+        })
         .collect();
     let gram_time = t.elapsed();
     let t = Instant::now();
-    let cka = cka_form.map(|form| cka::layer(&m, l.stmts.ids.len(), hidden, form));
+    // CKA centres every feature itself, so it is the same for raw and centred vectors;
+    // standardising rescales the features, so CKA then takes the z-scores.
+    let cka = cka_form.map(|form| match (&standardiser, views[0].geometry) {
+        (Some(z), Geometry::Standardised) => {
+            cka::layer(&z.apply(&m), l.stmts.ids.len(), hidden, form)
+        }
+        _ => cka::layer(&m, l.stmts.ids.len(), hidden, form),
+    });
     Ok((
-        LayerBlocks { blocks, ua_other },
+        layers,
         cka,
         CpuTime {
             read,
@@ -92,6 +161,26 @@ fn read_layer_blocks(
     ))
 }
 
+/// Every category of a layer centred (`schemas::geometry::centre`), from its raw exact
+/// blocks: the sidecar and the embeddings give the same numbers to this function.
+fn centred(raw: &[CategoryBlocks], statements: &StatementGeometry) -> Vec<CategoryBlocks> {
+    let layer = statements.centre();
+    raw.iter()
+        .zip(&statements.categories)
+        .map(|(b, g)| centre(b, g, &layer))
+        .collect()
+}
+
+/// One layer of the sidecar in a view's geometry (raw or centred: `view::why_not`
+/// keeps the others away from a sidecar).
+fn sidecar_blocks(layer: &SidecarLayer, geometry: Geometry) -> Vec<CategoryBlocks> {
+    match (geometry, &layer.geometry) {
+        (Geometry::Centred, Some(statements)) => centred(&layer.blocks, statements),
+        (Geometry::Raw, _) => layer.blocks.clone(),
+        _ => unreachable!("view::why_not admits only raw and, from format 3, centred"),
+    }
+}
+
 /// Reads every cache (`read_cache`) into the reducer (`reduce`) and the CKA matrices of the
 /// checkpoints compared across sizes, recording the time each took. Returns the CKA
 /// pairs (in the order of the cross-size results, which the alignment indexes),
@@ -99,7 +188,7 @@ fn read_layer_blocks(
 /// why the pairs were not computed, if they were not.
 pub fn read_all(
     loaded: &mut [Loaded],
-    poolings: &[Pooling],
+    views: &[View],
     selection: &Selection,
     grid: &Grid,
     res: Option<&Resamples>,
@@ -127,8 +216,9 @@ pub fn read_all(
     let with_cka = form.ok();
     let mut cka_by_cache = Vec::with_capacity(loaded.len());
     let mut cpu = CpuTime::default();
-    let total = loaded.iter().map(|l| l.layers.len()).sum::<usize>() * poolings.len();
-    let mut reducer = Reducer::new(res, settings.arithmetic, settings.pair_centring, total);
+    let total = loaded.iter().map(|l| l.layers.len()).sum::<usize>() * views.len();
+    let arithmetics = views.iter().map(|&v| arithmetic_of(v, settings)).collect();
+    let mut reducer = Reducer::new(res, arithmetics, settings.pair_centring, total);
     // Caches are finished in order, each once its last layer is reduced, so that at
     // most a batch's worth of caches is held unreduced.
     let mut finished = 0;
@@ -137,9 +227,9 @@ pub fn read_all(
             compared: settings.bootstrap * usize::from(compared.contains(&i)),
             training: settings.training_bootstrap * usize::from(in_series.contains(&i)),
         };
-        reducer.add_cache(&loaded[i], poolings.len(), needs);
+        reducer.add_cache(&loaded[i], views.len(), needs);
         let want_cka = with_cka.filter(|_| compared.contains(&i));
-        let (grams, spent) = read_cache(&loaded[i], i, poolings, settings, want_cka, &mut reducer)?;
+        let (grams, spent) = read_cache(&loaded[i], i, views, settings, want_cka, &mut reducer)?;
         cka_by_cache.push(grams);
         cpu += spent;
         while finished <= i && reducer.finish(finished, &mut loaded[finished]) {
@@ -223,50 +313,73 @@ fn decide(n: usize, models: &[(usize, usize)], available: f64) -> Result<cka::Ck
     ))
 }
 
-/// Reads every sampled layer of every pooling of cache `i` into `reducer`; for the
-/// primary pooling also the UA of the other arithmetic (so the report can say how
-/// much the choice matters on these data) and, with a CKA form, what CKA keeps of
-/// the layer (returned, with the time spent).
+/// The poolings of `views` in the order they first appear, each with the indices of
+/// its views: each pooling is read once and serves every geometry.
+fn by_pooling(views: &[View]) -> Vec<(Pooling, Vec<usize>)> {
+    let mut out: Vec<(Pooling, Vec<usize>)> = Vec::new();
+    for (vi, v) in views.iter().enumerate() {
+        match out.iter_mut().find(|(p, _)| *p == v.pooling) {
+            Some((_, vis)) => vis.push(vi),
+            None => out.push((v.pooling, vec![vi])),
+        }
+    }
+    out
+}
+
+/// Reads every sampled layer of every pooling of cache `i` into `reducer`, once per
+/// pooling, in the geometry of each of its views; for the primary view also the UA of
+/// the other arithmetic (so the report can say how much the choice matters on these
+/// data) and, with a CKA form, what CKA keeps of the layer (returned, with the time
+/// spent).
 fn read_cache(
     l: &Loaded,
     i: usize,
-    poolings: &[Pooling],
+    views: &[View],
     settings: &AnalysisSettings,
     with_cka: Option<cka::CkaForm>,
     reducer: &mut Reducer,
 ) -> Result<(Option<cka::ModelGrams>, CpuTime)> {
     let mut cpu = CpuTime::default();
+    let poolings = by_pooling(views);
     if l.model.cache.grams_only {
         // Without embeddings the other arithmetic's UA stays uncomputed (`ua_other` empty).
         let (t, before) = (Instant::now(), reducer.spent);
-        let mut next = vec![0; poolings.len()];
-        read_grams(&l.model, &l.stmts, poolings, &l.layers, |pi, blocks| {
-            let layer = LayerBlocks {
-                blocks,
-                ua_other: Vec::new(),
-            };
-            reducer.push(i, pi, next[pi], layer);
-            next[pi] += 1;
+        let mut next = vec![0; views.len()];
+        let read: Vec<Pooling> = poolings.iter().map(|(p, _)| *p).collect();
+        read_grams(&l.model, &l.stmts, &read, &l.layers, |pi, layer| {
+            let anisotropy = layer.geometry.as_ref().map(StatementGeometry::anisotropy);
+            for &vi in &poolings[pi].1 {
+                let blocks = LayerBlocks {
+                    blocks: sidecar_blocks(&layer, views[vi].geometry),
+                    ua_other: Vec::new(),
+                    anisotropy,
+                };
+                reducer.push(i, vi, next[vi], blocks);
+                next[vi] += 1;
+            }
         })?;
         // Batches that fill during the read are reduced inside it: not reading time.
         cpu.read = t.elapsed().saturating_sub(reducer.spent - before);
         return Ok((None, cpu));
     }
     let sizes: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
-    let batch = batch_layers(&sizes, l.model.hidden());
     let mut cka_grams = None;
-    for (pi, &p) in poolings.iter().enumerate() {
-        let cka_here = with_cka.filter(|_| pi == 0);
+    for (p, vis) in &poolings {
+        // Each layer read becomes one set of blocks per geometry.
+        let batch = (batch_layers(&sizes, l.model.hidden()) / vis.len()).max(1);
+        let primary = vis[0] == 0;
+        let cka_here = with_cka.filter(|_| primary);
+        let these: Vec<View> = vis.iter().map(|&vi| views[vi]).collect();
         let mut packed = Vec::new();
         for (c, chunk) in l.layers.chunks(batch).enumerate() {
-            let read: Vec<(LayerBlocks, Option<cka::LayerCka>, CpuTime)> = chunk
+            let read: Vec<(Vec<LayerBlocks>, Option<cka::LayerCka>, CpuTime)> = chunk
                 .par_iter()
-                .map(|&layer| {
-                    read_layer_blocks(l, layer, p, settings.arithmetic, pi == 0, cka_here)
-                })
+                .map(|&layer| read_layer_blocks(l, layer, *p, &these, primary, settings, cka_here))
                 .collect::<Result<_>>()?;
             for (k, (blocks, g, spent)) in read.into_iter().enumerate() {
-                reducer.push(i, pi, c * batch + k, blocks);
+                for (&vi, b) in vis.iter().zip(blocks) {
+                    reducer.push(i, vi, c * batch + k, b);
+                }
                 packed.extend(g);
                 cpu += spent;
             }

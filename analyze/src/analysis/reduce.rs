@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+use schemas::geometry::Anisotropy;
 use schemas::gram::keeps_vectors;
 
 use super::loaded::{LayerSummary, Loaded};
@@ -60,10 +61,12 @@ impl Needs {
 }
 
 /// One layer's blocks of every category, with the other arithmetic's UA where it
-/// was computed (else empty).
+/// was computed (else empty) and the anisotropy of the pooling's raw vectors where
+/// the source holds what it needs.
 pub(super) struct LayerBlocks {
     pub blocks: Vec<CategoryBlocks>,
     pub ua_other: Vec<f64>,
+    pub anisotropy: Option<Anisotropy>,
 }
 
 /// One layer reduced: its summary and the r of each of its resamples.
@@ -82,7 +85,7 @@ struct CacheInputs {
     reduced: Vec<Vec<Option<Reduced>>>,
 }
 
-/// One layer of one pooling of one cache, waiting in the batch.
+/// One layer of one view of one cache, waiting in the batch.
 struct Column {
     cache: usize,
     pi: usize,
@@ -93,7 +96,8 @@ struct Column {
 /// The batch, and what each cache's layers are reduced with.
 pub(super) struct Reducer<'a> {
     res: Option<&'a Resamples>,
-    arithmetic: Arithmetic,
+    /// Each view's arithmetic.
+    arithmetics: Vec<Arithmetic>,
     centring: Centring,
     caches: Vec<CacheInputs>,
     pending: Vec<Column>,
@@ -104,16 +108,16 @@ pub(super) struct Reducer<'a> {
 }
 
 impl<'a> Reducer<'a> {
-    /// For `total` layers (caches x poolings x sampled layers), whose progress it shows.
+    /// For `total` layers (caches x views x sampled layers), whose progress it shows.
     pub fn new(
         res: Option<&'a Resamples>,
-        arithmetic: Arithmetic,
+        arithmetics: Vec<Arithmetic>,
         centring: Centring,
         total: usize,
     ) -> Self {
         Reducer {
             res,
-            arithmetic,
+            arithmetics,
             centring,
             caches: Vec::new(),
             pending: Vec::new(),
@@ -216,7 +220,8 @@ impl<'a> Reducer<'a> {
                 .enumerate()
                 .map(|(k, col)| {
                     let boot: Vec<&[f64]> = boot_ua.iter().map(|c| c[k].as_slice()).collect();
-                    let r = me.summarise(col.layer, &me.caches[col.cache], &boot, n);
+                    let arithmetic = me.arithmetics[col.pi];
+                    let r = me.summarise(col.layer, &me.caches[col.cache], arithmetic, &boot, n);
                     (col.cache, col.pi, col.li, r)
                 })
                 .collect();
@@ -237,14 +242,11 @@ impl<'a> Reducer<'a> {
         &self,
         layer: LayerBlocks,
         cache: &CacheInputs,
+        arithmetic: Arithmetic,
         boot_ua: &[&[f64]],
         n: usize,
     ) -> Reduced {
-        let ua = layer
-            .blocks
-            .iter()
-            .map(|g| ua_of(g, self.arithmetic))
-            .collect();
+        let ua = layer.blocks.iter().map(|g| ua_of(g, arithmetic)).collect();
         let asym: Vec<f64> = layer
             .blocks
             .iter()
@@ -259,6 +261,7 @@ impl<'a> Reducer<'a> {
             summary: LayerSummary {
                 ua,
                 ua_other: layer.ua_other,
+                anisotropy: layer.anisotropy,
                 pair: pair_level(&asym, &cache.pair_prefs),
             },
             boot_r,

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use schemas::geometry::Anisotropy;
+
+use super::view::NotComputed;
 use crate::settings::AnalysisSettings;
 use crate::stats::cka::CkaPair;
 use crate::stats::correlation::PermutationKind;
@@ -40,6 +43,9 @@ pub struct LayerStats {
     /// Per category UA and preference (the seed's x and y).
     pub ua: Vec<f64>,
     pub pref: Vec<f64>,
+    /// Anisotropy of the pooling's raw vectors at this layer (whatever the geometry):
+    /// null where a sidecar older than format 3 was read.
+    pub anisotropy: Option<Anisotropy>,
 }
 
 /// What the r at one model's |r| peak (primary pooling) rests on: the category that
@@ -103,9 +109,12 @@ pub struct StabilityBootstrap {
     pub std_ci: [f64; 2],
 }
 
+/// One view's results: a pooling in a geometry.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolingResult {
     pub pooling: String,
+    /// raw, centred or standardised (`schemas::geometry`).
+    pub geometry: String,
     pub models: Vec<ModelPooling>,
     /// The seed's verdict (max positive r).
     pub peak_analysis: PeakAnalysis,
@@ -144,7 +153,11 @@ pub struct Analysis {
     pub n_permutations: usize,
     /// The smallest permutation p the design allows: 1/n! (exact) or 1/(draws+1).
     pub permutation_floor: f64,
+    /// Every view: the primary first, then the other geometries of its pooling
+    /// (`robustness`), then the other poolings (`--all-poolings`).
     pub poolings: Vec<PoolingResult>,
+    /// Whether the answer survives the other geometries.
+    pub robustness: Robustness,
     /// At each model's |r| peak of the primary pooling, what its r rests on.
     pub peak_evidence: Vec<PeakEvidence>,
     /// Layers of each model matched to the largest model's by representation (CKA).
@@ -293,4 +306,43 @@ pub struct Selection {
     pub rule: String,
     /// Per size, the chosen checkpoint.
     pub chosen: Vec<Member>,
+}
+
+/// One model's |r| peak in the primary view and in another geometry of its pooling.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakMove {
+    pub model: String,
+    pub layer: u32,
+    pub pct: f64,
+    pub r: f64,
+    pub other_layer: u32,
+    pub other_pct: f64,
+    pub other_r: f64,
+    /// r in the other geometry at the primary peak's layer.
+    pub other_r_at_layer: f64,
+    /// The peak moves by less than the stability threshold (points of % depth).
+    pub survives: bool,
+}
+
+/// The primary view against one other geometry of its pooling.
+#[derive(Debug, Clone, Serialize)]
+pub struct GeometryCheck {
+    pub geometry: String,
+    /// Index of its view in `Analysis::poolings`.
+    pub view: usize,
+    pub peaks: Vec<PeakMove>,
+    /// The cross-model verdict (|r| peaks, the seed's rule) there, and whether it is
+    /// the primary's.
+    pub peaks_stable: Option<bool>,
+    pub verdict_survives: Option<bool>,
+}
+
+/// The robustness check: the answer in the other geometries, and the geometries it
+/// could not take (with why).
+#[derive(Debug, Clone, Serialize)]
+pub struct Robustness {
+    pub geometry: String,
+    pub threshold_pct: f64,
+    pub checks: Vec<GeometryCheck>,
+    pub not_computed: Vec<NotComputed>,
 }

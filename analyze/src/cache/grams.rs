@@ -2,20 +2,19 @@
 //! vectors) of every category, layer and pooling, through `schemas`, which writes them.
 
 use anyhow::{anyhow, Result};
-use schemas::gram::CategoryBlocks;
-use schemas::{Pooling, GRAMS_FILE};
+use schemas::{Pooling, SidecarLayer, GRAMS_FILE};
 
 use super::types::{ModelCache, Statements};
 
-/// The Gram blocks of `layers` as the sidecar stores them, checked against the
-/// statements' categories and pairs per category, handed to `each(pooling index,
-/// blocks of every category)` one layer at a time.
+/// The Gram blocks of `layers` as the sidecar stores them, with the statement
+/// geometry where it has it, checked against the statements' categories and pairs per
+/// category, handed to `each(pooling index, layer)` one layer at a time.
 pub fn read_grams(
     model: &ModelCache,
     stmts: &Statements,
     poolings: &[Pooling],
     layers: &[u32],
-    each: impl FnMut(usize, Vec<CategoryBlocks>),
+    each: impl FnMut(usize, SidecarLayer),
 ) -> Result<()> {
     let sizes: Vec<usize> = stmts.pairs.iter().map(Vec::len).collect();
     let cache = &model.cache;

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use schemas::{
-    validate_cache, validate_cache_in, CacheLock, Manifest, Scope, GRAMS_FILE, MANIFEST_FILE,
+    validate_cache, validate_cache_in, CacheLock, Manifest, Scope, EMBEDDINGS_FILE, GRAMS_FILE,
+    GRAMS_FORMAT_VERSION, MANIFEST_FILE,
 };
 
 /// Indexes every model folder under `cache` (or the named ones); one line each.
@@ -17,7 +18,9 @@ pub fn index(cache: &Path, only: Option<&[String]>) -> Result<Vec<String>> {
         .collect()
 }
 
-/// A cache whose sidecar already validates is left alone (exit 0); otherwise the
+/// A cache whose sidecar already validates in the current format is left alone
+/// (exit 0); one of an older format is upgraded where the embeddings are there to
+/// compute it from (format 3 added what the centred geometry needs); otherwise the
 /// rest of the cache must validate, and the sidecar is written beside it, then
 /// listed by an atomic rewrite of the manifest. The embeddings are hashed once:
 /// by the full validation of a listed sidecar, else by `add_grams` as it reads
@@ -34,14 +37,22 @@ fn index_one(dir: &Path) -> Result<String> {
     let base = validate_cache_in(dir, Scope::WithoutGrams).map_err(|e| anyhow!("{e}"))?;
     let on_disk = Manifest::read(&dir.join(MANIFEST_FILE))?;
     let listed = on_disk.grams.is_some() || on_disk.files.contains_key(GRAMS_FILE);
+    let format = on_disk.grams.as_ref().map(|g| g.format_version);
     let replaced = match listed.then(|| validate_cache(dir)) {
-        Some(Ok(_)) => {
+        Some(Ok(_))
+            if format >= Some(GRAMS_FORMAT_VERSION)
+                || on_disk.files.get(EMBEDDINGS_FILE).is_none() =>
+        {
             return Ok(format!(
                 "{}: already indexed ({GRAMS_FILE} matches its embeddings); nothing to do",
                 dir.display()
             ))
         }
-        Some(Err(e)) => Some(e),
+        Some(Ok(_)) => Some(format!(
+            "format {} upgraded to {GRAMS_FORMAT_VERSION}",
+            format.unwrap_or(0)
+        )),
+        Some(Err(e)) => Some(format!("replacing one that was refused: {e}")),
         None => None,
     };
     schemas::remove_temp_files(dir)?;
@@ -53,8 +64,8 @@ fn index_one(dir: &Path) -> Result<String> {
     let bytes = manifest.files[GRAMS_FILE].bytes;
     Ok(match replaced {
         None => format!("{}: wrote {GRAMS_FILE} ({bytes} bytes)", dir.display()),
-        Some(e) => format!(
-            "{}: rebuilt {GRAMS_FILE} ({bytes} bytes), replacing one that was refused: {e}",
+        Some(why) => format!(
+            "{}: rebuilt {GRAMS_FILE} ({bytes} bytes), {why}",
             dir.display()
         ),
     })

@@ -22,6 +22,8 @@ pub enum Swatch {
     Ring,
     /// A thin grey rule (a reference line).
     Rule,
+    /// A line of this colour and width.
+    Line(RGBColor, u32),
 }
 
 const KEY_ROW: i32 = 30;
@@ -92,6 +94,10 @@ fn draw_swatch<DB: DrawingBackend>(
         Swatch::Rule => area.draw(&PathElement::new(
             [(x, y), (x + SWATCH, y)],
             BLACK.mix(0.4).stroke_width(1),
+        )),
+        Swatch::Line(c, w) => area.draw(&PathElement::new(
+            [(x, y), (x + SWATCH, y)],
+            c.stroke_width(w),
         )),
     }
     .map_err(err)

@@ -1,6 +1,6 @@
 //! Figures (PNG and SVG): of the primary pooling every model's r against layer
 //! and depth in one overlay, the same one panel per model with its bootstrap band
-//! and peaks, the category points behind r at each model's |r| peak and the peak
+//! and peaks, r in every geometry beside the raw vectors' anisotropy, the category points behind r at each model's |r| peak and the peak
 //! positions with their bootstrap CIs; the CKA heatmaps; the training view of
 //! each size. One file per figure, each a `Figure` on the `canvas`.
 
@@ -15,6 +15,7 @@ mod canvas;
 mod category_scatter;
 mod cka_alignment;
 mod comparison;
+mod geometry;
 mod key;
 mod labels;
 mod layer_panels;
@@ -24,9 +25,10 @@ mod style;
 pub mod training;
 
 /// The figures of the primary pooling, each as .png and .svg, with what each shows.
-const FIGURES: [(&str, &str); 4] = [
+const FIGURES: [(&str, &str); 5] = [
     comparison::FIGURE,
     layer_panels::FIGURE,
+    geometry::FIGURE,
     category_scatter::FIGURE,
     peak_positions::FIGURE,
 ];
@@ -60,6 +62,7 @@ pub fn write(a: &Analysis, out: &Path) -> Result<()> {
     style::register_font();
     comparison::write(a, out)?;
     layer_panels::write(a, out)?;
+    geometry::write(a, out)?;
     category_scatter::write(a, out)?;
     peak_positions::write(a, out)?;
     cka_alignment::write(a, out)?;

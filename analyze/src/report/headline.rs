@@ -108,6 +108,7 @@ pub fn evidence(a: &Analysis) -> Vec<String> {
     if a.primary().abs_peak_analysis.verdict_applicable {
         b.push(seed_statistic(a));
     }
+    b.extend(super::robustness::bullet(a));
     b.push(carried(&a.peak_evidence, a.categories.len()));
     b.push(p_values(&a.peak_evidence));
     b.extend(pair_level(&a.peak_evidence));

@@ -17,6 +17,7 @@ mod method;
 mod models;
 mod other_poolings;
 mod per_layer;
+mod robustness;
 mod seed_interpretation;
 mod seed_summary;
 mod training;
@@ -25,8 +26,9 @@ pub use answer::answer_paragraph;
 pub use headline::{class, evidence, headline};
 
 /// The sections in the order the report shows them.
-const SECTIONS: [fn(&Analysis) -> String; 10] = [
+const SECTIONS: [fn(&Analysis) -> String; 11] = [
     answer::section,
+    robustness::section,
     models::section,
     training::section,
     seed_summary::section,

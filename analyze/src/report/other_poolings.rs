@@ -1,4 +1,5 @@
-//! The sensitivity table: the same verdict under the cache's other poolings.
+//! The sensitivity table: the same verdict under the cache's other poolings (in the
+//! primary geometry; the other geometries have a section of their own).
 
 use std::fmt::Write as _;
 
@@ -9,11 +10,17 @@ use crate::format::pct;
 pub fn section(a: &Analysis) -> String {
     let mut out = String::new();
     let r = &mut out;
-    if a.poolings.len() > 1 {
+    let primary = a.primary();
+    let shown: Vec<_> = a
+        .poolings
+        .iter()
+        .filter(|p| p.geometry == primary.geometry)
+        .collect();
+    if shown.len() > 1 {
         let _ = writeln!(r, "## Other poolings (sensitivity)\n");
         let _ = writeln!(r, "| Pooling | Model | \\|r\\| peak @ | 95% CI | max positive r @ | verdict (\\|r\\|) | stable in resamples |");
         let _ = writeln!(r, "|---|---|---|---|---|---|---|");
-        for pr in &a.poolings {
+        for pr in shown {
             for m in &pr.models {
                 let ci = m
                     .peak_bootstrap

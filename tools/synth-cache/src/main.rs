@@ -8,7 +8,12 @@
 //! UA correlates with preference positively mid-depth and negatively late.
 //! With `--massive count:scale`, a few fixed dimensions carry values in the
 //! thousands in every statement, as in trained LMs: cosines then sit near 1 and
-//! float32 arithmetic shows in the sixth digit of r.
+//! float32 arithmetic shows in the sixth digit of r. With `--rogue DEPTH`, the
+//! layers around DEPTH get one rogue dimension (a value about 50 times every other
+//! part's norm, the same in every statement) while the planted directions give way
+//! to noise scaled with each statement's side and pair preference: the raw cosines
+//! then rank UA by those norms, which centring takes away, so the raw |r| peak sits at DEPTH and the
+//! centred one at the planted profile's own peak (the geometry's robustness test).
 //!
 //! `synth-cache --help` lists the options.
 
@@ -142,6 +147,10 @@ struct Args {
     /// Plant massive activations: count:scale (e.g. 3:3000), in every layer after the first.
     #[arg(long, value_parser = parse_massive)]
     massive: Option<Massive>,
+    /// Plant a rogue dimension around this depth (a fraction, e.g. 0.6) that makes the
+    /// raw cosines follow the statements' norms there.
+    #[arg(long)]
+    rogue: Option<f64>,
     /// Grid mode: training steps, comma-separated; one cache per (model, step),
     /// named NAME-stepN, with series, size, revision and step in its manifest.
     #[arg(long, value_delimiter = ',')]
@@ -499,9 +508,25 @@ impl<'a> Planted<'a> {
         };
         let sigma = 1.2 / (hidden as f64).sqrt();
         let (u, v) = (&self.u, &self.dirs[c][side]);
-        for d in 0..hidden {
-            let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
-            out[d] = (scale * (u[d] + a * v[d]) + sigma * noise) as f32;
+        let rogue = self.args.rogue.map_or(0.0, |depth| {
+            (-((f64::from(layer) / f64::from(self.layers) - depth) / 0.08).powi(2)).exp()
+        });
+        if rogue < 1e-3 {
+            for d in 0..hidden {
+                let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
+                out[d] = (scale * (u[d] + a * v[d]) + sigma * noise) as f32;
+            }
+        } else {
+            // The planted directions fade out; what is left, noise of mean about zero,
+            // is scaled by the statement's side and preference. Raw cosines around the
+            // rogue dimension rank UA by those norms; centred cosines of zero-mean noise
+            // do not depend on its scale, so centring takes that signal away.
+            let f = (1.0 + sign * 0.6 * rogue * self.drive[i]).max(0.1);
+            for d in 0..hidden {
+                let noise = w_base * normal(&mut base) + w_layer * normal(&mut lay);
+                out[d] = ((1.0 - rogue) * scale * (u[d] + a * v[d]) + f * sigma * noise) as f32;
+            }
+            out[hidden - 1] += (50.0 * rogue) as f32;
         }
         if let Some(m) = self.args.massive.filter(|_| layer > 0) {
             // Fixed dimensions (the first `count`), about `scale`, varying by 1%
