@@ -87,10 +87,45 @@ fn sources(v: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The embeddings path computes geometries the sidecar cannot (standardised; centred
+/// from a sidecar older than format 3): keeps the views both have, and leaves out the
+/// lines that name the geometries each computed.
+fn shared_views(compact: &mut Value, full: &mut Value) {
+    let key = |p: &Value| (p["pooling"].clone(), p["geometry"].clone());
+    let have: Vec<_> = compact["poolings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(key)
+        .collect();
+    full["poolings"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|p| have.contains(&key(p)));
+    let checked: Vec<Value> = compact["robustness"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["geometry"].clone())
+        .collect();
+    full["robustness"]["checks"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| checked.contains(&c["geometry"]));
+    for r in [compact, full] {
+        r["robustness"]["not_computed"] = Value::Null;
+        r["answer_evidence"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|b| !b.as_str().unwrap().contains("survive"));
+    }
+}
+
 /// Analyzes `cache` from the sidecar and from the embeddings and compares.
 fn compact_equals_embeddings(cache: &Path, tmp: &Path) {
-    let compact = results(cache, &tmp.join("compact"), &[]);
-    let full = results(cache, &tmp.join("full"), &["--from-embeddings"]);
+    let mut compact = results(cache, &tmp.join("compact"), &[]);
+    let mut full = results(cache, &tmp.join("full"), &["--from-embeddings"]);
+    shared_views(&mut compact, &mut full);
     assert!(sources(&compact).iter().all(|s| *s == GRAMS_FILE));
     assert!(sources(&full).iter().all(|s| *s == "embeddings.parquet"));
     assert!(compact["poolings"][0]["arithmetic_gap"].is_null());
@@ -423,4 +458,32 @@ fn a_version_1_sidecar_is_still_read() {
         assert_eq!(m.grams.unwrap().format_version, 1);
     }
     compact_equals_embeddings(&cache, tmp.path());
+    // Without the statement geometry the sidecar cannot be centred: the answer says so.
+    let r = results(&cache, &tmp.path().join("old"), &["--bootstrap", "0"]);
+    let not = r["robustness"]["not_computed"].as_array().unwrap();
+    assert_eq!(not[0]["geometry"], "centred");
+    assert!(
+        not[0]["why"].as_str().unwrap().contains("analyze index"),
+        "{}",
+        not[0]
+    );
+    // analyze index upgrades it from the embeddings; then centring comes from the sidecar
+    // and equals the embeddings path.
+    let index = run_cmd(
+        &binary("analyze"),
+        &["index", "--cache", cache.to_str().unwrap()],
+    );
+    assert_ok(&index, "analyze index");
+    assert!(
+        String::from_utf8_lossy(&index.stdout).contains("format 1 upgraded to 3"),
+        "{}",
+        String::from_utf8_lossy(&index.stdout)
+    );
+    for model in std::fs::read_dir(&cache).unwrap() {
+        let m = validate_cache(&model.unwrap().path()).unwrap().manifest;
+        assert_eq!(m.grams.unwrap().format_version, 3);
+    }
+    let upgraded = results(&cache, &tmp.path().join("upgraded"), &["--bootstrap", "0"]);
+    assert_eq!(upgraded["robustness"]["checks"][0]["geometry"], "centred");
+    compact_equals_embeddings(&cache, &tmp.path().join("after"));
 }

@@ -27,20 +27,32 @@ pub fn bullet(a: &Analysis) -> Option<String> {
             )
         });
     }
+    // Per geometry: "when the vectors are centred, A's |r| peak moves from 13% to 93%
+    // of depth (r ... → ...), B's from ... to ...".
     let moved: Vec<String> = rb
         .checks
         .iter()
-        .flat_map(|c| c.peaks.iter().filter(|m| !m.survives).map(move |m| (c, m)))
-        .map(|(c, m)| {
-            format!(
-                "{}'s |r| peak moves from {} to {} of depth (r {} → {}) when the vectors are {}",
-                m.model,
-                pct(m.pct),
-                pct(m.other_pct),
-                f3(m.r),
-                f3(m.other_r),
-                c.geometry
-            )
+        .filter_map(|c| {
+            let each: Vec<String> = c
+                .peaks
+                .iter()
+                .filter(|m| !m.survives)
+                .enumerate()
+                .map(|(k, m)| {
+                    format!(
+                        "{}'s{} from {} to {}{} (r {} → {})",
+                        m.model,
+                        if k == 0 { " |r| peak moves" } else { "" },
+                        pct(m.pct),
+                        pct(m.other_pct),
+                        if k == 0 { " of depth" } else { "" },
+                        f3(m.r),
+                        f3(m.other_r)
+                    )
+                })
+                .collect();
+            (!each.is_empty())
+                .then(|| format!("when the vectors are {}, {}", c.geometry, each.join(", ")))
         })
         .collect();
     let verdicts: Vec<String> = rb
