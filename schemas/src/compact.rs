@@ -779,34 +779,7 @@ impl Rows<'_> {
         let (categories, pairs_per_category) = (shape.categories, shape.pairs_per_category);
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| CacheError::new(path, format!("not a readable Parquet file: {e}")))?;
-        // A version 1 file has no vector columns.
-        let with_vectors = builder
-            .schema()
-            .index_of(&column_name(pooling, VECTORS[0]))
-            .is_ok();
-        let vector_columns = VECTORS.iter().filter(|_| with_vectors);
-        // Nor do version 1 and 2 files have the statement geometry.
-        let with_geometry = builder
-            .schema()
-            .index_of(&column_name(pooling, GEOMETRY[0]))
-            .is_ok();
-        let geometry_columns = GEOMETRY.iter().filter(|_| with_geometry);
-        let wanted: Vec<String> = ["layer", "category", "n_pairs"]
-            .into_iter()
-            .map(String::from)
-            .chain(
-                BLOCKS
-                    .iter()
-                    .chain(vector_columns)
-                    .chain(geometry_columns)
-                    .map(|b| column_name(pooling, b)),
-            )
-            .collect();
-        let roots: Vec<usize> = wanted
-            .iter()
-            .map(|name| builder.schema().index_of(name))
-            .collect::<Result<_, _>>()
-            .map_err(|e| CacheError::new(path, format!("missing column: {e}")))?;
+        let (roots, with_vectors, with_geometry) = projection(builder.schema(), pooling, path)?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let reader = builder
             .with_projection(mask)
@@ -872,6 +845,35 @@ struct LayerRows {
     blocks: Vec<CategoryBlocks>,
     geometry: Vec<CategoryGeometry>,
     mean: Option<Vec<f64>>,
+}
+
+/// The columns one pooling is read from (as root indices), and whether the file has
+/// the vector columns (not in version 1) and the statement geometry (not before
+/// version 3).
+fn projection(
+    schema: &Schema,
+    pooling: Pooling,
+    path: &Path,
+) -> Result<(Vec<usize>, bool, bool), CacheError> {
+    let has = |column: &str| schema.index_of(&column_name(pooling, column)).is_ok();
+    let (with_vectors, with_geometry) = (has(VECTORS[0]), has(GEOMETRY[0]));
+    let wanted: Vec<String> = ["layer", "category", "n_pairs"]
+        .into_iter()
+        .map(String::from)
+        .chain(
+            BLOCKS
+                .iter()
+                .chain(VECTORS.iter().filter(|_| with_vectors))
+                .chain(GEOMETRY.iter().filter(|_| with_geometry))
+                .map(|b| column_name(pooling, b)),
+        )
+        .collect();
+    let roots = wanted
+        .iter()
+        .map(|name| schema.index_of(name))
+        .collect::<Result<_, _>>()
+        .map_err(|e| CacheError::new(path, format!("missing column: {e}")))?;
+    Ok((roots, with_vectors, with_geometry))
 }
 
 /// What one row of the sidecar must describe.

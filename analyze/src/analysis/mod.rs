@@ -16,6 +16,7 @@ use crate::settings::AnalysisSettings;
 use crate::stats::bootstrap::Resamples;
 use crate::stats::correlation::Permutations;
 use load::{chosen, load, model_entry};
+use loaded::Loaded;
 use poolings::{analyze_pooling, nan_warnings};
 use results::{Analysis, Grid, PoolingResult};
 
@@ -43,6 +44,24 @@ fn draw_resamples(grid: &Grid, sizes: &[usize], settings: &AnalysisSettings) -> 
     };
     let most = settings.bootstrap.max(training);
     (most > 0).then(|| Resamples::draw(sizes, most, settings.seed))
+}
+
+/// The note that one compared model has no cross-model verdict.
+fn single_model_note(loaded: &[Loaded]) -> Option<String> {
+    (loaded.len() < 2).then(|| format!(
+        "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
+        loaded[0].model.name
+    ))
+}
+
+/// The category orderings the permutation p-values use: all n!, or Monte Carlo draws.
+fn permutations(n_categories: usize, settings: &AnalysisSettings) -> Permutations {
+    Permutations::new(
+        n_categories,
+        settings.permutations,
+        settings.seed,
+        settings.monte_carlo_permutations,
+    )
 }
 
 /// Runs the pipeline on `settings`; the timings of its steps are in the result.
@@ -75,22 +94,10 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         timings.insert("training_view".into(), t2.elapsed().as_secs_f64());
     }
     let loaded = chosen(loaded, &selection);
-    if loaded.len() < 2 {
-        warnings.push(format!(
-            "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
-            loaded[0].model.name
-        ));
-    }
+    warnings.extend(single_model_note(&loaded));
     let categories = loaded[0].stmts.categories.clone();
-    let perms = Permutations::new(
-        categories.len(),
-        settings.permutations,
-        settings.seed,
-        settings.monte_carlo_permutations,
-    );
-    let results: Vec<PoolingResult> = views
-        .iter()
-        .enumerate()
+    let perms = permutations(categories.len(), settings);
+    let results: Vec<PoolingResult> = (views.iter().enumerate())
         .map(|(pi, &view)| analyze_pooling(&loaded, pi, view, &perms, settings))
         .collect();
     let robustness =

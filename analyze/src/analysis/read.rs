@@ -41,6 +41,60 @@ impl std::ops::AddAssign for CpuTime {
     }
 }
 
+/// One layer's matrix of one pooling as read from the embeddings, with each
+/// category's A and B rows: the blocks of every geometry come from it.
+struct LayerMatrix {
+    m: Vec<f32>,
+    hidden: usize,
+    rows: Vec<(Vec<usize>, Vec<usize>)>,
+}
+
+impl LayerMatrix {
+    fn new(m: Vec<f32>, hidden: usize, pairs: &[Vec<Pair>]) -> Self {
+        let rows = pairs
+            .iter()
+            .map(|cat| {
+                (
+                    cat.iter().map(|p| p.a).collect(),
+                    cat.iter().map(|p| p.b).collect(),
+                )
+            })
+            .collect();
+        LayerMatrix { m, hidden, rows }
+    }
+
+    /// The raw blocks. The seed's arithmetic is a Gram computation (its float32
+    /// kernel); the exact one keeps whichever form `category_blocks` picks, as the
+    /// sidecar does.
+    fn raw(&self, arithmetic: Arithmetic) -> Vec<CategoryBlocks> {
+        self.rows
+            .iter()
+            .map(|(a, b)| match arithmetic {
+                Arithmetic::Exact => category_blocks(&self.m, self.hidden, a, b),
+                Arithmetic::Seed => {
+                    CategoryBlocks::Gram(category_gram(&self.m, self.hidden, a, b, arithmetic))
+                }
+            })
+            .collect()
+    }
+
+    /// Every statement's geometry, as the sidecar's writer computes it.
+    fn statements(&self) -> StatementGeometry {
+        let g = LayerGeometry::of(&self.m, self.hidden);
+        StatementGeometry {
+            categories: self.rows.iter().map(|(a, b)| g.category(a, b)).collect(),
+            mean: Some(g.mean),
+        }
+    }
+
+    fn standardised(&self, z: &Standardiser) -> Vec<CategoryBlocks> {
+        self.rows
+            .iter()
+            .map(|(a, b)| standardised_blocks(&self.m, self.hidden, a, b, z))
+            .collect()
+    }
+}
+
 /// One layer of pooling `p` read from the embeddings as its category blocks in the
 /// geometry of each of `views` (the views of that pooling), with what CKA keeps of it
 /// when asked for (in that form) and the time each step took. `primary`: `views[0]`
@@ -55,53 +109,21 @@ fn read_layer_blocks(
     cka_form: Option<cka::CkaForm>,
 ) -> Result<(Vec<LayerBlocks>, Option<cka::LayerCka>, CpuTime)> {
     let t = Instant::now();
-    let m = read_layer(&l.model, &l.stmts, layer, p)?;
+    let hidden = l.model.hidden();
+    let lm = LayerMatrix::new(
+        read_layer(&l.model, &l.stmts, layer, p)?,
+        hidden,
+        &l.stmts.pairs,
+    );
     let read = t.elapsed();
     let t = Instant::now();
-    let hidden = l.model.hidden();
-    let rows = |cat: &Vec<Pair>| -> (Vec<usize>, Vec<usize>) {
-        (
-            cat.iter().map(|p| p.a).collect(),
-            cat.iter().map(|p| p.b).collect(),
-        )
-    };
-    // The seed's arithmetic is a Gram computation (its float32 kernel); the exact one
-    // keeps whichever form `category_blocks` picks, as the sidecar does.
-    let raw = |arithmetic: Arithmetic| -> Vec<CategoryBlocks> {
-        l.stmts
-            .pairs
-            .iter()
-            .map(|cat| {
-                let (a, b) = rows(cat);
-                match arithmetic {
-                    Arithmetic::Exact => category_blocks(&m, hidden, &a, &b),
-                    Arithmetic::Seed => {
-                        CategoryBlocks::Gram(category_gram(&m, hidden, &a, &b, arithmetic))
-                    }
-                }
-            })
-            .collect()
-    };
-    let g = LayerGeometry::of(&m, hidden);
-    let statements = StatementGeometry {
-        categories: l
-            .stmts
-            .pairs
-            .iter()
-            .map(|cat| {
-                let (a, b) = rows(cat);
-                g.category(&a, &b)
-            })
-            .collect(),
-        mean: Some(g.mean),
-    };
+    let statements = lm.statements();
     let needs = |geometry| views.iter().any(|v| v.geometry == geometry);
-    let standardiser = needs(Geometry::Standardised).then(|| Standardiser::of(&m, hidden));
-    let exact = (needs(Geometry::Centred)
-        || views.iter().any(|&v| {
-            v.geometry == Geometry::Raw && arithmetic_of(v, settings) == Arithmetic::Exact
-        }))
-    .then(|| raw(Arithmetic::Exact));
+    let standardiser = needs(Geometry::Standardised).then(|| Standardiser::of(&lm.m, hidden));
+    let exact_raw =
+        |v: &View| v.geometry == Geometry::Raw && arithmetic_of(*v, settings) == Arithmetic::Exact;
+    let exact = (needs(Geometry::Centred) || views.iter().any(exact_raw))
+        .then(|| lm.raw(Arithmetic::Exact));
     let anisotropy = Some(statements.anisotropy());
     let layers = views
         .iter()
@@ -109,27 +131,19 @@ fn read_layer_blocks(
         .map(|(k, &view)| {
             let arithmetic = arithmetic_of(view, settings);
             let blocks = match view.geometry {
-                Geometry::Raw if arithmetic == Arithmetic::Seed => raw(Arithmetic::Seed),
+                Geometry::Raw if arithmetic == Arithmetic::Seed => lm.raw(Arithmetic::Seed),
                 Geometry::Raw => exact.clone().expect("computed for a raw exact view"),
                 Geometry::Centred => {
                     centred(exact.as_ref().expect("computed for centring"), &statements)
                 }
                 Geometry::Standardised => {
-                    let z = standardiser.as_ref().expect("computed for the view");
-                    l.stmts
-                        .pairs
-                        .iter()
-                        .map(|cat| {
-                            let (a, b) = rows(cat);
-                            standardised_blocks(&m, hidden, &a, &b, z)
-                        })
-                        .collect()
+                    lm.standardised(standardiser.as_ref().expect("computed for the view"))
                 }
             };
             // The other arithmetic is the seed's question about raw cosines.
             let ua_other = if primary && k == 0 && view.geometry == Geometry::Raw {
                 let other = arithmetic.other();
-                raw(other).iter().map(|b| ua_of(b, other)).collect()
+                lm.raw(other).iter().map(|b| ua_of(b, other)).collect()
             } else {
                 Vec::new()
             };
@@ -144,11 +158,10 @@ fn read_layer_blocks(
     let t = Instant::now();
     // CKA centres every feature itself, so it is the same for raw and centred vectors;
     // standardising rescales the features, so CKA then takes the z-scores.
+    let n = l.stmts.ids.len();
     let cka = cka_form.map(|form| match (&standardiser, views[0].geometry) {
-        (Some(z), Geometry::Standardised) => {
-            cka::layer(&z.apply(&m), l.stmts.ids.len(), hidden, form)
-        }
-        _ => cka::layer(&m, l.stmts.ids.len(), hidden, form),
+        (Some(z), Geometry::Standardised) => cka::layer(&z.apply(&lm.m), n, hidden, form),
+        _ => cka::layer(&lm.m, n, hidden, form),
     });
     Ok((
         layers,

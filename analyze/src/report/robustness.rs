@@ -27,34 +27,7 @@ pub fn bullet(a: &Analysis) -> Option<String> {
             )
         });
     }
-    // Per geometry: "when the vectors are centred, A's |r| peak moves from 13% to 93%
-    // of depth (r ... → ...), B's from ... to ...".
-    let moved: Vec<String> = rb
-        .checks
-        .iter()
-        .filter_map(|c| {
-            let each: Vec<String> = c
-                .peaks
-                .iter()
-                .filter(|m| !m.survives)
-                .enumerate()
-                .map(|(k, m)| {
-                    format!(
-                        "{}'s{} from {} to {}{} (r {} → {})",
-                        m.model,
-                        if k == 0 { " |r| peak moves" } else { "" },
-                        pct(m.pct),
-                        pct(m.other_pct),
-                        if k == 0 { " of depth" } else { "" },
-                        f3(m.r),
-                        f3(m.other_r)
-                    )
-                })
-                .collect();
-            (!each.is_empty())
-                .then(|| format!("when the vectors are {}, {}", c.geometry, each.join(", ")))
-        })
-        .collect();
+    let moved: Vec<String> = rb.checks.iter().filter_map(moves).collect();
     let verdicts: Vec<String> = rb
         .checks
         .iter()
@@ -94,6 +67,30 @@ pub fn bullet(a: &Analysis) -> Option<String> {
         rb.geometry,
         skipped()
     ))
+}
+
+/// Per geometry: "when the vectors are centred, A's |r| peak moves from 13% to 93% of
+/// depth (r ... → ...), B's from ... to ..."; None where every peak survives.
+fn moves(c: &GeometryCheck) -> Option<String> {
+    let each: Vec<String> = c
+        .peaks
+        .iter()
+        .filter(|m| !m.survives)
+        .enumerate()
+        .map(|(k, m)| {
+            format!(
+                "{}'s{} from {} to {}{} (r {} → {})",
+                m.model,
+                if k == 0 { " |r| peak moves" } else { "" },
+                pct(m.pct),
+                pct(m.other_pct),
+                if k == 0 { " of depth" } else { "" },
+                f3(m.r),
+                f3(m.other_r)
+            )
+        })
+        .collect();
+    (!each.is_empty()).then(|| format!("when the vectors are {}, {}", c.geometry, each.join(", ")))
 }
 
 fn stable_word(s: Option<bool>) -> &'static str {
