@@ -1,8 +1,9 @@
 //! The whole analysis, as a pipeline: load the caches (`load`), read every layer
 //! (`read`) and reduce it to what the statistics keep (`reduce`), the statistics of each pooling (`poolings`), the CKA
 //! alignment (`alignment`) and the training view (`training`), and the evidence at each
-//! model's peak (`evidence`); the checkpoint
-//! grid decides which caches are compared. Every result type is in `results`.
+//! model's peak (`evidence`); `verdict` judges whether each peak is placed and the
+//! answer's class; the checkpoint grid decides which caches are compared. Every
+//! result type is in `results`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -28,6 +29,7 @@ mod read;
 mod reduce;
 pub mod results;
 mod training;
+pub mod verdict;
 
 /// The pair resamples, drawn once for the largest count: the cross-size bootstrap
 /// and the training view each take its first rows.
