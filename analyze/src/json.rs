@@ -70,7 +70,7 @@ pub fn to_json(a: &Analysis) -> Value {
             "n_models": pa.n_models,
         },
         "answer": crate::report::headline(a),
-        "answer_class": crate::report::class(a).as_str(),
+        "answer_class": a.answer_class(),
         "answer_evidence": crate::report::evidence(a),
         "answer_details": crate::report::answer_paragraph(a),
         "peak_evidence": a.peak_evidence,

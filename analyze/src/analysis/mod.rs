@@ -3,7 +3,8 @@
 //! the statistics keep (`reduce`), the statistics of each view (`poolings`), the
 //! robustness check across geometries (`robustness`), the CKA alignment
 //! (`alignment`) and the training view (`training`), and the evidence at each model's
-//! peak (`evidence`); the checkpoint grid decides which caches are compared. Every
+//! peak (`evidence`); `verdict` judges whether each peak is placed and the answer's
+//! class; the checkpoint grid decides which caches are compared. Every
 //! result type is in `results`.
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ mod reduce;
 pub mod results;
 mod robustness;
 mod training;
+pub mod verdict;
 pub mod view;
 
 /// The pair resamples, drawn once for the largest count: the cross-size bootstrap

@@ -1,6 +1,6 @@
 //! The statistics of one view (a pooling in a geometry) across the compared caches:
 //! per layer the seed-exact r and the rigorous statistics, per model its peaks and
-//! their bootstrap, across models the stability verdict.
+//! their bootstrap and whether it places them, across models the stability verdict.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::loaded::Loaded;
 use super::results::{LayerStats, ModelPooling, PeakBootstrap, PoolingResult, StabilityBootstrap};
+use super::verdict::{answer_class, identify_peak};
 use super::view::View;
 use crate::settings::AnalysisSettings;
 use crate::stats::bootstrap::percentile;
@@ -42,14 +43,17 @@ pub fn analyze_pooling(
         }
         stability_max_pos = stability(&pos_peaks, n, threshold);
         stability_abs = stability(&abs_peaks, n, threshold);
+        models.iter_mut().for_each(identify_peak);
     }
     let pos: Vec<f64> = models.iter().map(|m| m.seed_summary.max_pos_pct).collect();
     let abs: Vec<f64> = models.iter().map(|m| m.abs_peak.pct).collect();
+    let abs_peak_analysis = peak_analysis(&abs, threshold);
     PoolingResult {
         pooling: view.pooling.as_str().to_string(),
         geometry: view.geometry.as_str().to_string(),
         peak_analysis: peak_analysis(&pos, threshold),
-        abs_peak_analysis: peak_analysis(&abs, threshold),
+        answer_class: answer_class(&models, &abs_peak_analysis, stability_abs.as_ref()),
+        abs_peak_analysis,
         arithmetic_gap: if pi == 0 {
             arithmetic_gap(&models)
         } else {
@@ -121,6 +125,8 @@ fn model_pooling(l: &Loaded, pi: usize, perms: &Permutations) -> ModelPooling {
         abs_peak: abs_peak(n_layers, &l.layers, &r),
         layers,
         peak_bootstrap: None,
+        abs_peak_identified: None,
+        plateau: None,
     }
 }
 

@@ -99,6 +99,26 @@ pub struct ModelPooling {
     pub seed_summary: SeedSummary,
     pub abs_peak: AbsPeak,
     pub peak_bootstrap: Option<PeakBootstrap>,
+    /// Whether the data place the |r| peak (`verdict::identify_peak`); None without a
+    /// bootstrap, which both of its criteria need.
+    pub abs_peak_identified: Option<bool>,
+    /// Where the peak may lie when it is not identified.
+    pub plateau: Option<Plateau>,
+}
+
+/// The layers an unidentified |r| peak may lie on: from the first to the last layer
+/// that the peak position's bootstrap 95% CI or the peak layer's 95% CI of |r| leaves
+/// possible, with the two spans that decided (points of depth).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plateau {
+    pub from_layer: u32,
+    pub to_layer: u32,
+    pub from_pct: f64,
+    pub to_pct: f64,
+    /// Width of the peak position's bootstrap 95% CI.
+    pub peak_ci_span_pct: f64,
+    /// From the first to the last layer whose |r| reaches the peak layer's 95% CI.
+    pub within_ci_span_pct: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +144,36 @@ pub struct PoolingResult {
     pub stability_abs: Option<StabilityBootstrap>,
     /// Largest |r(seed) - r(exact)| over models and layers (primary pooling only).
     pub arithmetic_gap: Option<f64>,
+    /// The answer's class on these models (`verdict::answer_class`).
+    pub answer_class: AnswerClass,
+}
+
+/// The answer's class: *stable*, *shifts* or *not settled by these data*; written
+/// as the headline writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerClass {
+    Stable,
+    Shifts,
+    NotSettled,
+    /// One model: nothing to compare.
+    NotApplicable,
+}
+
+impl AnswerClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerClass::Stable => "Stable",
+            AnswerClass::Shifts => "Shifts",
+            AnswerClass::NotSettled => "Not settled by these data",
+            AnswerClass::NotApplicable => "Not applicable",
+        }
+    }
+}
+
+impl Serialize for AnswerClass {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,6 +224,11 @@ pub struct Analysis {
 impl Analysis {
     pub fn primary(&self) -> &PoolingResult {
         &self.poolings[0]
+    }
+
+    /// The answer's class: the primary pooling's.
+    pub fn answer_class(&self) -> AnswerClass {
+        self.primary().answer_class
     }
 }
 
@@ -331,10 +386,9 @@ pub struct GeometryCheck {
     /// Index of its view in `Analysis::poolings`.
     pub view: usize,
     pub peaks: Vec<PeakMove>,
-    /// The cross-model verdict (|r| peaks, the seed's rule) there, and whether it is
-    /// the primary's.
-    pub peaks_stable: Option<bool>,
-    pub verdict_survives: Option<bool>,
+    /// The answer's class there, and whether it is the primary's.
+    pub answer_class: AnswerClass,
+    pub verdict_survives: bool,
 }
 
 /// The robustness check: the answer in the other geometries, and the geometries it

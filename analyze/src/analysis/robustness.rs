@@ -1,6 +1,7 @@
 //! The robustness check: does the answer survive the geometry? Each model's |r| peak
 //! in the primary view against the same pooling's peak in every other geometry that
-//! was computed, and the cross-model verdict there.
+//! was computed, and the answer's class there (`verdict::answer_class`, which the
+//! plateaus enter).
 
 use super::results::{GeometryCheck, PeakMove, PoolingResult, Robustness};
 use super::view::{NotComputed, View};
@@ -41,16 +42,12 @@ pub fn check(
                     }
                 })
                 .collect();
-            let (mine, theirs) = (
-                primary.abs_peak_analysis.peaks_stable,
-                other.abs_peak_analysis.peaks_stable,
-            );
             GeometryCheck {
                 geometry: v.geometry.to_string(),
                 view,
                 peaks,
-                peaks_stable: theirs,
-                verdict_survives: mine.zip(theirs).map(|(a, b)| a == b),
+                answer_class: other.answer_class,
+                verdict_survives: other.answer_class == primary.answer_class,
             }
         })
         .collect();

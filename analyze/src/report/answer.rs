@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::headline::{evidence, headline, permutation_floor, SETTLED_SHARE};
+use super::headline::{evidence, headline, permutation_floor, plateau_words};
 use super::training::checkpoint_paragraph;
 use crate::analysis::results::{Analysis, StabilityBootstrap};
+use crate::analysis::verdict::SETTLED_SHARE;
 use crate::format::{f3, pct};
 use crate::stats::correlation::critical_r;
 
@@ -82,8 +83,18 @@ fn peaks_sentences(a: &Analysis) -> String {
                 .as_ref()
                 .map(|b| format!(", 95% CI {}–{}", pct(b.abs_pct_ci[0]), pct(b.abs_pct_ci[1])))
                 .unwrap_or_default();
+            let place = m
+                .plateau
+                .as_ref()
+                .map(|pl| {
+                    format!(
+                        "; its position is not identified by these data: {}",
+                        plateau_words(pl)
+                    )
+                })
+                .unwrap_or_default();
             format!(
-                "{} at layer {} ({}{ci}, r = {})",
+                "{} at layer {} ({}{ci}, r = {}{place})",
                 m.model,
                 m.abs_peak.layer,
                 pct(m.abs_peak.pct),
@@ -120,6 +131,12 @@ fn verdict_sentences(a: &Analysis) -> String {
             st.std_ci[0],
             st.std_ci[1],
             robustness(st)
+        );
+    }
+    if p.models.iter().any(|m| m.plateau.is_some()) {
+        let _ = write!(
+            s,
+            ". Whatever the spread, the answer is not settled by these data: a model's |r| peak position is not identified, and a position the data do not place cannot be compared across models"
         );
     }
     let pa = &p.peak_analysis;

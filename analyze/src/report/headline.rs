@@ -2,74 +2,81 @@
 //! numbers (the report's first line, results.json's `answer`, the CLI's first line),
 //! then a few bullets with the evidence, each a fact the details below support.
 
-use crate::analysis::results::{Analysis, PeakEvidence, StabilityBootstrap};
+use crate::analysis::results::{
+    Analysis, AnswerClass, ModelPooling, PeakEvidence, Plateau, StabilityBootstrap,
+};
 use crate::format::{f3, pct, pv};
 use crate::stats::correlation::{critical_r, PermutationKind};
 use crate::stats::influence::{ALPHA, CARRY_SHARE, MIN_CATEGORIES, P_RATIO};
 
-/// Share of bootstrap resamples at which the verdict counts as settled either way.
-pub const SETTLED_SHARE: f64 = 0.95;
-
-/// The verdict class: *stable*, *shifts* or *not settled by these data*.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Stable,
-    Shifts,
-    NotSettled,
-    /// One model: nothing to compare.
-    NotApplicable,
+/// An unidentified peak's plateau: "a plateau from layer 2 to 30, 6%–94% of depth".
+pub fn plateau_words(p: &Plateau) -> String {
+    format!(
+        "a plateau from layer {} to {}, {}–{} of depth",
+        p.from_layer,
+        p.to_layer,
+        pct(p.from_pct),
+        pct(p.to_pct)
+    )
 }
 
-impl Class {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Stable => "Stable",
-            Class::Shifts => "Shifts",
-            Class::NotSettled => "Not settled by these data",
-            Class::NotApplicable => "Not applicable",
-        }
-    }
-}
-
-/// By the seed's rule on the |r| peak, and by how often the pair bootstrap agrees:
-/// settled only where at least `SETTLED_SHARE` of resamples say the same. Without a
-/// bootstrap, the rule's own call.
-pub fn class(a: &Analysis) -> Class {
-    let p = a.primary();
-    if !p.abs_peak_analysis.verdict_applicable {
-        return Class::NotApplicable;
-    }
-    let point = if p.abs_peak_analysis.peaks_stable == Some(true) {
-        Class::Stable
-    } else {
-        Class::Shifts
-    };
-    match &p.stability_abs {
-        Some(st) if st.share_stable >= SETTLED_SHARE => Class::Stable,
-        Some(st) if st.share_stable <= 1.0 - SETTLED_SHARE => Class::Shifts,
-        Some(_) => Class::NotSettled,
-        None => point,
+/// Where one model's |r| peak lies: its position, or that the data do not place it
+/// and the plateau it may lie on.
+fn peak_place(m: &ModelPooling) -> String {
+    match &m.plateau {
+        Some(p) => format!(
+            "the |r| peak position is not identified by these data: {}",
+            plateau_words(p)
+        ),
+        None => format!("|r| peak at {}", pct(m.abs_peak.pct)),
     }
 }
 
 /// The first line: the class, the peak positions, their spread against the
-/// threshold, and the share of resamples that agree.
+/// threshold, and the share of resamples that agree; where a model's peak is not
+/// identified, its plateau instead, and why that leaves the answer unsettled.
 pub fn headline(a: &Analysis) -> String {
-    let c = class(a);
+    let c = a.answer_class();
     let p = a.primary();
-    let positions: Vec<String> = p
-        .models
-        .iter()
-        .map(|m| format!("{} {}", m.model, pct(m.abs_peak.pct)))
-        .collect();
-    if c == Class::NotApplicable {
+    if c == AnswerClass::NotApplicable {
         return format!(
-            "**{}**: one model ({}, |r| peak at {}); the cross-model question needs at least two.",
+            "**{}**: one model ({}, {}); the cross-model question needs at least two.",
             c.as_str(),
             p.models.first().map_or("", |m| m.model.as_str()),
-            p.models
-                .first()
-                .map_or("n/a".into(), |m| pct(m.abs_peak.pct))
+            p.models.first().map_or("n/a".into(), peak_place)
+        );
+    }
+    let (placed, unplaced): (Vec<&ModelPooling>, Vec<&ModelPooling>) =
+        p.models.iter().partition(|m| m.plateau.is_none());
+    let positions = |models: &[&ModelPooling]| -> Vec<String> {
+        models
+            .iter()
+            .map(|m| format!("{} {}", m.model, pct(m.abs_peak.pct)))
+            .collect()
+    };
+    if !unplaced.is_empty() {
+        let plateaus: Vec<String> = unplaced
+            .iter()
+            .filter_map(|m| {
+                Some(format!(
+                    "{} ({})",
+                    m.model,
+                    plateau_words(m.plateau.as_ref()?)
+                ))
+            })
+            .collect();
+        let rest = if placed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; where it is identified, it lies at {} of depth",
+                positions(&placed).join(", ")
+            )
+        };
+        return format!(
+            "**{}**: the |r| peak position is not identified by these data for {}{rest}; a position the data do not place cannot be compared across models.",
+            c.as_str(),
+            list(&plateaus)
         );
     }
     let abs = &p.abs_peak_analysis;
@@ -77,21 +84,30 @@ pub fn headline(a: &Analysis) -> String {
     format!(
         "**{}**: the |r| peak lies at {} of depth; their spread (std) is {std:.1} points, {} the threshold of {} points; {}.",
         c.as_str(),
-        positions.join(", "),
+        positions(&placed).join(", "),
         if std < abs.threshold_pct { "below" } else { "not below" },
         abs.threshold_pct,
         agreement(c, p.stability_abs.as_ref(), a.settings.bootstrap)
     )
 }
 
-fn agreement(c: Class, st: Option<&StabilityBootstrap>, n: usize) -> String {
+/// "a", "a and b", "a, b and c".
+fn list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+fn agreement(c: AnswerClass, st: Option<&StabilityBootstrap>, n: usize) -> String {
     let Some(st) = st else {
-        return "no bootstrap was run (--bootstrap 0), so its uncertainty is not measured".into();
+        return "no bootstrap was run (--bootstrap 0), so its uncertainty is not measured, nor whether each peak position is identified".into();
     };
     let stable = st.share_stable * 100.0;
     match c {
-        Class::Stable => format!("{stable:.1}% of {n} pair-bootstrap resamples agree"),
-        Class::Shifts => format!(
+        AnswerClass::Stable => format!("{stable:.1}% of {n} pair-bootstrap resamples agree"),
+        AnswerClass::Shifts => format!(
             "{:.1}% of {n} pair-bootstrap resamples agree",
             100.0 - stable
         ),

@@ -23,7 +23,7 @@ mod seed_summary;
 mod training;
 
 pub use answer::answer_paragraph;
-pub use headline::{class, evidence, headline};
+pub use headline::{evidence, headline};
 
 /// The sections in the order the report shows them.
 const SECTIONS: [fn(&Analysis) -> String; 11] = [

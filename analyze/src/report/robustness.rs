@@ -31,12 +31,12 @@ pub fn bullet(a: &Analysis) -> Option<String> {
     let verdicts: Vec<String> = rb
         .checks
         .iter()
-        .filter(|c| c.verdict_survives == Some(false))
+        .filter(|c| !c.verdict_survives)
         .map(|c| {
             format!(
-                "in the {} vectors the seed's rule says {}",
+                "in the {} vectors the answer is *{}*",
                 c.geometry,
-                stable_word(c.peaks_stable)
+                c.answer_class.as_str()
             )
         })
         .collect();
@@ -93,14 +93,6 @@ fn moves(c: &GeometryCheck) -> Option<String> {
     (!each.is_empty()).then(|| format!("when the vectors are {}, {}", c.geometry, each.join(", ")))
 }
 
-fn stable_word(s: Option<bool>) -> &'static str {
-    match s {
-        Some(true) => "stable",
-        Some(false) => "shifts",
-        None => "n/a",
-    }
-}
-
 /// The range over the compared models' layers of the raw mean cosine and top share,
 /// as "0.94–1.00" and "93%–99%"; None without anisotropy (an older sidecar).
 fn anisotropy_range(a: &Analysis) -> Option<(String, String)> {
@@ -153,11 +145,11 @@ pub fn section(a: &Analysis) -> String {
         for c in &rb.checks {
             let _ = writeln!(
                 r,
-                "- Verdict in the {} vectors: {} (in the {}: {}).",
+                "- The answer in the {} vectors: *{}* (in the {}: *{}*).",
                 c.geometry,
-                stable_word(c.peaks_stable),
+                c.answer_class.as_str(),
                 rb.geometry,
-                stable_word(a.primary().abs_peak_analysis.peaks_stable)
+                a.answer_class().as_str()
             );
         }
     }

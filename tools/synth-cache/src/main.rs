@@ -171,6 +171,10 @@ struct Args {
     /// other's 0, so that one point far from a cluster makes r (the influence flags' tests)
     #[arg(long, value_name = "K")]
     leverage: Option<f64>,
+    /// Plant a flat layer profile: the same side coefficient at every layer, so r is
+    /// about equal at every depth and no peak can be placed (the plateau's tests).
+    #[arg(long, conflicts_with = "steps")]
+    flat: bool,
 }
 
 /// Where one cache sits in the grid: None in ladder mode.
@@ -295,7 +299,7 @@ fn write_cache(
     };
     let (rows, cat_of, prefs) = statements(args, shared, mseed);
     let st_entry = write_statements(&dir.join(STATEMENTS_FILE), &rows)?;
-    let (profile, drive) = plant(mi, spec, checkpoint, &cat_of, prefs);
+    let (profile, drive) = plant(mi, spec, checkpoint, args.flat, &cat_of, prefs);
     let planted = Planted::new(args, spec, mseed, profile, &cat_of, drive);
     let mut manifest = manifest(args, shared, spec, &name, &rows);
     manifest.model.onnx_sha256 = model_hash(spec, args.seed, checkpoint);
@@ -335,10 +339,12 @@ fn write_cache(
 /// them), and a side coefficient that follows each pair's own preference, so a
 /// resample's UA follows its resampled preferences (with the category means it
 /// would not, and a step's chance correlation at the other layers could win).
+/// `--flat` (ladder mode only) makes the profile 1 at every depth.
 fn plant(
     mi: usize,
     spec: &Spec,
     checkpoint: Option<Checkpoint>,
+    flat: bool,
     cat_of: &[usize],
     prefs: Prefs,
 ) -> (Profile, Vec<f64>) {
@@ -356,8 +362,9 @@ fn plant(
         None => (
             Profile {
                 center,
-                width: 0.12,
-                lobe: 0.8,
+                // Infinitely wide: k(t) = 1 at every depth.
+                width: if flat { f64::INFINITY } else { 0.12 },
+                lobe: if flat { 0.0 } else { 0.8 },
             },
             cat_of.iter().map(|&c| prefs.category[c]).collect(),
         ),
