@@ -81,6 +81,31 @@ build_release() {
   cargo build --release --workspace --locked
 }
 
+# The wheel ua-scaling (scripts/test-wheel, scripts/bench-wheel): `pip wheel` runs
+# python/wheel_backend.py, whose `cargo build --release --workspace --locked` is build_release's,
+# so the release build in CARGO_TARGET_DIR is reused. WHEEL: the wheel's path.
+build_wheel() {
+  step "building the wheel (pip wheel --no-deps .: python/wheel_backend.py packs the release build)"
+  local dir=$CARGO_TARGET_DIR/wheels built=()
+  rm -f "$dir"/ua_scaling-*.whl
+  python3 -m pip wheel -q --disable-pip-version-check --no-deps "$ROOT" -w "$dir"
+  shopt -s nullglob
+  built=("$dir"/ua_scaling-*.whl)
+  shopt -u nullglob
+  [[ ${#built[@]} == 1 ]] || { echo "pip wheel made ${#built[@]} ua_scaling wheels in $dir" >&2; exit 1; }
+  WHEEL=${built[0]}
+}
+
+# PATH for a user of the wheel installed into the virtual environment $1: its bin, then the
+# system's folders that hold no cargo or rustc (a machine without a Rust toolchain).
+user_path() {
+  local path=$1/bin d
+  for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+    [[ -d $d && ! -e $d/cargo && ! -e $d/rustc ]] && path+=:$d
+  done
+  echo "$path"
+}
+
 # Runs a command under /usr/bin/time -v, its output and timing in $OUT/<id>.*, and
 # prints its wall clock and peak RSS (the benchmark scripts).
 timed() { # id, label, command...

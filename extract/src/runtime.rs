@@ -11,7 +11,9 @@ use ort::session::Session;
 
 use crate::model_dir::{Dtype, Layout, ModelDir, INPUTS};
 
-const SETUP_HINT: &str = "run scripts/setup (or scripts/setup --gpu for CUDA) or set ORT_DYLIB_PATH to a libonnxruntime.so (.dylib on macOS)";
+mod nvidia;
+
+const SETUP_HINT: &str = "pip install ua-scaling (or onnxruntime) brings it, in a clone scripts/setup (--gpu for CUDA), or set ORT_DYLIB_PATH to a libonnxruntime.so (.dylib on macOS)";
 
 /// The `--device` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +85,44 @@ fn libs_in(dir: &Path) -> Option<PathBuf> {
     pick_library(files.iter().map(String::as_str)).map(|n| dir.join(n))
 }
 
-/// Where the library comes from, in order: `ORT_DYLIB_PATH`; a project-local
-/// `.ort/lib` above the executable or at the workspace root this was built in;
-/// an importable Python `onnxruntime` package.
+/// The `onnxruntime/capi` folders of the Python installation an executable was installed
+/// into by pip: `PREFIX/bin/extract` beside `PREFIX/lib/python3.X/{site,dist}-packages`
+/// (a virtual environment, `pip install --user`'s `~/.local`, a system prefix).
+fn wheel_capi_dirs(exe: &Path) -> Vec<PathBuf> {
+    let Some(lib) = exe.parent().and_then(Path::parent).map(|p| p.join("lib")) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&lib) else {
+        return Vec::new();
+    };
+    let mut pythons: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path())
+        .collect();
+    pythons.sort();
+    pythons
+        .iter()
+        .flat_map(|p| {
+            ["site-packages", "dist-packages"].map(|s| p.join(s).join("onnxruntime/capi"))
+        })
+        .collect()
+}
+
+/// Whether an executable is cargo's build output (its folder, or `deps/`'s parent for a test
+/// binary, holds cargo's `.cargo-lock`): only such a binary looks for `.ort/` at the workspace
+/// root it was built in, so that an installed one never depends on the clone it came from.
+fn is_cargo_output(exe: &Path) -> bool {
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .any(|d| d.join(".cargo-lock").is_file())
+}
+
+/// Where the library comes from, in order: `ORT_DYLIB_PATH`; the `onnxruntime` package
+/// of the Python installation pip installed this executable into (the wheel's dependency);
+/// a project-local `.ort/lib` above the executable, or, for cargo's build output, at the
+/// workspace root this was built in; an importable Python `onnxruntime` package.
 pub fn find_library() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -102,13 +139,19 @@ pub fn find_library() -> Result<PathBuf> {
             p.display()
         );
     }
-    let mut roots: Vec<PathBuf> = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+        dirs.extend(wheel_capi_dirs(&exe));
+        dirs.extend(exe.ancestors().skip(1).map(|a| a.join(".ort/lib")));
+        if is_cargo_output(&exe) {
+            dirs.push(PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../.ort/lib"
+            )));
+        }
     }
-    roots.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")));
-    for root in roots {
-        if let Some(lib) = libs_in(&root.join(".ort/lib")) {
+    for dir in dirs {
+        if let Some(lib) = libs_in(&dir) {
             return Ok(lib);
         }
     }
@@ -232,12 +275,20 @@ impl Runtime {
             .map_err(ort_err("cannot create the ONNX Runtime environment"))?;
         let ort_version = ort_version(&library);
         let want_cuda = wants_cuda(device, &library)?;
+        // Before the provider is loaded (at the session's creation), or it would not find them.
+        let cuda_libs = want_cuda.then(|| nvidia::preload(&library)).flatten();
         let Opened {
             session,
             provider,
             device_name,
             provider_note,
-        } = open_session(&env, model, device, want_cuda)?;
+        } = open_session(
+            &env,
+            model,
+            device,
+            want_cuda,
+            cuda_hint(&library, cuda_libs),
+        )?;
         check_signature(&session, model)?;
         Ok(Runtime {
             session,
@@ -274,7 +325,7 @@ fn wants_cuda(device: DeviceChoice, library: &Path) -> Result<bool> {
     Ok(match device {
         DeviceChoice::Cpu => false,
         DeviceChoice::Cuda if !cuda_available => bail!(
-            "--device cuda: the ONNX Runtime at {} has no CUDA provider; run scripts/setup --gpu (onnxruntime-gpu) or use --device cpu",
+            "--device cuda: the ONNX Runtime at {} has no CUDA provider: onnxruntime-gpu has (ua-scaling's dependency on Linux x86-64; in a clone scripts/setup --gpu), or use --device cpu",
             library.display()
         ),
         DeviceChoice::Cuda => true,
@@ -282,13 +333,33 @@ fn wants_cuda(device: DeviceChoice, library: &Path) -> Result<bool> {
     })
 }
 
+/// What to do when the CUDA provider fails to start, by where its CUDA libraries were
+/// looked for: `cuda_libs` is the `nvidia` folder of the library's site-packages and what
+/// was loaded from it ([`nvidia::preload`]).
+fn cuda_hint(library: &Path, cuda_libs: Option<(PathBuf, Vec<PathBuf>)>) -> String {
+    match cuda_libs {
+        Some((dir, loaded)) if !loaded.is_empty() => format!(
+            "the CUDA libraries came from {} ({}): check the NVIDIA driver (libcuda.so.1) and the GPU, or use --device cpu",
+            dir.display(),
+            loaded
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ if nvidia::site_packages_of(library).is_some() => "CUDA 13 and cuDNN 9 come with pip install 'ua-scaling[gpu]' (onnxruntime-gpu[cuda,cudnn]); else check the driver and the system's CUDA libraries, or use --device cpu".to_string(),
+        _ => "check the driver, CUDA 13 and cuDNN 9 libraries, or use --device cpu".to_string(),
+    }
+}
+
 /// Loads the model on CUDA when `want_cuda` (falling back to the CPU under `auto`,
-/// with a note saying why), else on the CPU.
+/// with a note saying why), else on the CPU; `cuda_hint` ends a `--device cuda` failure.
 fn open_session(
     env: &ort::environment::Environment,
     model: &ModelDir,
     device: DeviceChoice,
     want_cuda: bool,
+    cuda_hint: String,
 ) -> Result<Opened> {
     let builder = || -> Result<ort::session::builder::SessionBuilder> {
         Session::builder(env)
@@ -348,7 +419,10 @@ fn open_session(
             .to_string(),
         }),
         Err(e) if device == DeviceChoice::Cuda => {
-            bail!("--device cuda: the CUDA provider failed to start ({e}); check the driver, CUDA 13 and cuDNN 9 libraries, or use --device cpu")
+            bail!(
+                "--device cuda: the CUDA provider failed to start ({}); {cuda_hint}",
+                crate::util::one_line(&e)
+            )
         }
         Err(e) => on_cpu(format!(
             "auto: CUDA provider failed to start ({}), using the CPU",
@@ -471,6 +545,32 @@ mod tests {
             Some("1.31.1")
         );
         assert_eq!(version_in_name("libonnxruntime.so"), None);
+    }
+
+    #[test]
+    fn an_installed_binary_looks_in_its_own_python_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let venv = tmp.path().join("venv");
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        std::fs::create_dir_all(venv.join("lib/python3.11/site-packages")).unwrap();
+        std::fs::create_dir_all(venv.join("lib/pkgconfig")).unwrap();
+        let exe = venv.join("bin/extract");
+        let lib = venv.join("lib/python3.11");
+        assert_eq!(
+            wheel_capi_dirs(&exe),
+            [
+                lib.join("site-packages/onnxruntime/capi"),
+                lib.join("dist-packages/onnxruntime/capi")
+            ]
+        );
+        assert!(wheel_capi_dirs(Path::new("/extract")).is_empty());
+        // Only cargo's output falls back to the clone it was built in.
+        assert!(!is_cargo_output(&exe));
+        let release = tmp.path().join("target/release");
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::write(release.join(".cargo-lock"), b"").unwrap();
+        assert!(is_cargo_output(&release.join("extract")));
+        assert!(is_cargo_output(&release.join("deps/extract-0123abcd")));
     }
 
     #[test]

@@ -21,10 +21,12 @@ import os
 import shutil
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
+from uatools.extras import need
 from uatools.files import sha256_file
+
+onnx = need("onnx", "uatools.perturb_onnx")
+numpy_helper = need("onnx.numpy_helper", "uatools.perturb_onnx")
 
 EMBEDDING_MARKERS = ("embed", "wte", "wpe")
 

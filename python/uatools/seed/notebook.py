@@ -7,7 +7,10 @@ tests/seed_analysis.py (uatools.seed.cache_analysis) on extract's caches and by
 scripts/gpu-check on the seed loop's own values.
 """
 import numpy as np
-from scipy import stats
+
+from uatools.extras import need
+
+stats = need("scipy.stats", "uatools.seed.notebook (the seed's statistics)", "pip install scipy")
 
 
 # ---- verbatim from the seed notebook, section 2 ----

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Dict, List
 
 import numpy as np
-import torch
 
+from uatools.extras import need
 from uatools.seed.dataset import Statement, iter_statements, load_dataset
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "probe_record",
     "reference_arrays",
 ]
+
+torch = need("torch", "uatools.seed.reference (the seed's transformers loop)")
 
 # ---------------------------------------------------------------------------------------
 # Seed functions (verbatim apart from `get_nll` being lifted out of
