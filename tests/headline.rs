@@ -182,6 +182,21 @@ fn one_model_is_not_applicable() {
 /// dimension's layers (60%) are several layers apart.
 const DEEP: &str = "m1:12:32:100000000,m2:16:48:300000000";
 
+/// A cache whose rogue dimension (around 60% of depth) decides the raw cosines there.
+fn rogue_cache(dir: &Path) -> std::path::PathBuf {
+    let cache = dir.join("cache");
+    let args = [
+        "--models",
+        DEEP,
+        "--categories",
+        CATEGORIES,
+        "--rogue",
+        "0.6",
+    ];
+    synth_cache(&cache, &args);
+    cache
+}
+
 fn robustness_bullet(r: &Value) -> String {
     r["answer_evidence"]
         .as_array()
@@ -196,18 +211,7 @@ fn robustness_bullet(r: &Value) -> String {
 #[test]
 fn a_rogue_dimension_moves_the_raw_peak_and_the_answer_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    synth_cache(
-        &cache,
-        &[
-            "--models",
-            DEEP,
-            "--categories",
-            CATEGORIES,
-            "--rogue",
-            "0.6",
-        ],
-    );
+    let cache = rogue_cache(tmp.path());
     let out = tmp.path().join("out");
     let r = analyze_results(&cache, &out, &["--bootstrap", "200"]);
     let rb = &r["robustness"];
@@ -275,18 +279,7 @@ fn a_rogue_dimension_moves_the_raw_peak_and_the_answer_says_so() {
 #[test]
 fn every_geometry_is_computed_from_the_embeddings_and_the_sidecar_agrees_on_centring() {
     let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    synth_cache(
-        &cache,
-        &[
-            "--models",
-            DEEP,
-            "--categories",
-            CATEGORIES,
-            "--rogue",
-            "0.6",
-        ],
-    );
+    let cache = rogue_cache(tmp.path());
     let sidecar = analyze_results(&cache, &tmp.path().join("a"), &["--bootstrap", "0"]);
     let full = analyze_results(
         &cache,
