@@ -203,11 +203,10 @@ fn agent(stall: Duration) -> ureq::Agent {
 /// The model folders the root card lists.
 fn listed_models(agent: &ureq::Agent, base: &str) -> Result<Vec<String>> {
     let url = format!("{base}{CARD_FILE}");
-    let text = get_text(agent, &url).map_err(|e| match e {
-        Stop::Refused(e) if e.to_string().contains("HTTP 404") => anyhow!(
-            "--cache {base}: the root has no card listing its model folders ({url}: HTTP 404); name them with --models NAME,... (extract, extract merge and analyze index write the card where the caches are written)"
-        ),
-        e => e.into_error(&url, None),
+    let text = get_text(agent, &url, || {
+        anyhow!(
+        "--cache {base}: the root has no card listing its model folders ({url}: HTTP 404); name them with --models NAME,... (extract, extract merge and analyze index write the card where the caches are written)"
+    )
     })?;
     let models = schemas::listed_models(&text).ok_or_else(|| {
         anyhow!("{url}: no `configs` in its front matter, so it lists no model folders; name them with --models NAME,...")
@@ -304,11 +303,10 @@ fn fetch_model(
 ) -> Result<u64> {
     let folder = format!("{base}{}/", url_segment(model));
     let manifest_url = format!("{folder}{MANIFEST_FILE}");
-    let text = get_text(agent, &manifest_url).map_err(|e| match e {
-        Stop::Refused(e) if e.to_string().contains("HTTP 404") => anyhow!(
-            "{manifest_url}: HTTP 404: no model folder '{model}' under {base} (check the name; the root's other folders are not affected)"
-        ),
-        e => e.into_error(&manifest_url, None),
+    let text = get_text(agent, &manifest_url, || {
+        anyhow!(
+        "{manifest_url}: HTTP 404: no model folder '{model}' under {base} (check the name; the root's other folders are not affected)"
+    )
     })?;
     let manifest: Manifest = serde_json::from_str(&text)
         .map_err(|e| anyhow!("{manifest_url}: not a cache manifest ({e})"))?;
@@ -343,19 +341,25 @@ fn fetch_model(
     Ok(bytes)
 }
 
-/// A small text file (a manifest, the root card), whole.
-fn get_text(agent: &ureq::Agent, url: &str) -> Result<String, Stop> {
+/// A small text file (a manifest, the root card), whole; a 404 is `missing`'s error,
+/// which says what the file's absence means.
+fn get_text(
+    agent: &ureq::Agent,
+    url: &str,
+    missing: impl FnOnce() -> anyhow::Error,
+) -> Result<String> {
     let stall = stall_of(agent);
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| request_error(url, e, stall))?;
-    check_status(url, resp.status().as_u16(), &[200]).map_err(Stop::Refused)?;
+    let failed = |e: ureq::Error| request_error(url, e, stall).into_error(url, None);
+    let resp = agent.get(url).call().map_err(failed)?;
+    match resp.status().as_u16() {
+        404 => return Err(missing()),
+        status => check_status(url, status, &[200])?,
+    }
     resp.into_body()
         .with_config()
         .limit(MAX_TEXT_BYTES)
         .read_to_string()
-        .map_err(|e| request_error(url, e, stall))
+        .map_err(failed)
 }
 
 fn check_status(url: &str, status: u16, ok: &[u16]) -> Result<()> {
