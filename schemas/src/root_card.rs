@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::lock::CacheLock;
-use crate::write::write_text;
+use crate::write::{remove_temp_files, write_text};
 use crate::{CacheError, CARD_FILE, MANIFEST_FILE, STATEMENTS_FILE};
 
 /// The root card's text for these model folders (sorted).
@@ -114,6 +114,9 @@ fn complete_models(root: &Path) -> Result<Vec<(String, String)>, CacheError> {
 /// lock; returns how many it lists.
 pub fn write_root_card(root: &Path) -> Result<usize, CacheError> {
     let _lock = CacheLock::root(root)?;
+    // Under the root lock, a temp file in the root can only be a card whose writer
+    // was killed (a model folder's temp files lie in that folder).
+    remove_temp_files(root)?;
     let models = complete_models(root)?;
     write_text(&root.join(CARD_FILE), &root_card_text(&models))?;
     Ok(models.len())
@@ -165,7 +168,10 @@ mod tests {
         write(".hidden", r#"{"complete": true, "run": {}}"#);
         write("broken", "{");
         std::fs::create_dir_all(root.join("empty")).unwrap();
+        let killed = root.join("README.md.1234-0.tmp");
+        std::fs::write(&killed, "half a card").unwrap();
         assert_eq!(write_root_card(root).unwrap(), 1);
+        assert!(!killed.exists(), "a killed writer's temp file is removed");
         let text = std::fs::read_to_string(root.join(CARD_FILE)).unwrap();
         assert_eq!(listed_models(&text).unwrap(), vec!["done"]);
         assert!(text.contains("| done | `org/m` |"), "{text}");
