@@ -72,6 +72,14 @@ fn a_cache_folder_loads_with_datasets_and_lists_its_card() {
         assert!(found.starts_with(columns), "{config}: columns {found}");
     }
 
+    // The root's card lists the model folder, and `datasets` loads its statements
+    // from the root by the folder's name.
+    let root_card = std::fs::read_to_string(cache.join(CARD_FILE)).unwrap();
+    assert_eq!(schemas::listed_models(&root_card).unwrap(), vec!["tiny-a"]);
+    let (rows, found) = load_with_datasets(&cache, "tiny-a", &tmp.path().join("hf-cache"));
+    assert_eq!(rows, m.files["statements.parquet"].rows, "{root_card}");
+    assert!(found.starts_with("statement_id,category"), "{found}");
+
     // Documentation, not data: people edit cards on the Hub, and no number depends on it.
     std::fs::write(
         dir.join(CARD_FILE),

@@ -130,6 +130,14 @@ fn merged_shards_equal_the_unsharded_cache_byte_for_byte() {
     let again = merge(tmp.path(), "m", &shards);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a cache"));
+    // The roots' cards list whole caches only: the merged one, and beside the shards
+    // the unsharded one.
+    let listed = |root: &Path| {
+        schemas::listed_models(&std::fs::read_to_string(root.join(schemas::CARD_FILE)).unwrap())
+            .unwrap()
+    };
+    assert_eq!(listed(tmp.path()), vec!["m"]);
+    assert_eq!(listed(&s.root), vec!["m"]);
 }
 
 #[test]

@@ -15,7 +15,8 @@ use crate::stats::uniformity::Arithmetic;
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct AnalysisSettings {
     /// Cache folder holding one folder per model (written by extract), or its URL:
-    /// http(s)://HOST/PATH or hf://datasets/ORG/NAME[@REVISION]/PATH (with --models).
+    /// http(s)://HOST/PATH or hf://datasets/ORG/NAME[@REVISION]/PATH (its model folders
+    /// are --models, else those its root card README.md lists).
     #[arg(long)]
     #[serde(serialize_with = "lossy_path")]
     pub cache: PathBuf,
@@ -87,7 +88,7 @@ pub struct AnalysisSettings {
     /// `--arithmetic seed` always reads them.
     #[arg(long)]
     pub from_embeddings: bool,
-    /// With --cache URL: where the fetched files are kept [default: $UA_DOWNLOAD_DIR, else ~/.cache/ua-scaling/downloads].
+    /// With --cache URL: where the fetched files are kept, shared with the Python reader [default: $UA_DOWNLOAD_DIR, else ~/.cache/ua-scaling/downloads].
     // Where the bytes sit changes no number, so results.json does not record it.
     #[arg(long)]
     #[serde(skip)]

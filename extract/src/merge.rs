@@ -53,7 +53,9 @@ pub fn merge(opts: &MergeOptions) -> Result<String> {
         let _ = std::fs::remove_dir_all(&out_dir);
     }
     drop(lock);
-    result
+    let line = result?;
+    schemas::write_root_card(&opts.out)?;
+    Ok(line)
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -158,6 +158,8 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         schemas::STATEMENTS_FILE,
         schemas::EMBEDDINGS_FILE,
         schemas::GRAMS_FILE,
+        // the root card's name: a folder so named would hide the root's listing
+        schemas::CARD_FILE,
     ];
     if name.is_empty()
         || name.starts_with('.')
@@ -233,7 +235,9 @@ pub fn run(opts: &Options) -> Result<Summary> {
         let _ = std::fs::remove_dir_all(&cache_dir);
     }
     drop(lock);
-    result
+    let summary = result?;
+    schemas::write_root_card(&opts.out)?;
+    Ok(summary)
 }
 
 /// `path` with its longest existing prefix made canonical (symlinks, `..`), the rest

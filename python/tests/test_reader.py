@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from uatools import REPO
 from uatools.cache import CacheError
 from uatools.reader import load_cache
-from uatools.remote import folder_url, hf_to_https
+from uatools.remote import STALL_ENV, folder_url, hf_to_https
 
 DEMO = os.path.join(REPO, "tests", "golden", "demo-cache")
 MODELS = ["tiny-a", "tiny-b", "tiny-c", "tiny-d"]
@@ -168,10 +169,12 @@ def test_compact_only_cache_has_statements_but_no_layers(copy):
 
 class Server:
     """A folder served over HTTP with Range support; logs (path, Range) per GET; can drop a file's
-    first transfer after some bytes, or ignore Range."""
+    first transfer after some bytes, stall it after some bytes (send nothing more until stopped),
+    send it in slow pieces, or ignore Range."""
 
     def __init__(self, root):
         self.root, self.log, self.drops, self.honour_range = root, [], {}, True
+        self.stalls, self.trickles, self.released = {}, {}, threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -181,7 +184,11 @@ class Server:
             def do_GET(self):
                 server.handle(self)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Quiet(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client that gave up (a stall) or spoke TLS: the test checks the client's side
+
+        self.httpd = Quiet(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -205,11 +212,24 @@ class Server:
         h.send_header("Content-Length", str(len(data) - start))
         h.end_headers()
         body = data[start:]
+        stall = self.stalls.pop(h.path, None)
+        if stall is not None:
+            h.wfile.write(body[:stall])
+            h.wfile.flush()
+            self.released.wait(60)  # the client gives up first
+            h.close_connection = True
+            return
+        piece, pause = self.trickles.get(h.path, (len(body), 0))
         cut = self.drops.pop(h.path, None)
-        h.wfile.write(body if cut is None else body[:cut])
+        body = body if cut is None else body[:cut]
+        for i in range(0, len(body), piece):
+            h.wfile.write(body[i:i + piece])
+            h.wfile.flush()
+            time.sleep(pause)
         h.close_connection = cut is not None
 
     def stop(self):
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -281,7 +301,8 @@ def test_a_changed_remote_file_is_refused_naming_the_url(served, tmp_path):
     with open(os.path.join(served.root, "tiny-a", "statements.parquet"), "ab") as f:
         f.write(b"tail")
     shutil.rmtree(c.files.folder)
-    with pytest.raises(CacheError, match=r"statements\.parquet: 10753 bytes, but manifest\.json says 10749 bytes"):
+    with pytest.raises(CacheError, match=r"statements\.parquet: the server's file is 10753 bytes, but manifest\.json "
+                                         r"says 10749: .*; refused$"):
         load_cache(served.url + "tiny-a", cache_dir=str(tmp_path / "dl"))
 
 
@@ -294,20 +315,107 @@ def test_a_stale_downloaded_copy_is_fetched_again(served, tmp_path):
 
 
 def test_404_is_a_clear_error(served, tmp_path):
-    with pytest.raises(CacheError, match=rf"^{served.url}nope/manifest\.json: HTTP 404 Not Found \(not found\)$"):
+    with pytest.raises(CacheError, match=rf"^{served.url}nope/manifest\.json: HTTP 404 Not Found \(no cache folder "
+                                         r"at this URL \(check the model folder's name\)\)$"):
         load_cache(served.url + "nope", cache_dir=str(tmp_path / "dl"))
     os.remove(os.path.join(served.root, "tiny-d", "embeddings.parquet"))
     c = load_cache(served.url + "tiny-d", cache_dir=str(tmp_path / "dl"))
-    with pytest.raises(CacheError, match=r"tiny-d/embeddings\.parquet: HTTP 404"):
+    n = len(served.log)
+    with pytest.raises(CacheError, match=r"tiny-d/embeddings\.parquet: HTTP 404 Not Found \(the server lacks a file "
+                                         r"that the model's manifest\.json lists \(an incomplete upload\)\)$"):
         c.layer(0, "mean")
+    assert len(served.log) == n + 1, "one request: a retry cannot help"
 
 
 def test_download_dir_from_the_environment(served, tmp_path, monkeypatch):
     monkeypatch.setenv("UA_DOWNLOAD_DIR", str(tmp_path / "env-dl"))
     c = load_cache(served.url + "tiny-a")
-    assert os.path.dirname(c.files.folder) == str(tmp_path / "env-dl")
-    with open(os.path.join(c.files.folder, "url.txt")) as f:
-        assert f.read() == served.url + "tiny-a/\n"
+    root = os.path.dirname(c.files.folder)
+    assert os.path.dirname(root) == str(tmp_path / "env-dl") and os.path.basename(c.files.folder) == "tiny-a"
+    with open(os.path.join(root, "url.txt")) as f:
+        assert f.read() == served.url + "\n"  # the root URL: its model folders sit beside url.txt
+
+
+def test_an_empty_download_dir_variable_counts_as_unset(served, tmp_path, monkeypatch):
+    monkeypatch.setenv("UA_DOWNLOAD_DIR", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    c = load_cache(served.url + "tiny-a")
+    assert c.files.folder.startswith(str(tmp_path / "home" / ".cache" / "ua-scaling" / "downloads") + os.sep)
+
+
+def test_a_stalled_server_ends_the_call_naming_the_url_and_the_next_call_resumes(served, tmp_path, monkeypatch):
+    monkeypatch.setenv(STALL_ENV, "1")
+    dl = str(tmp_path / "dl")
+    served.stalls["/tiny-a/manifest.json"] = 1  # the headers and one byte, then nothing
+    t = time.monotonic()
+    with pytest.raises(CacheError, match=rf"^{served.url}tiny-a/manifest\.json: stalled: the server sent no byte for "
+                                         rf"1 s; call again to retry \({STALL_ENV} sets the limit\)$"):
+        load_cache(served.url + "tiny-a", cache_dir=dl)
+    served.stalls["/tiny-a/statements.parquet"] = 100
+    with pytest.raises(CacheError, match=r"tiny-a/statements\.parquet: stalled: the server sent no byte for 1 s after "
+                                         r"100 of 10749 bytes; call again to resume from .*statements\.parquet\.part "):
+        load_cache(served.url + "tiny-a", cache_dir=dl)
+    assert time.monotonic() - t < 15, "each stall ends after about the limit"
+    assert len(load_cache(served.url + "tiny-a", cache_dir=dl).statements) == 140
+    assert served.log[-1] == ("/tiny-a/statements.parquet", "bytes=100-")
+    assert [p for p, _ in served.log].count("/tiny-a/statements.parquet") == 2, "a stall is not retried at once"
+
+
+def test_a_slow_but_moving_download_is_not_cut(served, tmp_path, monkeypatch):
+    monkeypatch.setenv(STALL_ENV, "1")
+    served.trickles["/tiny-a/statements.parquet"] = (2000, 0.4)  # 10749 bytes in about 2.4 s
+    c = load_cache(served.url + "tiny-a", cache_dir=str(tmp_path / "dl"))
+    assert len(c.statements) == 140
+    assert [p for p, _ in served.log].count("/tiny-a/statements.parquet") == 1
+
+
+def test_a_bad_stall_limit_is_refused(served, tmp_path, monkeypatch):
+    monkeypatch.setenv(STALL_ENV, "soon")
+    with pytest.raises(CacheError, match=rf"^{STALL_ENV}=soon: not a number of seconds above 0"):
+        load_cache(served.url + "tiny-a", cache_dir=str(tmp_path / "dl"))
+
+
+def test_a_longer_file_is_refused_at_its_first_response(served, tmp_path):
+    with open(os.path.join(served.root, "tiny-a", "statements.parquet"), "ab") as f:
+        f.write(b"x" * 100_000)
+    with pytest.raises(CacheError, match=r"statements\.parquet: the server's file is 110749 bytes, but manifest\.json "
+                                         r"says 10749: .*; refused$"):
+        load_cache(served.url + "tiny-a", cache_dir=str(tmp_path / "dl"))
+    assert [p for p, _ in served.log].count("/tiny-a/statements.parquet") == 1, "no retry"
+
+
+def test_an_unfinished_cache_on_the_server_is_refused_before_any_data_file(served, tmp_path):
+    edit_manifest(os.path.join(served.root, "tiny-b"), lambda m: m.update(complete=False))
+    with pytest.raises(CacheError, match=r"tiny-b/manifest\.json: complete: false: .*the cache on the server is "
+                                         r"unfinished; nothing else fetched"):
+        load_cache(served.url + "tiny-b", cache_dir=str(tmp_path / "dl"))
+    assert [p for p, _ in served.log] == ["/tiny-b/manifest.json"]
+
+
+def test_https_against_a_plain_http_server_says_so(served, tmp_path):
+    url = served.url.replace("http://", "https://") + "tiny-a"
+    with pytest.raises(CacheError, match=r"manifest\.json: the server does not answer in TLS \(a plain-HTTP "
+                                         r"server\?\); use http:// for it$"):
+        load_cache(url, cache_dir=str(tmp_path / "dl"))
+
+
+def test_a_stale_part_of_the_right_length_is_checked_not_taken(served, tmp_path):
+    c = load_cache(served.url + "tiny-a", cache_dir=str(tmp_path / "dl"))
+    dest = os.path.join(c.files.folder, "statements.parquet")
+    size = os.path.getsize(dest)
+    os.remove(dest)
+    with open(dest + ".part", "wb") as f:
+        f.write(b"\0" * size)
+    n = len(served.log)
+    assert load_cache(served.url + "tiny-a", cache_dir=str(tmp_path / "dl")).statements.equals(c.statements)
+    assert served.log[n:] == [("/tiny-a/manifest.json", None), ("/tiny-a/statements.parquet", None)]
+
+
+@pytest.mark.parametrize("tail", ["..", "tiny-a/%2e%2e", "tiny-a/.", "a%2Fb"])
+def test_a_url_that_is_no_model_folder_is_refused_before_any_request(served, tmp_path, tail):
+    with pytest.raises(CacheError, match="is not a model folder's name"):
+        load_cache(served.url + tail, cache_dir=str(tmp_path / "dl"))
+    assert served.log == [] and not os.path.exists(tmp_path / "dl")
 
 
 # ---- hf:// (mapping only: nothing here reaches the Hub) ----

@@ -47,7 +47,8 @@ def main():
         m = read_json(os.path.join(args.cache, name, "manifest.json"))["model"]
         return (m.get("n_parameters") or m["n_layers"] * m["hidden_size"] ** 2, name)
 
-    names = sorted((d for d in os.listdir(args.cache) if not d.startswith(".")), key=size)
+    names = sorted((d for d in os.listdir(args.cache)  # the model folders, not the root card README.md
+                    if os.path.isdir(os.path.join(args.cache, d)) and not d.startswith(".")), key=size)
     layers = {n: layers_of(os.path.join(args.cache, n), args.pooling) for n in names}
     pairs = []
     for i, a in enumerate(names):

@@ -19,7 +19,7 @@ import os
 
 from uatools.cache import CacheError, read_layer
 from uatools.files import read_json, sha256_file
-from uatools.remote import download_dir, fetch_file, fetch_manifest, folder_url, is_url
+from uatools.remote import fetch_file, fetch_manifest, folder_url, is_url, local_folder
 
 STATEMENTS = "statements.parquet"
 EMBEDDINGS = "embeddings.parquet"
@@ -62,15 +62,17 @@ class RemoteFiles:
         return fetch_file(self.base_url, self.folder, name, entry)
 
 
-def check_manifest(m, where: str) -> None:
+def check_manifest(m, where: str, remote: bool = False) -> None:
     """Refuse a manifest that analyze would refuse before it reads any data file."""
     if not isinstance(m, dict):
         raise CacheError(f"{where}: not a JSON object")
     if m.get("schema_version") != 1:
         raise CacheError(f"{where}: schema_version {m.get('schema_version')!r}; this reader knows version 1")
     if m.get("complete") is not True:
+        fix = ("the cache on the server is unfinished; nothing else fetched: finish it where it is written and "
+               "serve it again" if remote else "run extract again to finish the cache")
         raise CacheError(f"{where}: complete: {str(m.get('complete')).lower()}: the extraction has not finished "
-                         "(or was interrupted); run extract again to finish the cache")
+                         f"(or was interrupted); {fix}")
     files = m.get("files")
     for name in (STATEMENTS,) + ((EMBEDDINGS,) if isinstance(files, dict) and EMBEDDINGS in files else ()):
         entry = files.get(name) if isinstance(files, dict) else None
@@ -125,12 +127,13 @@ def load_cache(path_or_url, cache_dir=None) -> "Cache":
     """One cache folder (a local path, https://host/path/MODEL/ or hf://datasets/ORG/NAME[@REVISION]/path).
 
     cache_dir: where remote files are downloaded (default $UA_DOWNLOAD_DIR, else
-    ~/.cache/ua-scaling/downloads); ignored for a local folder.
+    ~/.cache/ua-scaling/downloads; the folder analyze --cache URL uses, so neither fetches a file
+    the other has); ignored for a local folder.
     """
     source = os.fspath(path_or_url)
     if is_url(source):
         base = folder_url(source)
-        files = RemoteFiles(base, download_dir(base, cache_dir))
+        files = RemoteFiles(base, local_folder(base, cache_dir))
         manifest_path = fetch_manifest(base, files.folder)
     else:
         files = LocalFiles(source)
@@ -142,7 +145,7 @@ def load_cache(path_or_url, cache_dir=None) -> "Cache":
         manifest = read_json(manifest_path)
     except ValueError as e:
         raise CacheError(f"{where}: not valid JSON: {e}") from None
-    check_manifest(manifest, where)
+    check_manifest(manifest, where, remote=is_url(source))
     return Cache(source, manifest, files)
 
 

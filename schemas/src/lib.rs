@@ -19,6 +19,7 @@ mod layers;
 mod lock;
 mod manifest;
 mod read;
+mod root_card;
 mod system;
 mod validate;
 mod write;
@@ -34,11 +35,12 @@ pub use contract::{
 };
 pub use error::CacheError;
 pub use files::{sha256_file, statements_digest, sync_dir, FileEntry};
-pub use lock::{CacheLock, LOCK_FILE};
+pub use lock::{CacheLock, LOCK_FILE, ROOT_LOCK_FILE};
 pub use manifest::{
     ChunkInfo, DatasetInfo, GramsInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo, Timings,
 };
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
+pub use root_card::{listed_models, root_card_text, write_root_card};
 pub use system::{available_disk, available_memory};
 pub use validate::{validate_cache, validate_cache_in, Scope, ValidCache};
 pub use write::{

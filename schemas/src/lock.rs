@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::CacheError;
 
 pub const LOCK_FILE: &str = ".lock";
+/// The cache root's lock, held while the root card (`root_card.rs`) is rewritten.
+pub const ROOT_LOCK_FILE: &str = ".root.lock";
 
 /// Held for the whole run; dropping it releases the lock.
 #[derive(Debug)]
@@ -62,6 +64,26 @@ impl CacheLock {
             .and_then(|_| file.write_all(holder.as_bytes()))
             .and_then(|()| file.sync_all())
             .map_err(|e| CacheError::new(&path, format!("cannot write: {e}")))?;
+        Ok(CacheLock { _file: file, path })
+    }
+
+    /// Locks the cache root `root` (which must exist), waiting for another holder:
+    /// the root card is rewritten in a moment, and the writers of a job array's
+    /// caches finish at nearly the same time.
+    pub fn root(root: &Path) -> Result<CacheLock, CacheError> {
+        let path = root.join(ROOT_LOCK_FILE);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| CacheError::new(&path, format!("cannot open: {e}")))?;
+        file.lock().map_err(|e| {
+            CacheError::new(
+                &path,
+                format!("cannot lock ({e}); on a network file system, make sure it supports flock"),
+            )
+        })?;
         Ok(CacheLock { _file: file, path })
     }
 }

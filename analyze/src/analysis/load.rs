@@ -140,35 +140,40 @@ fn check_memory(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()
     )
 }
 
-/// The folder to read: `--cache` itself, or, for a URL, the local copy of what this
-/// run reads, fetched first.
-fn local_root(settings: &AnalysisSettings) -> Result<PathBuf> {
+/// The folder to read and the model folders in it to read (`--models`): `--cache`
+/// itself, or, for a URL, the local copy of what this run reads, fetched first
+/// (the models are then those fetched: the download folder may hold others).
+fn local_root(settings: &AnalysisSettings) -> Result<(PathBuf, Option<Vec<String>>)> {
     if !remote::is_url(&settings.cache) {
-        return Ok(settings.cache.clone());
+        return Ok((settings.cache.clone(), settings.models.clone()));
     }
     let url = settings.cache.to_string_lossy();
-    let models = settings.models.as_deref().unwrap_or_default();
     let dir = match &settings.download_dir {
         Some(d) => d.clone(),
         None => remote::default_download_dir()?,
     };
-    let fetched = remote::fetch(&url, models, settings.needs_embeddings().is_some(), &dir)?;
+    let fetched = remote::fetch(
+        &url,
+        settings.models.as_deref(),
+        settings.needs_embeddings().is_some(),
+        &dir,
+    )?;
     eprintln!(
         "fetched {:.1} MB from {url} into {}",
         fetched.bytes as f64 / 1e6,
         fetched.root.display()
     );
-    Ok(fetched.root)
+    Ok((fetched.root, Some(fetched.models)))
 }
 
 /// Discovers and checks the caches, reads their statements, and checks that every
 /// model has the same pairs per category (the shared bootstrap needs it). Returns
 /// the models, the pairs per category and the notes so far.
 pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec<String>)> {
-    let root = local_root(settings)?;
+    let (root, only) = local_root(settings)?;
     let models = discover(
         &root,
-        settings.models.as_deref(),
+        only.as_deref(),
         settings.allow_mixed_datasets,
         settings.scope(),
     )?;

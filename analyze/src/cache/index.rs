@@ -11,11 +11,18 @@ use schemas::{
 };
 
 /// Indexes every model folder under `cache` (or the named ones); one line each.
+/// Then rewrites the root card, which lists the complete model folders.
 pub fn index(cache: &Path, only: Option<&[String]>) -> Result<Vec<String>> {
-    super::discovery::model_dirs(cache, only)?
+    let mut lines = super::discovery::model_dirs(cache, only)?
         .iter()
         .map(|(_, dir)| index_one(dir))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let listed = schemas::write_root_card(cache)?;
+    lines.push(format!(
+        "{}: lists {listed} model folders",
+        cache.join(schemas::CARD_FILE).display()
+    ));
+    Ok(lines)
 }
 
 /// A cache whose sidecar already validates in the current format is left alone
