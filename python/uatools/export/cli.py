@@ -19,6 +19,11 @@ Writes into --out:
                         probe values for parity checks
   reference.safetensors only with --reference-dataset: seed values for every statement
 
+The graph is traced once per architecture, with the weights on torch's meta device, and kept
+in the graph cache (--graph-cache, $UA_GRAPH_CACHE, ~/.cache/ua-scaling/graphs; see
+uatools.export.graph_cache); every export writes the proto as cached and streams its own
+model's tensors into model.onnx.data (uatools.export.weights).
+
 Graph contract (extract depends on it exactly):
   inputs   input_ids int64 [batch, seq], attention_mask int64 [batch, seq] (1 = token,
            0 = padding; extract pads on the right, so a row's n real tokens are

@@ -1,5 +1,6 @@
-"""The graph: the wrapper that reduces in the graph (or emits token states), the ONNX
-exporters, and the check of the written graph's inputs and outputs."""
+"""The graph: the wrapper that reduces in the graph (or emits token states), the TorchScript
+exporter (the dynamo one runs in uatools.export.template), and the check of a graph's inputs
+and outputs."""
 from __future__ import annotations
 
 import os
