@@ -78,7 +78,7 @@ from uatools.export.graph import (
     right_padded_ids,
 )
 from uatools.export.graph_cache import ENV as GRAPH_CACHE_ENV
-from uatools.export.graph_cache import cached_template, default_root, key_of
+from uatools.export.graph_cache import cached_template, default_root, key_of, make_root
 from uatools.export.meta import (
     adds_bos,
     creation_time,
@@ -248,6 +248,8 @@ def run(args) -> dict:
 
     check_model_source(args.model)
     check_device_dtype(args.device, args.dtype)
+    if args.exporter == "dynamo" and not args.no_graph_cache:
+        make_root(args.graph_cache or default_root())  # a bad folder fails before the model loads
     os.makedirs(args.out, exist_ok=True)
     created = creation_time()
 
