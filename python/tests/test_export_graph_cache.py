@@ -51,8 +51,13 @@ def export(model, out, *flags):
 def exports(tmp_path_factory):
     """{name: out dir}: tiny-a traced into a fresh graph cache, then a later checkpoint with that
     cache (the trace forbidden), and the same checkpoint traced from scratch."""
-    os.environ["SOURCE_DATE_EPOCH"] = "1767398400"  # the same "created" in every export.json
-    root = tmp_path_factory.mktemp("graph-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOURCE_DATE_EPOCH", "1767398400")  # the same "created" in every export.json
+        yield make_exports(tmp_path_factory.mktemp("graph-cache"), patch)
+
+
+def make_exports(root, patch):
+    """The three exports; patch undoes the forbidden trace however they end."""
     graphs = str(root / "graphs")
     later = later_checkpoint(str(root / "tiny-a-later"))
     outs = {name: str(root / name) for name in ("first", "reused", "scratch")}
@@ -64,11 +69,9 @@ def exports(tmp_path_factory):
         raise AssertionError("the second checkpoint of an architecture was traced")
 
     original = template.TraceJob.run
-    template.TraceJob.run = no_trace
-    try:
-        export(later, outs["reused"], "--graph-cache", graphs)
-    finally:
-        template.TraceJob.run = original
+    patch.setattr(template.TraceJob, "run", no_trace)
+    export(later, outs["reused"], "--graph-cache", graphs)
+    patch.setattr(template.TraceJob, "run", original)
     assert [e for e in os.listdir(graphs) if not e.endswith(".lock")] == entries
     export(later, outs["scratch"], "--no-graph-cache")
     return outs
