@@ -41,12 +41,12 @@ ensure_venv() {
 }
 
 # MODELS_PY: a Python with what makes and exports models (python/requirements-models.txt:
-# torch, transformers, onnxscript, safetensors, tokenizers), for scripts/slurm-test's stand-in
+# torch, transformers, onnxscript, onnxruntime, safetensors, tokenizers), for scripts/slurm-test's stand-in
 # checkpoints. The venv's when it has them; else the Python the venv was made from when that
 # has them (nothing is installed then, as before the venv); else they are installed into
 # .venv: torch's CPU wheel first (PyPI's default Linux torch pulls gigabytes of CUDA
 # libraries), PyPI's only where download.pytorch.org is unreachable.
-MODELS_IMPORT='import torch, transformers, onnxscript, safetensors, tokenizers'
+MODELS_IMPORT='import torch, transformers, onnxscript, onnxruntime, safetensors, tokenizers'
 ensure_models_python() {
   ensure_venv
   MODELS_PY=$VENV/bin/python3

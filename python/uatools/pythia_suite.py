@@ -6,7 +6,9 @@ checkpoints), the plan (OUT/plan.json, printed) lists one task per (model, revis
 outer, revisions inner; task i:
 
   export    scripts/export --model ID [--revision REV] --out EXPORT_ROOT/NAME
-                           --dtype float16 --device cuda   (skipped: --skip-export, or export.json present)
+                           --dtype float16 --device cuda --graph-cache OUT/graphs
+                           (skipped: --skip-export, or export.json present; the graph cache makes
+                           every revision after a model's first write its weights, not trace)
   check     the weights' sha256 (export.json's source.weights) against every other revision of
             the model exported so far: identical weights stop the task before extract
             (EleutherAI/pythia issues 205, 206: some step branches serve another revision's
@@ -31,7 +33,7 @@ its cache is complete (the 12B model is ~24 GB in float16).
   complete caches needed, else it says so and fails). The analyze job asks for no GPU and
   has its own --analyze-partition, --analyze-time (default 01:00:00), --analyze-cpus-per-task
   and --analyze-mem. Logs: OUT/slurm/logs/. The repository,
-  OUT, the cache and export roots must be on a file system the compute nodes share.
+  OUT, the cache and export roots and the graph cache must be on a file system the compute nodes share.
 
   scripts/pythia-suite --dry-run                    # print every command, run nothing
   scripts/pythia-suite --out runs/pythia            # the study, here
@@ -145,6 +147,7 @@ def build_plan(args, extract: str, analyze: str) -> dict:
     out = os.path.abspath(args.out)
     cache_root = os.path.abspath(args.cache_root or os.path.join(out, "cache"))
     export_root = os.path.abspath(args.export_root or os.path.join(out, "models"))
+    graph_cache = os.path.abspath(args.graph_cache or os.path.join(out, "graphs"))
     extract_args = shlex.split(args.extract_args or "")
     if "--device" not in extract_args:
         extract_args = ["--device", args.device] + extract_args
@@ -183,7 +186,10 @@ def build_plan(args, extract: str, analyze: str) -> dict:
         "analysis_dir": os.path.join(out, "analysis"),
         "skip_export": bool(args.skip_export),
         "free_disk": bool(args.free_disk),
-        "export_args": ["--dtype", args.dtype, "--device", args.device, "--exporter", args.exporter],
+        "export_args": ["--dtype", args.dtype, "--device", args.device, "--exporter", args.exporter]
+        # One graph cache for every task, on the file system they share: a model's revisions
+        # (and the array tasks that export them) trace its architecture once.
+        + (["--graph-cache", graph_cache] if args.exporter == "dynamo" else []),
         "extract": extract,
         "analyze": analyze,
         "extract_args": extract_args,
@@ -552,6 +558,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--model-dir-template", default=None,
                     help="model dir per task instead of EXPORT_ROOT/NAME, with {name} {size} {model} {revision} "
                     "{root}: e.g. '/data/onnx/{size}/{revision}' (with --skip-export: dirs exported before)")
+    ap.add_argument("--graph-cache", default=None,
+                    help="scripts/export --graph-cache: the traced graphs every task reuses (default OUT/graphs)")
     ap.add_argument("--skip-export", action="store_true", help="never export: every task's model dir must hold export.json")
     ap.add_argument("--dataset", default=os.path.join(REPO, "tests", "data", "seed-dataset.json"),
                     help="dataset file (default: the seed's, tests/data/seed-dataset.json)")

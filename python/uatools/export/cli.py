@@ -19,6 +19,11 @@ Writes into --out:
                         probe values for parity checks
   reference.safetensors only with --reference-dataset: seed values for every statement
 
+The graph is traced once per architecture, with the weights on torch's meta device, and kept
+in the graph cache (--graph-cache, $UA_GRAPH_CACHE, ~/.cache/ua-scaling/graphs; see
+uatools.export.graph_cache); every export writes the proto as cached and streams its own
+model's tensors into model.onnx.data (uatools.export.weights).
+
 Graph contract (extract depends on it exactly):
   inputs   input_ids int64 [batch, seq], attention_mask int64 [batch, seq] (1 = token,
            0 = padding; extract pads on the right, so a row's n real tokens are
@@ -43,9 +48,11 @@ Graph contract (extract depends on it exactly):
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 from uatools.export.common import (
     DEFAULT_OPSET,
@@ -63,25 +70,37 @@ from uatools.export.common import (
 )
 from uatools.export.graph import (
     check_graph_io,
-    export_onnx,
+    export_torchscript,
     make_wrapper,
-    onnx_opset,
+    opset_of,
     parameter_bytes,
     right_padded_batch,
     right_padded_ids,
-    strip_debug_metadata,
 )
+from uatools.export.graph_cache import ENV as GRAPH_CACHE_ENV
+from uatools.export.graph_cache import cached_template, default_root, key_of, make_root
 from uatools.export.meta import (
     adds_bos,
     creation_time,
     export_json,
+    file_entry,
     model_dims,
     model_files,
     write_json_atomic,
     write_reference,
 )
 from uatools.export.source import source_record
-from uatools.export.verify import compare_with_probes, fmt, ort_session, run_ort, verification_skip_reason, verify
+from uatools.export.template import TraceJob, weight_sources
+from uatools.export.verify import (
+    compare_with_probes,
+    fmt,
+    ort_session,
+    run_ort,
+    torch_reference,
+    verification_skip_reason,
+    verify,
+)
+from uatools.export.weights import write_model
 
 # What scripts/make-fixtures and scripts/make-shape-graph use of the export, besides run and parse_args.
 __all__ = [
@@ -203,6 +222,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="export the token-level graph (outputs hidden_states, token_logprobs: every "
                         "token's state at every layer, pooled by extract on the host) instead of the "
                         "default graph that pools and sums the NLL itself (pooled, nll_sum, n_predicted)")
+    p.add_argument("--graph-cache", metavar="DIR", default=None,
+                   help=f"where traced graphs are kept for the next checkpoint of the same architecture "
+                        f"(default: ${GRAPH_CACHE_ENV}, else ~/.cache/ua-scaling/graphs); share one between "
+                        f"the tasks of a Slurm array")
+    p.add_argument("--no-graph-cache", action="store_true",
+                   help="trace the graph even if the graph cache has it, and keep nothing there")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
     args = p.parse_args(argv)
@@ -210,17 +235,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--opset must be >= 18")
     if not 0 <= args.probes <= len(DEFAULT_PROBES):
         p.error(f"--probes must be between 0 and {len(DEFAULT_PROBES)}")
+    if args.graph_cache is not None and args.no_graph_cache:
+        p.error("--graph-cache and --no-graph-cache: give one of them")
+    if args.graph_cache is not None and args.exporter == "torchscript":
+        p.error("--graph-cache works with the dynamo exporter only (torchscript traces with the weights)")
     return args
 
 
 def run(args) -> dict:
     """The whole export; returns export.json's content. Importable (make-fixtures uses it)."""
-    import torch
-
     from uatools.seed import reference as seedref
 
     check_model_source(args.model)
     check_device_dtype(args.device, args.dtype)
+    if args.exporter == "dynamo" and not args.no_graph_cache:
+        make_root(args.graph_cache or default_root())  # a bad folder fails before the model loads
     os.makedirs(args.out, exist_ok=True)
     created = creation_time()
 
@@ -236,11 +265,58 @@ def run(args) -> dict:
 
     log(f"loading {args.model} (revision {args.revision or 'default'}, {args.dtype}, {args.device})")
     model, tokenizer = load_model_and_tokenizer(args.model, args.revision, args.dtype, args.device)
-    source = source_record(args.model, args.revision, args.source_name, getattr(model.config, "_commit_hash", None))
-    log_source(source)
     dims = model_dims(model)
     log(f"  {dims['n_layers']} layers, hidden {dims['hidden_size']}, vocab {dims['vocab_size']}, "
         f"{parameter_bytes(model) / 1e6:.1f} MB of parameters")
+    graph = GraphWork(args, model, tokenizer, dims)
+    # The weights' hashes and the graph (found or traced, then the weights streamed into it) are
+    # made beside the probes: reading, hashing and writing the weights wait on the disk, the
+    # trace runs in a process of its own, the forward passes on torch's threads.
+    with ThreadPoolExecutor(2, thread_name_prefix="export") as pool:
+        hashed = pool.submit(source_record, args.model, args.revision, args.source_name,
+                             getattr(model.config, "_commit_hash", None))
+        written = pool.submit(graph.run) if graph.concurrent else None
+        try:
+            probes, bos, reference = probes_and_reference(args, model, tokenizer, check_texts, probe_texts)
+            files, opset = written.result() if written else graph.run()
+            source = hashed.result()
+        except BaseException:
+            graph.cancel()
+            raise
+    log_source(source)
+
+    if args.reference_dataset:
+        log(f"computing reference.safetensors for {args.reference_dataset} (seed method, batch 1)")
+        n = write_reference(args.reference_dataset, args.out, model, tokenizer, args.dtype, args.device)
+        log(f"  {n} statements")
+
+    # The model is not needed any more: free it before ONNX Runtime loads the weights again.
+    del model, graph
+    gc.collect()
+    if args.device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    if reference is None:
+        log(f"skipping the ONNX Runtime check: {verification_skip_reason(args)}")
+    else:
+        log("verifying with ONNX Runtime on a right-padded batch")
+        result = verify(os.path.join(args.out, "model.onnx"), reference, probes if len(probe_texts) >= 2 else [],
+                        args.dtype, args.device)
+        log(f"  ok: {fmt(result)}")
+
+    for name in ("tokenizer.json", "config.json"):
+        files[name] = file_entry(os.path.join(args.out, name))
+    meta = export_json(args, dims, opset, files, probes, created, bos, source)
+    write_json_atomic(os.path.join(args.out, "export.json"), meta)
+    log(f"done: {args.out}")
+    return meta
+
+
+def probes_and_reference(args, model, tokenizer, check_texts, probe_texts) -> tuple:
+    """tokenizer.json and config.json written; (the probes, whether the tokenizer adds a BOS,
+    torch's side of the ONNX Runtime check or None where it is skipped)."""
+    from uatools.seed import reference as seedref
 
     log("writing tokenizer.json and config.json")
     save_tokenizer(tokenizer, os.path.join(args.out, "tokenizer.json"), check_texts)
@@ -250,44 +326,68 @@ def run(args) -> dict:
 
     log(f"computing {len(probe_texts)} probe(s) with the seed functions")
     probes = [seedref.probe_record(t, model, tokenizer) for t in probe_texts]
+    if verification_skip_reason(args):
+        return probes, bos, None
+    verify_texts = probe_texts if len(probe_texts) >= 2 else DEFAULT_PROBES[:2]
+    # torch's side of the check, while the model is loaded; ONNX Runtime's once it is freed.
+    return probes, bos, torch_reference(model, tokenizer, verify_texts, args.device)
 
-    external = parameter_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    layout = "token states (hidden_states, token_logprobs)" if args.token_states else \
-        "pooled in the graph (pooled, nll_sum, n_predicted)"
-    log(f"exporting model.onnx with the {args.exporter} exporter, opset {args.opset}, outputs {layout}"
-        + (f", weights in {EXTERNAL_DATA_NAME}" if external else ""))
-    wrapper = make_wrapper(model, args.token_states)
-    # Two different-length texts so tracing sees real padding and no size-1 axis.
-    example_ids, example_mask, _ = right_padded_batch(tokenizer, DEFAULT_PROBES[:2], args.device)
-    export_onnx(wrapper, (example_ids, example_mask), args.out, args.exporter, args.opset, external,
-                args.token_states)
-    onnx_path = os.path.join(args.out, "model.onnx")
-    strip_debug_metadata(onnx_path)
-    check_graph_io(onnx_path, args.token_states, dims, args.dtype)
-    opset = onnx_opset(onnx_path)
 
-    skip_reason = verification_skip_reason(args)
-    if skip_reason:
-        log(f"skipping the ONNX Runtime check: {skip_reason}")
-    else:
-        log("verifying with ONNX Runtime on a right-padded batch")
-        verify_texts = probe_texts if len(probe_texts) >= 2 else DEFAULT_PROBES[:2]
-        verify_probes = probes if len(probe_texts) >= 2 else []
-        result = verify(onnx_path, model, tokenizer, verify_texts, verify_probes, args.dtype, args.device)
-        log(f"  ok: {fmt(result)}")
+class GraphWork:
+    """model.onnx (+ model.onnx.data): the graph cache's graph of this architecture (traced on a
+    miss) with this model's weights streamed into it; or with --exporter torchscript, a trace
+    with the weights. run() returns (export.json's entries for the files written, opset)."""
 
-    if args.reference_dataset:
-        log(f"computing reference.safetensors for {args.reference_dataset} (seed method, batch 1)")
-        n = write_reference(args.reference_dataset, args.out, model, tokenizer, args.dtype, args.device)
-        log(f"  {n} statements")
+    def __init__(self, args, model, tokenizer, dims: dict):
+        self.args, self.model, self.tokenizer, self.dims = args, model, tokenizer, dims
+        # TorchScript traces the loaded model itself, so not beside the probes.
+        self.concurrent = args.exporter == "dynamo"
+        self.trace_job = None
+        self.layout = ("token states (hidden_states, token_logprobs)" if args.token_states
+                       else "pooled in the graph (pooled, nll_sum, n_predicted)")
 
-    meta = export_json(args, model, opset, args.out, probes, created, bos, source)
-    write_json_atomic(os.path.join(args.out, "export.json"), meta)
-    log(f"done: {args.out}")
-    del wrapper, model
-    if args.device == "cuda":
-        torch.cuda.empty_cache()
-    return meta
+    def run(self) -> tuple:
+        if self.args.exporter == "torchscript":
+            return self.torchscript()
+        args = self.args
+        if args.no_graph_cache:
+            template = self.trace()
+        else:
+            key, made_of = key_of(self.model, args.dtype, args.opset, args.token_states)
+            root = args.graph_cache or default_root()
+            template, reused = cached_template(root, key, made_of, self.trace)
+            log(f"graph {key[:16]} {'reused from' if reused else 'traced and kept in'} the graph cache {root}")
+        if self.trace_job is not None and self.trace_job.cancelled:
+            raise ExportError("interrupted")
+        external = template.data_bytes > EXTERNAL_DATA_THRESHOLD
+        log(f"writing model.onnx{f' and {EXTERNAL_DATA_NAME}' if external else ''}: "
+            f"{len(template.tensors)} tensors, {template.data_bytes / 1e6:.1f} MB")
+        return write_model(template, weight_sources(self.model)[0], args.out), template.opset
+
+    def trace(self):
+        log(f"tracing the graph (dynamo exporter, opset {self.args.opset}, weights on the meta device), "
+            f"outputs {self.layout}")
+        self.trace_job = TraceJob(self.model, self.args.dtype, self.args.token_states, self.args.opset, self.dims)
+        return self.trace_job.run()
+
+    def cancel(self) -> None:
+        if self.trace_job is not None:
+            self.trace_job.cancel()
+
+    def torchscript(self) -> tuple:
+        import onnx
+
+        args = self.args
+        external = parameter_bytes(self.model) > EXTERNAL_DATA_THRESHOLD
+        log(f"exporting model.onnx with the torchscript exporter, opset {args.opset}, outputs {self.layout}"
+            + (f", weights in {EXTERNAL_DATA_NAME}" if external else ""))
+        # Two different-length texts so tracing sees real padding and no size-1 axis.
+        example_ids, example_mask, _ = right_padded_batch(self.tokenizer, DEFAULT_PROBES[:2], args.device)
+        export_torchscript(make_wrapper(self.model, args.token_states), (example_ids, example_mask), args.out,
+                           args.opset, external, args.token_states)
+        proto = onnx.load(os.path.join(args.out, "model.onnx"), load_external_data=False)
+        check_graph_io(proto, args.token_states, self.dims, args.dtype)
+        return model_files(args.out), opset_of(proto)
 
 
 def main(argv=None) -> int:

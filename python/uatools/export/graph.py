@@ -1,10 +1,10 @@
-"""The graph: the wrapper that reduces in the graph (or emits token states), the ONNX
-exporters, and the check of the written graph's inputs and outputs."""
+"""The graph: the wrapper that reduces in the graph (or emits token states), the TorchScript
+exporter (the dynamo one runs in uatools.export.template), and the check of a graph's inputs
+and outputs."""
 from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 
 from uatools.export.common import EXTERNAL_DATA_NAME, INPUTS, REDUCED_OUTPUTS, TOKEN_STATES_OUTPUTS, ExportError
 
@@ -125,35 +125,17 @@ def parameter_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def export_onnx(wrapper, example, out_dir: str, exporter: str, opset: int, external: bool,
-                token_states: bool = False) -> None:
-    """Write out_dir/model.onnx (+ model.onnx.data when external)."""
+def export_torchscript(wrapper, args, out_dir: str, opset: int, external: bool, token_states: bool) -> None:
+    """--exporter torchscript: out_dir/model.onnx (+ model.onnx.data when external), traced with
+    the weights (no graph cache: its constant folding renames the weights it transposes)."""
+    import onnx
     import torch
 
-    input_ids, attention_mask = example
     names = {"input_names": list(INPUTS), "output_names": output_names(token_states)}
     dest = os.path.join(out_dir, "model.onnx")
     for stale in (dest, os.path.join(out_dir, EXTERNAL_DATA_NAME)):
         if os.path.exists(stale):
             os.unlink(stale)
-    with torch.no_grad(), warnings.catch_warnings():
-        # "axis name X will not be used": dynamo renaming noise; the axes are checked after.
-        warnings.filterwarnings("ignore", message=".*axis name.*")
-        if exporter == "dynamo":
-            batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-            program = torch.onnx.export(
-                wrapper, (input_ids, attention_mask), dynamo=True, opset_version=opset, verbose=False,
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-                **names)
-            # ONNXProgram.save names the external file "<basename>.data" = model.onnx.data.
-            program.save(dest, external_data=external)
-        else:
-            export_torchscript(wrapper, (input_ids, attention_mask), dest, opset, external, names)
-
-
-def export_torchscript(wrapper, args, dest: str, opset: int, external: bool, names: dict) -> None:
-    import onnx
-    import torch
 
     # TorchScript writes one file per tensor for large models; export into a scratch dir
     # and re-save so the layout is always model.onnx (+ a single model.onnx.data).
@@ -164,58 +146,27 @@ def export_torchscript(wrapper, args, dest: str, opset: int, external: bool, nam
             dyn.update({"hidden_states": {1: "batch", 2: "seq"}, "token_logprobs": {0: "batch", 1: "seq"}})
         else:
             dyn.update({name: {0: "batch"} for name in REDUCED_OUTPUTS})
-        torch.onnx.export(wrapper, args, tmp_path, dynamo=False, opset_version=opset,
-                          dynamic_axes=dyn, do_constant_folding=True, **names)
+        with torch.no_grad():
+            torch.onnx.export(wrapper, args, tmp_path, dynamo=False, opset_version=opset,
+                              dynamic_axes=dyn, do_constant_folding=True, **names)
         proto = onnx.load(tmp_path, load_external_data=True)
         onnx.save_model(proto, dest, save_as_external_data=external, all_tensors_to_one_file=True,
                         location=EXTERNAL_DATA_NAME, size_threshold=1024)
 
 
-def strip_debug_metadata(path: str) -> None:
-    """Drop the dynamo exporter's per-node provenance (fx node, Python stack traces with
-    local paths): it triples a small model's file and makes bytes machine-dependent.
-    External data is left where it is (only the graph proto is rewritten)."""
-    import onnx
-
-    proto = onnx.load(path, load_external_data=False)
-
-    def clean_graph(graph):
-        for node in graph.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    clean_graph(attr.g)
-                for sub in attr.graphs:
-                    clean_graph(sub)
-        for value in list(graph.value_info) + list(graph.input) + list(graph.output):
-            del value.metadata_props[:]
-        for init in graph.initializer:
-            del init.metadata_props[:]
-
-    clean_graph(proto.graph)
-    for function in proto.functions:
-        for node in function.node:
-            del node.metadata_props[:]
-    proto.doc_string = ""
-    onnx.save_model(proto, path)
-
-
-def onnx_opset(path: str) -> int:
-    import onnx
-
-    proto = onnx.load(path, load_external_data=False)
+def opset_of(proto) -> int:
     return max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def check_graph_io(path: str, token_states: bool = False, dims: dict | None = None,
+def check_graph_io(model, token_states: bool = False, dims: dict | None = None,
                    dtype: str | None = None) -> None:
-    """Fail early if the saved graph's names, element types or axes differ from the contract
-    (for the layout token_states selects). With dims (model_dims) and dtype, the outputs'
-    fixed axes and the hidden states' element type are checked too."""
+    """Fail early if the graph's names, element types or axes differ from the contract (for the
+    layout token_states selects). model: a ModelProto, or the path of a saved one. With dims
+    (model_dims) and dtype, the outputs' fixed axes and the hidden states' element type are
+    checked too."""
     import onnx
 
-    graph = onnx.load(path, load_external_data=False).graph
+    graph = (onnx.load(model, load_external_data=False) if isinstance(model, str) else model).graph
     ins = [i.name for i in graph.input]
     outs = [o.name for o in graph.output]
     want_outs = output_names(token_states)

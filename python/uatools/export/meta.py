@@ -108,10 +108,10 @@ def model_files(out_dir: str) -> dict:
     return files
 
 
-def export_json(args, model, opset: int, out_dir: str, probes: list, created: str, bos: bool,
+def export_json(args, dims: dict, opset: int, files: dict, probes: list, created: str, bos: bool,
                 source: dict) -> dict:
-    """source: uatools.export.source.source_record's (model, revision, commit, commit_reason, weights)."""
-    files = model_files(out_dir)
+    """dims: model_dims'; files: model_files' (or the same entries, made while writing);
+    source: uatools.export.source.source_record's (model, revision, commit, commit_reason, weights)."""
     return {
         "format": FORMAT,
         "source": source,
@@ -120,7 +120,7 @@ def export_json(args, model, opset: int, out_dir: str, probes: list, created: st
         "exporter": args.exporter,
         "opset": opset,
         "versions": versions(),
-        **model_dims(model),
+        **dims,
         "inputs": list(INPUTS),
         "outputs": output_names(args.token_states),
         **({} if args.token_states else {"pooled_order": list(POOLED_ORDER)}),

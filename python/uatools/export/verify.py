@@ -31,7 +31,11 @@ def ort_session(path: str, device: str):
         providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
     else:
         providers = ["CPUExecutionProvider"]
-    return ort.InferenceSession(path, providers=providers)
+    options = ort.SessionOptions()
+    # Prepacking copies every MatMul weight into the CPU kernels' layout: a second copy of the
+    # model for a check that runs one small batch.
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    return ort.InferenceSession(path, options, providers=providers)
 
 
 def run_ort(session, input_ids, attention_mask) -> dict:
@@ -74,7 +78,7 @@ def compare_real_tokens(ort_out: dict, torch_out, lengths):
     pooled vectors (mean, mean_skip_first, last at every layer) and per-row NLL. torch's side
     is always its own token states pooled in float64 here, so for the reduced graph this
     measures the in-graph pooling and NLL sum too."""
-    t_hidden, t_lp = (x.float().cpu().numpy() for x in torch_out)
+    t_hidden, t_lp = torch_out
     emb, nll, hmax = 0.0, 0.0, 0.0
     for row, n in enumerate(lengths):
         ours, ours_nll, k = row_values(ort_out, row, n)
@@ -104,10 +108,10 @@ def compare_with_probes(ort_out: dict, lengths, probes):
     return {"probe_pooled_error": emb, "probe_nll_error": nll}
 
 
-def verify(onnx_path, model, tokenizer, texts, probes, dtype, device) -> dict:
-    """Right-padded batch of 2+ different-length texts plus a 1-token row (the first text's
-    first token): ONNX Runtime (either layout) vs torch's token states pooled in float64 on
-    real tokens, and vs the probes' seed values, within parity.bound(dtype) (scale-relative)."""
+def torch_reference(model, tokenizer, texts, device) -> dict:
+    """What verify compares ONNX Runtime with, computed while the model is loaded: a right-padded
+    batch of 2+ different-length texts plus a 1-token row (the first text's first token), and
+    torch's token states and log-probabilities on it (float32 numpy)."""
     import torch
 
     ids = [list(tokenizer(t)["input_ids"]) for t in texts]
@@ -115,9 +119,19 @@ def verify(onnx_path, model, tokenizer, texts, probes, dtype, device) -> dict:
     input_ids, attention_mask, lengths = right_padded_ids(ids, device)
     with torch.no_grad():
         torch_out = make_wrapper(model, token_states=True)(input_ids, attention_mask)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "lengths": lengths,
+            "torch_out": tuple(x.float().cpu().numpy() for x in torch_out)}
+
+
+def verify(onnx_path, reference, probes, dtype, device) -> dict:
+    """ONNX Runtime (either layout) on torch_reference's batch vs torch's token states pooled
+    in float64 on real tokens, and vs the probes' seed values, within parity.bound(dtype)
+    (scale-relative). Needs no model: the export frees it first, so that the weights are not
+    held twice."""
     session = ort_session(onnx_path, device)
-    ort_out = run_ort(session, input_ids, attention_mask)
-    result = compare_real_tokens(ort_out, torch_out, lengths)
+    lengths = reference["lengths"]
+    ort_out = run_ort(session, reference["input_ids"], reference["attention_mask"])
+    result = compare_real_tokens(ort_out, reference["torch_out"], lengths)
     if probes:
         result.update(compare_with_probes(ort_out, lengths, probes))
     bound = parity.bound(dtype)
