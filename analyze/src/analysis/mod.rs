@@ -90,7 +90,8 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         .map(|(pi, &pooling)| analyze_pooling(&loaded, pi, pooling, &perms, settings))
         .collect();
     warnings.extend(nan_warnings(&results));
-    let peak_evidence = evidence::at_peaks(&results[0], &categories, sizes.iter().sum());
+    let peak_evidence =
+        evidence::at_peaks(&results[0], &categories, sizes.iter().sum(), perms.floor());
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
     if let Some(why) = cka_skipped.as_ref().filter(|_| !compact) {
         warnings.push(format!("the CKA depth alignment was skipped: {why}"));
