@@ -701,25 +701,20 @@ if len(sys.argv) > 6:
 else:
     values[row] = value
 groups[group] = groups[group].set_column(i, schema.field(i), pa.array(values, schema.field(i).type))
-with pq.ParquetWriter(path, schema) as w:
+# Lists' items named "item", as arrow-rs names them (pyarrow's default is "element").
+with pq.ParquetWriter(path, schema, use_compliant_nested_type=False) as w:
     for g in groups:
         w.write_table(g, row_group_size=len(g))
 "#;
 
-/// Values no extract writes, in files whose sha256 the manifest records: a negative
-/// NLL, a mean that is not nll_sum / n_predicted, a cosine of 2.0 in the sidecar.
+/// Values no extract writes, in files whose sha256 the manifest records: a mean that
+/// is not nll_sum / n_predicted, a cosine of 2.0 in the sidecar.
 /// Each passed unnoticed; each is refused naming the file and the value.
 #[test]
 fn impossible_values_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let statements = schemas::STATEMENTS_FILE;
-    let cases: [(&str, &str, &[&str], &[&str]); 4] = [
-        (
-            "negative",
-            statements,
-            &["0", "nll_mean", "3", "-5"],
-            &["statement 3 has a negative NLL", "nll_mean -5"],
-        ),
+    let cases: [(&str, &str, &[&str], &[&str]); 3] = [
         (
             "mean",
             statements,
@@ -771,8 +766,9 @@ values = groups[2].column(i).to_pylist()
 values[5] = values[4] if how == "duplicate-id" else None
 groups[2] = groups[2].set_column(i, field, pa.array(values, field.type))
 with pq.ParquetWriter(path, schema) as w:
-    for g in groups:
-        w.write_table(g.cast(schema), row_group_size=len(g))
+    for k, g in enumerate(groups):
+        # The planted group has the new schema already (a null list casts to nothing).
+        w.write_table(g if k == 2 else g.cast(schema), row_group_size=len(g))
 "#;
 
 /// A null vector, a null statement id or a statement id twice in one layer of the
