@@ -693,7 +693,9 @@ import pyarrow.parquet as pq
 path, group, name, row, value = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
 f = pq.ParquetFile(path)
 groups = [f.read_row_group(g) for g in range(f.num_row_groups)]
-schema = f.schema_arrow
+# The file's key-value metadata (the sidecar's ua.grams.* keys) kept.
+kept = {k: v for k, v in (f.metadata.metadata or {}).items() if k != b"ARROW:schema"}
+schema = f.schema_arrow.with_metadata(kept)
 i = schema.get_field_index(name)
 values = groups[group].column(i).to_pylist()
 if len(sys.argv) > 6:
@@ -701,6 +703,7 @@ if len(sys.argv) > 6:
 else:
     values[row] = value
 groups[group] = groups[group].set_column(i, schema.field(i), pa.array(values, schema.field(i).type))
+groups = [g.replace_schema_metadata(kept) for g in groups]
 # Lists' items named "item", as arrow-rs names them (pyarrow's default is "element").
 with pq.ParquetWriter(path, schema, use_compliant_nested_type=False) as w:
     for g in groups:
@@ -765,7 +768,7 @@ schema = schema.set(i, field)
 values = groups[2].column(i).to_pylist()
 values[5] = values[4] if how == "duplicate-id" else None
 groups[2] = groups[2].set_column(i, field, pa.array(values, field.type))
-with pq.ParquetWriter(path, schema) as w:
+with pq.ParquetWriter(path, schema, use_compliant_nested_type=False) as w:
     for k, g in enumerate(groups):
         # The planted group has the new schema already (a null list casts to nothing).
         w.write_table(g if k == 2 else g.cast(schema), row_group_size=len(g))
