@@ -616,6 +616,19 @@ fn resampling_counts_that_cannot_fit_or_mean_nothing_are_refused_up_front() {
             &["--bootstrap", "at least 40", "pass 0 to turn it off"],
         ),
         (&["--bootstrap", "2"], &["--bootstrap", "at least 40"]),
+        // One ordering gave p = 0.5 whatever the data, and a confident flag beside it.
+        (
+            &["--monte-carlo-permutations", "--permutations", "1"],
+            &[
+                "--permutations",
+                "at least 1/(1 + 1) = 0.500",
+                "200 or more",
+            ],
+        ),
+        (
+            &["--permutations", "199"],
+            &["--permutations", "200 or more"],
+        ),
         (
             &["--training-bootstrap", "39"],
             &["--training-bootstrap", "at least 40"],
@@ -627,13 +640,29 @@ fn resampling_counts_that_cannot_fit_or_mean_nothing_are_refused_up_front() {
     assert!(ok, "40 resamples are enough: {err}");
 }
 
+/// Rewrites `dir/file` with the Python `script` (pyarrow; the file's path is
+/// `sys.argv[1]`, `args` follow) and records its new size and sha256 in the
+/// manifest, so that only what the script planted is left to find.
+fn rewrite_parquet(dir: &Path, file: &str, script: &str, args: &[&str]) {
+    let path = dir.join(file);
+    let o = std::process::Command::new("python3")
+        .args(["-c", script, path.to_str().unwrap()])
+        .args(args)
+        .output()
+        .expect("python3 (scripts/test puts .venv first on PATH)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut m = schemas::Manifest::read(&dir.join(schemas::MANIFEST_FILE)).unwrap();
+    let entry = m.files.get_mut(file).unwrap();
+    entry.sha256 = e2e::sha256(&path);
+    entry.bytes = std::fs::metadata(&path).unwrap().len();
+    schemas::write_manifest(&dir.join(schemas::MANIFEST_FILE), &m).unwrap();
+}
+
 /// A null in statements.parquet was read as another row's value; now it is refused.
 #[test]
 fn a_null_in_the_statements_is_refused_naming_the_column() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
-    let dir = cache.join("a");
-    let file = dir.join(schemas::STATEMENTS_FILE);
     let script = r#"
 import sys
 import pyarrow as pa
@@ -645,22 +674,165 @@ values[3] = None
 t = t.set_column(i, pa.field("nll_mean", pa.float64(), nullable=True), pa.array(values, pa.float64()))
 pq.write_table(t, sys.argv[1])
 "#;
-    let o = std::process::Command::new("python3")
-        .args(["-c", script, file.to_str().unwrap()])
-        .output()
-        .expect("python3 (scripts/test puts .venv first on PATH)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut m = schemas::Manifest::read(&dir.join(schemas::MANIFEST_FILE)).unwrap();
-    let entry = m.files.get_mut(schemas::STATEMENTS_FILE).unwrap();
-    entry.sha256 = e2e::sha256(&file);
-    entry.bytes = std::fs::metadata(&file).unwrap().len();
-    schemas::write_manifest(&dir.join(schemas::MANIFEST_FILE), &m).unwrap();
+    rewrite_parquet(&cache.join("a"), schemas::STATEMENTS_FILE, script, &[]);
     expect_error(
         &cache,
         &tmp.path().join("out"),
         &[],
         &["statements.parquet", "column `nll_mean`", "1 null"],
     );
+}
+
+/// Sets `COLUMN[ROW]` (or, given INDEX, `COLUMN[ROW][INDEX]`) of row group GROUP to
+/// the JSON `VALUE`; argv: GROUP COLUMN ROW VALUE [INDEX]. Row groups, types and the
+/// file's key-value metadata are kept.
+const SET_VALUE: &str = r#"
+import json, sys
+import pyarrow as pa
+import pyarrow.parquet as pq
+path, group, name, row, value = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+f = pq.ParquetFile(path)
+groups = [f.read_row_group(g) for g in range(f.num_row_groups)]
+# The file's key-value metadata (the sidecar's ua.grams.* keys) kept.
+kept = {k: v for k, v in (f.metadata.metadata or {}).items() if k != b"ARROW:schema"}
+schema = f.schema_arrow.with_metadata(kept)
+i = schema.get_field_index(name)
+values = groups[group].column(i).to_pylist()
+if len(sys.argv) > 6:
+    values[row][int(sys.argv[6])] = value
+else:
+    values[row] = value
+groups[group] = groups[group].set_column(i, schema.field(i), pa.array(values, schema.field(i).type))
+groups = [g.replace_schema_metadata(kept) for g in groups]
+# Lists' items named "item", as arrow-rs names them (pyarrow's default is "element").
+with pq.ParquetWriter(path, schema, use_compliant_nested_type=False) as w:
+    for g in groups:
+        w.write_table(g, row_group_size=len(g))
+"#;
+
+/// Values no extract writes, in files whose sha256 the manifest records: a mean that
+/// is not nll_sum / n_predicted, a cosine of 2.0 in the sidecar.
+/// Each passed unnoticed; each is refused naming the file and the value.
+#[test]
+fn impossible_values_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let statements = schemas::STATEMENTS_FILE;
+    let cases: [(&str, &str, &[&str], &[&str]); 3] = [
+        (
+            "mean",
+            statements,
+            &["0", "nll_mean", "3", "9.5"],
+            &["statement 3 has nll_mean 9.5 but nll_sum / n_predicted"],
+        ),
+        (
+            "cosine-diagonal",
+            schemas::GRAMS_FILE,
+            &["1", "mean_skip_first_a", "0", "2.0", "0"],
+            &["layer 1, category", "no cosines", "beyond ±1"],
+        ),
+        (
+            "cosine",
+            schemas::GRAMS_FILE,
+            &["2", "mean_skip_first_ab", "1", "-2.0", "1"],
+            &["layer 2, category", "no cosines"],
+        ),
+    ];
+    for (name, file, args, said) in cases {
+        let root = tmp.path().join(name);
+        let cache = cache_with(&root, "a:3:8:1000,b:4:8:2000", &[]);
+        rewrite_parquet(&cache.join("b"), file, SET_VALUE, args);
+        let err = expect_error(&cache, &root.join("out"), &[], said);
+        assert!(err.contains(&format!("b/{file}")), "{name}: {err}");
+        assert!(!root.join("out").exists());
+    }
+}
+
+/// Layer 2 of `embeddings.parquet` with one row changed as `how` says (`null-cell`:
+/// its mean_skip_first vector null, the column made nullable; `null-id`: its
+/// statement_id null; `duplicate-id`: the statement_id of the row before), every
+/// row group kept one layer.
+const PLANT_IN_LAYER_2: &str = r#"
+import sys
+import pyarrow as pa
+import pyarrow.parquet as pq
+path, how = sys.argv[1], sys.argv[2]
+f = pq.ParquetFile(path)
+groups = [f.read_row_group(g) for g in range(f.num_row_groups)]
+name = {"null-cell": "mean_skip_first", "null-id": "statement_id", "duplicate-id": "statement_id"}[how]
+schema = groups[0].schema
+i = schema.get_field_index(name)
+field = schema.field(i)
+if how != "duplicate-id":
+    field = field.with_nullable(True)
+schema = schema.set(i, field)
+values = groups[2].column(i).to_pylist()
+values[5] = values[4] if how == "duplicate-id" else None
+groups[2] = groups[2].set_column(i, field, pa.array(values, field.type))
+with pq.ParquetWriter(path, schema, use_compliant_nested_type=False) as w:
+    for k, g in enumerate(groups):
+        # The planted group has the new schema already (a null list casts to nothing).
+        w.write_table(g if k == 2 else g.cast(schema), row_group_size=len(g))
+"#;
+
+/// A null vector, a null statement id or a statement id twice in one layer of the
+/// embeddings was read as zeros or in another statement's place, and changed r
+/// (issue 29): each is refused naming the file, the column or layer, and the problem,
+/// by the analysis (from a cache without a sidecar), by export and by index.
+#[test]
+fn a_null_or_repeated_statement_in_the_embeddings_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (how, said) in [
+        (
+            "null-cell",
+            &[
+                "column `mean_skip_first` is nullable",
+                "1 null value(s) (layer 2)",
+            ][..],
+        ),
+        (
+            "null-id",
+            &[
+                "column `statement_id` is nullable",
+                "1 null value(s) (layer 2)",
+            ][..],
+        ),
+        ("duplicate-id", &["layer 2 holds statement_id", "twice"][..]),
+    ] {
+        let root = tmp.path().join(how);
+        let cache = cache_with(&root, "a:3:8:1000,b:4:8:2000", &["--no-grams"]);
+        let file = schemas::EMBEDDINGS_FILE;
+        rewrite_parquet(&cache.join("b"), file, PLANT_IN_LAYER_2, &[how]);
+        let out = root.join("out");
+        let err = expect_error(&cache, &out, &[], said);
+        assert!(err.contains("b/embeddings.parquet"), "{err}");
+        assert!(!out.exists(), "nothing written");
+        let (cache_arg, export) = (cache.to_str().unwrap(), root.join("export"));
+        for (args, said) in [
+            (
+                vec![
+                    "export",
+                    "--cache",
+                    cache_arg,
+                    "--out",
+                    export.to_str().unwrap(),
+                ],
+                said,
+            ),
+            // index reads every layer whole: it names the layer, not the row.
+            (vec!["index", "--cache", cache_arg], &["2"][..]),
+        ] {
+            let o = run_cmd(&binary("analyze"), &args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !o.status.success() && err.trim().lines().count() == 1,
+                "{err}"
+            );
+            assert!(err.contains("b/embeddings.parquet"), "{err}");
+            assert!(said.iter().all(|s| err.contains(s)), "{args:?}: {err}");
+        }
+        assert!(!export.exists(), "nothing exported");
+        assert!(!cache.join("b").join(schemas::GRAMS_FILE).exists());
+    }
 }
 
 /// Folder names need not be UTF-8: the analysis completes and records them as it can.
@@ -697,23 +869,62 @@ fn a_non_utf8_cache_and_out_are_analyzed() {
     assert!(leftovers.is_empty(), "no temp folder left: {leftovers:?}");
 }
 
-/// A SIGTERM while the outputs are written removes the temporary folder (eight
-/// SIGTERMs once left seven full copies), and a later run removes what runs killed
-/// outright (SIGKILL) left behind.
+/// Every file of `dir` by name, or None when it does not exist; results.json without
+/// the values that change from run to run (timings, clock times).
+fn snapshot(dir: &Path) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
+    fn steady(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for key in ["timings_s", "timestamp", "started", "finished"] {
+                    map.remove(key);
+                }
+                map.values_mut().for_each(steady);
+            }
+            Value::Array(items) => items.iter_mut().for_each(steady),
+            _ => {}
+        }
+    }
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .flatten()
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let mut bytes = std::fs::read(e.path()).unwrap();
+                if name == "results.json" {
+                    // A truncated file is not JSON: kept as it is, it matches neither.
+                    if let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) {
+                        steady(&mut v);
+                        bytes = v.to_string().into_bytes();
+                    }
+                }
+                (name, bytes)
+            })
+            .collect(),
+    )
+}
+
+/// A signal at any moment while analyze replaces an earlier `--out` leaves it holding
+/// the complete earlier output or the complete new one, never a part (a SIGINT while
+/// the new folder was renamed into place left it empty, and the earlier output only
+/// in `.out.old-PID`, which the next run deleted), and no copy behind (eight SIGTERMs
+/// once left seven). A run killed outright (SIGKILL), at any moment too, leaves what
+/// the next run puts right before it reads anything: the earlier output back in
+/// place where it had been moved aside, the leftovers removed.
 #[cfg(unix)]
 #[test]
-fn a_stopped_analysis_leaves_no_copy_behind() {
+fn a_signal_at_any_moment_leaves_the_earlier_or_the_new_output() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     synth_cache(
         &cache,
         &[
             "--models",
-            "m1:6:32:100000,m2:8:32:200000,m3:10:32:300000,m4:12:32:400000,m5:14:32:500000,m6:16:32:600000",
+            "m1:6:32:100000,m2:8:32:200000,m3:10:32:300000,m4:12:32:400000",
             "--categories",
             "20,20,20,20,20,20",
             "--steps",
-            "1000,2000,3000,4000",
+            "1000,2000",
         ],
     );
     let out = tmp.path().join("out");
@@ -725,40 +936,114 @@ fn a_stopped_analysis_leaves_no_copy_behind() {
             .filter(|n| n.starts_with(".out."))
             .collect()
     };
-    let mut stopped = false;
-    // The outputs take a few hundred ms to write: catch that window with a SIGTERM.
-    for _ in 0..10 {
-        let mut child = std::process::Command::new(binary("analyze"))
-            .args([
-                "--cache",
-                cache.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .args(["--bootstrap", "100", "--training-bootstrap", "100"])
+    let flags = |seed: &str| -> Vec<String> {
+        [
+            "--bootstrap",
+            "100",
+            "--training-bootstrap",
+            "100",
+            "--seed",
+            seed,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // The earlier output (seed 1) and the new one (seed 2) differ in every run.
+    let o = run_analyze(
+        &cache,
+        &out,
+        &flags("1").iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let earlier_dir = tmp.path().join("earlier");
+    e2e::copy_dir(&out, &earlier_dir);
+    let earlier = snapshot(&out);
+    let spawn = || {
+        std::process::Command::new(binary("analyze"))
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--out")
+            .arg(&out)
+            .args(flags("2"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
+    };
+    // Runs until the outputs are being written (the temp folder exists), then waits
+    // `after` and sends `signal`; returns how the run ended, and when, counted from
+    // the temp folder's appearance.
+    let stop = |signal: &str, after: std::time::Duration| {
+        std::fs::remove_dir_all(&out).unwrap();
+        e2e::copy_dir(&earlier_dir, &out);
+        let mut child = spawn();
         let tmp_dir = tmp.path().join(format!(".out.tmp-{}", child.id()));
         while !tmp_dir.exists() && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
+        let t = std::time::Instant::now();
+        std::thread::sleep(after);
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status();
-        let status = child.wait().unwrap();
-        if status.code() == Some(128 + 15) {
-            stopped = true;
-            assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
-            break;
-        }
+        (child.wait().unwrap(), t.elapsed())
+    };
+    // The new output, twice the same; how long writing takes, from the temp folder's
+    // appearance to the exit (the longer of two runs).
+    let mut writing = std::time::Duration::ZERO;
+    let mut new = None;
+    for _ in 0..2 {
+        let (status, took) = stop("-0", std::time::Duration::ZERO);
+        assert!(status.success());
+        writing = writing.max(took);
+        let now = snapshot(&out);
+        assert!(
+            new.is_none() || new == now,
+            "the new output is not reproducible"
+        );
+        new = now;
     }
-    assert!(stopped, "no run was caught writing its outputs");
+    assert_ne!(earlier, new);
 
-    // Left by runs killed outright: a temp folder, and an earlier output moved aside.
-    let (ok, _, err) = analyze(&cache, &out, &[]);
-    assert!(ok, "{err}");
+    let moments = 24;
+    let (mut kept, mut replaced) = (0, 0);
+    for i in 0..moments {
+        let after = writing.mul_f64(1.3 * i as f64 / moments as f64);
+        let signal = if i % 2 == 0 { "-INT" } else { "-TERM" };
+        stop(signal, after);
+        let now = snapshot(&out);
+        if now == earlier {
+            kept += 1;
+        } else if now == new {
+            replaced += 1;
+        } else {
+            panic!("{signal} {after:?} into writing: --out holds neither output");
+        }
+        assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
+    }
+    // The signals fell both before and after the replacement.
+    assert!(kept > 0 && replaced > 0, "kept {kept}, replaced {replaced}");
+
+    for i in 0..moments {
+        let after = writing.mul_f64(1.3 * i as f64 / moments as f64);
+        stop("-KILL", after);
+        let now = snapshot(&out);
+        assert!(
+            now.is_none() || now == earlier || now == new,
+            "SIGKILL {after:?} into writing: --out holds neither output"
+        );
+        // The next run puts things right before it reads a cache (this one fails there).
+        let (ok, _, err) = analyze(&cache, &out, &["--models", "none"]);
+        assert!(!ok, "{err}");
+        let now = snapshot(&out);
+        assert!(
+            now == earlier || now == new,
+            "SIGKILL {after:?} into writing: the next run left --out holding neither output"
+        );
+        assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
+    }
+
+    // Left by runs killed outright with a pid now dead, or with this very pid.
     for dead in [".out.tmp-4000000", ".out.old-4000001"] {
         std::fs::create_dir(tmp.path().join(dead)).unwrap();
         std::fs::write(tmp.path().join(dead).join("results.json"), "{}").unwrap();
@@ -766,6 +1051,51 @@ fn a_stopped_analysis_leaves_no_copy_behind() {
     let (ok, _, err) = analyze(&cache, &out, &[]);
     assert!(ok, "{err}");
     assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
+}
+
+/// An `--out` that is a symbolic link was replaced by a folder, and the folder it
+/// pointed to kept the earlier results, with no word: it is refused, naming the link.
+#[cfg(unix)]
+#[test]
+fn an_out_that_is_a_symlink_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let target = tmp.path().join("results");
+    let (ok, _, err) = analyze(&cache, &target, &[]);
+    assert!(ok, "{err}");
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    expect_error(
+        &cache,
+        &link,
+        &[],
+        &["--out", "is a symbolic link", "results"],
+    );
+    assert!(link.is_symlink() && target.join("results.json").is_file());
+}
+
+/// A legal 250-byte `--out` name is written: the temp folder beside it gets a
+/// shorter name (it grew past 255 bytes and the run was refused).
+#[test]
+fn a_250_character_out_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = cache_with(tmp.path(), "a:3:8:1000,b:4:8:2000", &[]);
+    let out = tmp.path().join("o".repeat(250));
+    for _ in 0..2 {
+        let (ok, _, err) = analyze(&cache, &out, &[]);
+        assert!(ok, "{err}");
+    }
+    assert!(out.join("results.json").is_file());
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "nothing beside the cache and --out: {names:?}"
+    );
 }
 
 /// CKA's n x n Grams at 60,000 statements would need about 130 GB (the analysis

@@ -345,6 +345,28 @@ fn dataset_shape_errors_name_category_and_pair() {
     }
 }
 
+/// A UTF-16 dataset (Windows' "Unicode") is named as such, with or without its byte
+/// order mark (serde said "expected value at line 1 column 1").
+#[test]
+fn a_utf16_dataset_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(demo_dataset()).unwrap();
+    let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    for (name, bom) in [
+        ("with-bom.json", &b"\xFF\xFE"[..]),
+        ("without.json", &b""[..]),
+    ] {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, [bom, &utf16].concat()).unwrap();
+        fails(
+            &fixture("tiny-a"),
+            &p,
+            &[],
+            &[name, "is UTF-16", "save it as UTF-8"],
+        );
+    }
+}
+
 /// A UTF-8 byte order mark (Notepad, Excel) is skipped; the recorded sha256 is still
 /// that of the file's bytes.
 #[test]
@@ -428,16 +450,26 @@ fn export_without_probes_is_refused() {
 fn config_disagreeing_with_export_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     for (key, value, expect) in [
-        ("num_hidden_layers", 24, "n_layers is 6"),
-        ("max_position_embeddings", 4, "max_positions is 128"),
-        ("hidden_size", 48, "hidden_size is 32"),
+        ("num_hidden_layers", serde_json::json!(24), "n_layers is 6"),
+        (
+            "max_position_embeddings",
+            serde_json::json!(4),
+            "max_positions is 128",
+        ),
+        ("hidden_size", serde_json::json!(48), "hidden_size is 32"),
+        // A count written as a string was passed over as if absent.
+        (
+            "num_hidden_layers",
+            serde_json::json!("9"),
+            r#"num_hidden_layers is "9", not a whole number"#,
+        ),
     ] {
-        let dir = tmp.path().join(key);
+        let dir = tmp.path().join(format!("{key}-{value}"));
         copy_dir(&fixture("tiny-a"), &dir);
         let path = dir.join("config.json");
         let mut c: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        c[key] = serde_json::json!(value);
+        c[key] = value;
         std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
         relist(&dir, "config.json");
         fails(&dir, &demo_dataset(), &[], &["config.json", expect]);
@@ -611,6 +643,30 @@ fn datasets_that_would_bias_or_be_refused_later_are_refused_up_front() {
             ),
             vec!["differ only in Unicode normalization"],
         ),
+        (
+            three(
+                r#"{"pairs": [["Snow is white", "Snow is black"], ["caf\u00e9 noir", "cafe\u0301 noir"]]}"#,
+            ),
+            vec![
+                "category 'c' pair 1",
+                "its two sides differ only in Unicode normalization",
+            ],
+        ),
+        (
+            format!(
+                r#"{{"a": {{"pairs": {}}}, "b": {{"pairs": {}}}, "c\u0000d": {{"pairs": {}}}}}"#,
+                pairs("Water"),
+                pairs("Ice"),
+                pairs("Snow")
+            ),
+            vec![r#"category "c\0d" holds a control character"#],
+        ),
+        (
+            three(
+                r#"{"pairs": [["Snow is white", "Snow is black"], ["Snow \ud800 is cold", "Snow is warm"]]}"#,
+            ),
+            vec!["line 1, column", "lone surrogate"],
+        ),
     ];
     for (text, expect) in cases {
         let p = dataset_file(tmp.path(), &text);
@@ -698,6 +754,37 @@ fn a_token_id_beyond_the_vocabulary_is_refused_before_any_forward_pass() {
     );
 }
 
+/// Without `vocab_size` in export.json the rows of the graph's embedding table bound
+/// the token ids (ONNX Runtime's Gather failed late, naming neither the statement nor
+/// the tokenizer): a tokenizer of another model is refused before any forward pass.
+#[test]
+fn a_token_beyond_the_embedding_table_is_refused_without_vocab_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(&fixture("tiny-a"), &model);
+    // The committed Pythia tokenizer gives ids far beyond tiny-a's 512 rows.
+    std::fs::copy(
+        e2e::repo_root().join("tests/data/gpt-neox-20b-tokenizer.json"),
+        model.join("tokenizer.json"),
+    )
+    .unwrap();
+    relist(&model, "tokenizer.json");
+    edit_export(&model, |e| {
+        e.as_object_mut().unwrap().remove("vocab_size");
+    });
+    fails(
+        &model,
+        &demo_dataset(),
+        &[],
+        &[
+            "statement",
+            "vocabulary of 512",
+            "rows of model.onnx's embedding table",
+            "tokenizer.json",
+        ],
+    );
+}
+
 /// Puts what a case needs into a model folder.
 type MakeFolder = fn(&Path);
 
@@ -782,11 +869,118 @@ fn the_disk_a_run_needs_is_estimated_before_it_starts() {
         }
         let dir = out.join("m");
         let err = e.fits(&dir, e.peak() - 1, 0).unwrap_err().to_string();
+        // A few MB: shown in MB, not as "0.0 GB".
         assert!(
-            err.contains(&*dir.to_string_lossy()) && err.contains("GB of disk"),
+            err.contains(&*dir.to_string_lossy())
+                && err.contains("MB of disk")
+                && !err.contains(" 0.0 "),
             "{err}"
         );
         e.fits(&dir, e.peak(), 0).unwrap();
         e.fits(&dir, e.peak() - 10, 10).unwrap();
     }
+}
+
+/// Places a cache cannot go, refused before anything is written: a root inside a
+/// model's cache folder (the new cache would be a stray folder of that one), a
+/// `.partial` that is a file (it failed as "File exists" and left a `.lock`); and a
+/// refused run removes the root folders it created (they were left empty).
+#[test]
+fn places_a_cache_cannot_go_are_refused_leaving_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let o = extract_cpu(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        &root,
+        NAME,
+        &["--poolings", "mean"],
+    );
+    e2e::assert_ok(&o, "the first cache");
+    let cache = root.join(NAME);
+    let listing = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&cache);
+    for out in [cache.clone(), cache.join("more/roots")] {
+        let o = extract_cpu(&fixture("tiny-a"), &demo_dataset(), &out, "other", &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.trim().lines().count() == 1,
+            "{err}"
+        );
+        assert!(
+            err.contains("a model's cache folder") && err.contains(&*cache.to_string_lossy()),
+            "{err}"
+        );
+        assert_eq!(listing(&cache), before, "nothing written into the cache");
+    }
+
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(other.join(NAME)).unwrap();
+    std::fs::write(other.join(NAME).join(".partial"), "not a folder").unwrap();
+    let o = extract_cpu(&fixture("tiny-a"), &demo_dataset(), &other, NAME, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(err.contains(".partial: is a file"), "{err}");
+    assert_eq!(listing(&other.join(NAME)), [".partial"], "no .lock left");
+
+    // Refused once the lock is taken (config.json disagrees with export.json): the
+    // folders the run made go with it.
+    let model = tmp.path().join("model");
+    copy_dir(&fixture("tiny-a"), &model);
+    let path = model.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    c["hidden_size"] = serde_json::json!(48);
+    std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
+    relist(&model, "config.json");
+    let fresh = tmp.path().join("fresh");
+    let o = extract_cpu(
+        &model,
+        &demo_dataset(),
+        &fresh.join("nested/root"),
+        NAME,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("hidden_size is 32"),
+        "{err}"
+    );
+    assert!(!fresh.exists(), "the folders the run created are gone");
+}
+
+/// A byte order mark before export.json and config.json (an editor's) is skipped.
+#[test]
+fn model_files_with_a_byte_order_mark_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(&fixture("tiny-a"), &model);
+    // config.json first: export.json records its new sha256 before it gets its own mark.
+    for file in ["config.json", "export.json"] {
+        let path = model.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("\u{feff}{text}")).unwrap();
+        if file == "config.json" {
+            relist(&model, file);
+        }
+    }
+    let o = extract_cpu(
+        &model,
+        &demo_dataset(),
+        tmp.path(),
+        NAME,
+        &["--poolings", "mean"],
+    );
+    e2e::assert_ok(&o, "model files with a BOM");
 }

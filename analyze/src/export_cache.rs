@@ -20,19 +20,20 @@ pub fn export_safetensors(
     only: Option<&[String]>,
     allow_mixed: bool,
 ) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    output::check(out, cache, output::Kind::Export)?;
+    let recovered = output::check(out, cache, output::Kind::Export)?;
     let models = discover(cache, only, allow_mixed, schemas::Scope::Full)?;
     for m in &models {
         m.cache
             .require_embeddings("analyze export")
             .map_err(|e| anyhow!("{e}"))?;
     }
-    let (names, notes) = output::write_atomically(out, output::Kind::Export, |dir| {
+    let (names, mut notes) = output::write_atomically(out, output::Kind::Export, |dir| {
         models
             .iter()
             .map(|m| write_model(m, dir))
             .collect::<Result<Vec<_>>>()
     })?;
+    notes.splice(0..0, recovered);
     Ok((names.into_iter().map(|n| out.join(n)).collect(), notes))
 }
 

@@ -21,8 +21,9 @@ pub use settings::AnalysisSettings;
 /// Runs the analysis and writes every output into `settings.out`, all or nothing
 /// (see `output`); notes on the way out join the analysis' warnings.
 pub fn run(settings: &AnalysisSettings) -> anyhow::Result<Analysis> {
-    output::check(&settings.out, &settings.cache, output::Kind::Analysis)?;
+    let recovered = output::check(&settings.out, &settings.cache, output::Kind::Analysis)?;
     let mut a = analyze(settings)?;
+    a.warnings.extend(recovered);
     let ((), notes) = output::write_atomically(&settings.out, output::Kind::Analysis, |dir| {
         json::write(&a, dir)?;
         csv::write(&a, dir)?;

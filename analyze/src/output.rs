@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
+use sha2::{Digest, Sha256};
 
 /// Which marker makes `dir` a cache folder (a `manifest.json` that reads as a cache
 /// manifest) or a model folder (`export.json` beside `model.onnx`); these generic
@@ -80,11 +81,14 @@ fn resolve(p: &Path) -> PathBuf {
     out
 }
 
-/// Checks, before any work, that `out` may be written: `check_place` and, where it
-/// exists, that it holds only an earlier output of `kind`.
-pub fn check(out: &Path, cache: &Path, kind: Kind) -> Result<()> {
+/// Checks, before any work, that `out` may be written: `check_place`, then puts back
+/// an earlier output that a killed run left moved aside (`recover`), and, where `out`
+/// exists, checks that it holds only an earlier output of `kind`. Returns notes.
+pub fn check(out: &Path, cache: &Path, kind: Kind) -> Result<Vec<String>> {
     check_place(out, cache)?;
-    check_replaceable(out, kind)
+    let notes = recover(out);
+    check_replaceable(out, kind)?;
+    Ok(notes)
 }
 
 /// Refuses an `--out` that would mix results with caches: the `--cache` folder
@@ -125,6 +129,16 @@ pub fn check_place(out: &Path, cache: &Path) -> Result<()> {
 
 /// Refuses to replace an existing `out` that holds anything `kind` did not write.
 fn check_replaceable(out: &Path, kind: Kind) -> Result<()> {
+    // Renamed aside and replaced, a link would become a folder and leave the one it
+    // points to as it was, with no word.
+    if out.is_symlink() {
+        let target = std::fs::read_link(out).unwrap_or_default();
+        bail!(
+            "--out {} is a symbolic link (to {}); the output replaces --out as a whole, so pass the folder itself or another one",
+            out.display(),
+            target.display()
+        );
+    }
     if !out.exists() {
         return Ok(());
     }
@@ -145,6 +159,30 @@ fn check_replaceable(out: &Path, kind: Kind) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where `out`'s temp folder and its moved-aside earlier output lie: the folder
+/// around `out`, and the stem of `.STEM.tmp-PID` and `.STEM.old-PID` there. The stem
+/// is `out`'s name, or for a long one (a legal 255-byte name leaves no room for the
+/// suffixes) its start and a hash of the whole name, so that two outputs in one folder
+/// never share one. None when `out` does not end in a name.
+fn aside(out: &Path) -> Option<(PathBuf, String)> {
+    /// Bytes of a name kept whole: `.`, `.old-` and a pid add at most 16 of the 255.
+    const KEPT: usize = 200;
+    let name = out.file_name()?.to_string_lossy().into_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if name.len() <= KEPT {
+        return Some((parent, name));
+    }
+    let mut cut = KEPT - 20;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..8]);
+    Some((parent, format!("{}~{hash}", &name[..cut])))
 }
 
 /// Flushes every file in `dir` and the folder itself to disk, so that the rename
@@ -168,16 +206,10 @@ pub fn write_atomically<T>(
     kind: Kind,
     write: impl FnOnce(&Path) -> Result<T>,
 ) -> Result<(T, Vec<String>)> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| anyhow!("--out {} does not end in a folder name", out.display()))?
-        .to_string_lossy()
-        .into_owned();
+    let (parent, stem) = aside(out)
+        .ok_or_else(|| anyhow!("--out {} does not end in a folder name", out.display()))?;
+    let mut notes = recover(out);
     check_replaceable(out, kind)?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     std::fs::create_dir_all(&parent).map_err(|e| {
         anyhow!(
             "{}: cannot create the folder for --out: {e}",
@@ -185,15 +217,8 @@ pub fn write_atomically<T>(
         )
     })?;
     let pid = std::process::id();
-    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
-    let old = parent.join(format!(".{name}.old-{pid}"));
-    // Leftovers of a killed earlier run with the same pid; ours by name.
-    for stale in [&tmp, &old] {
-        if stale.exists() {
-            let _ = std::fs::remove_dir_all(stale);
-        }
-    }
-    let mut notes = remove_dead_runs(&parent, &name, out);
+    let tmp = parent.join(format!(".{stem}.tmp-{pid}"));
+    let old = parent.join(format!(".{stem}.old-{pid}"));
     let _cleanup = InProgress::register(&tmp);
     std::fs::create_dir(&tmp).map_err(|e| {
         anyhow!(
@@ -213,24 +238,15 @@ pub fn write_atomically<T>(
         }
     };
     let replacing = out.exists();
-    if replacing {
-        if let Err(e) = std::fs::rename(out, &old) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            bail!(
-                "--out {}: cannot move the earlier output aside: {e}; it is unchanged",
-                out.display()
-            );
-        }
-    }
-    if let Err(e) = std::fs::rename(&tmp, out) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        if replacing {
-            let _ = std::fs::rename(&old, out);
-        }
-        bail!(
-            "--out {}: cannot move the new output into place: {e}; the earlier output is unchanged",
-            out.display()
-        );
+    {
+        // SIGINT and SIGTERM wait for this lock (`remove_in_progress_on_signal`), so
+        // a signal never falls between the two renames: `out` holds the earlier
+        // output until the new one is in place. Published, the temp folder is no
+        // longer the handler's to remove.
+        let mut in_progress = IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+        let published = publish(out, &tmp, &old, replacing);
+        in_progress.retain(|p| *p != tmp);
+        published?;
     }
     let _ = std::fs::File::open(&parent).and_then(|d| d.sync_all());
     if replacing {
@@ -242,6 +258,31 @@ pub fn write_atomically<T>(
         }
     }
     Ok((value, notes))
+}
+
+/// Moves the earlier output (if `replacing`) aside to `old` and the complete new one
+/// from `tmp` into `out`; on failure `out` is as before and `tmp` removed.
+fn publish(out: &Path, tmp: &Path, old: &Path, replacing: bool) -> Result<()> {
+    if replacing {
+        if let Err(e) = std::fs::rename(out, old) {
+            let _ = std::fs::remove_dir_all(tmp);
+            bail!(
+                "--out {}: cannot move the earlier output aside: {e}; it is unchanged",
+                out.display()
+            );
+        }
+    }
+    if let Err(e) = std::fs::rename(tmp, out) {
+        let _ = std::fs::remove_dir_all(tmp);
+        if replacing {
+            let _ = std::fs::rename(old, out);
+        }
+        bail!(
+            "--out {}: cannot move the new output into place: {e}; the earlier output is unchanged",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// The temp folders of this process's unfinished outputs: SIGINT or SIGTERM removes
@@ -278,9 +319,15 @@ fn remove_in_progress_on_signal() {
     };
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            if let Ok(v) = IN_PROGRESS.lock() {
-                for p in v.iter() {
-                    let _ = std::fs::remove_dir_all(p);
+            // Held until the exit: an output being published is published first, and
+            // none starts after. The writer may still add a file to a temp folder
+            // while it is removed: a few tries (what stays is a later run's to remove).
+            let v = IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner());
+            for p in v.iter() {
+                for _ in 0..5 {
+                    if std::fs::remove_dir_all(p).is_ok() || !p.exists() {
+                        break;
+                    }
                 }
             }
             std::process::exit(128 + sig);
@@ -293,18 +340,24 @@ fn remove_in_progress_on_signal() {}
 
 /// Removes what runs that died without cleaning up (SIGKILL, power loss) left beside
 /// `out`: their temp folders, and an earlier output they had moved aside, which goes
-/// back into place when `out` itself is gone. Only where a pid can be checked (/proc).
-fn remove_dead_runs(parent: &Path, name: &str, out: &Path) -> Vec<String> {
+/// back into place when `out` itself is gone (killed between the two renames of
+/// `publish`: the earlier output is complete, the new one may not have been). Only
+/// where a pid can be checked (/proc). Leftovers named with this process's pid are an
+/// earlier process's that had it: this one calls it before writing anything.
+fn recover(out: &Path) -> Vec<String> {
     let mut notes = Vec::new();
+    let Some((parent, stem)) = aside(out) else {
+        return notes;
+    };
     if !Path::new("/proc/self").exists() {
         return notes;
     }
-    let Ok(entries) = std::fs::read_dir(parent) else {
+    let Ok(entries) = std::fs::read_dir(&parent) else {
         return notes;
     };
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file.strip_prefix(&format!(".{name}.")) else {
+        let Some(rest) = file.strip_prefix(&format!(".{stem}.")) else {
             continue;
         };
         let Some((what, pid)) = rest.split_once('-') else {
@@ -312,7 +365,7 @@ fn remove_dead_runs(parent: &Path, name: &str, out: &Path) -> Vec<String> {
         };
         let dead = pid
             .parse::<u32>()
-            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists());
+            .is_ok_and(|p| p == std::process::id() || !Path::new(&format!("/proc/{p}")).exists());
         if !dead {
             continue;
         }

@@ -65,7 +65,7 @@ pub struct AnalysisSettings {
     #[arg(long)]
     pub allow_mixed_datasets: bool,
     /// Monte Carlo permutations when there are more than 8 categories (else all n! are used).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = draws)]
     pub permutations: usize,
     /// Draw --permutations random orderings even with 8 or fewer categories. It cannot
     /// resolve p below the exact floor 1/n! (the draws sample the same n! orderings);
@@ -141,6 +141,27 @@ fn resamples(s: &str) -> Result<usize, String> {
     if n != 0 && n < MIN_RESAMPLES {
         return Err(format!(
             "{n} resamples cannot give a 95% interval (its 2.5th and 97.5th percentiles need at least {MIN_RESAMPLES}); pass 0 to turn it off, or {MIN_RESAMPLES} or more"
+        ));
+    }
+    Ok(n)
+}
+
+/// Fewest Monte Carlo orderings: their p cannot go below 1/(draws + 1), which must
+/// lie under a tenth of 0.05 for a p near 0.05 to be told from its floor (one draw
+/// gave p = 0.5 whatever the data, and a confident flag beside it).
+pub const MIN_PERMUTATIONS: usize = 200;
+
+/// `--permutations`: 0 (with 8 or fewer categories, where every ordering is used and
+/// no draws are made) or enough draws to resolve p.
+fn draws(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a count of orderings, e.g. 10000".to_string())?;
+    if n != 0 && n < MIN_PERMUTATIONS {
+        return Err(format!(
+            "{n} random orderings give a permutation p of at least 1/({n} + 1) = {:.3} whatever the data; pass {MIN_PERMUTATIONS} or more (default 10000)",
+            1.0 / (n as f64 + 1.0)
         ));
     }
     Ok(n)

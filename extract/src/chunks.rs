@@ -509,6 +509,14 @@ pub enum Source<'a> {
 }
 
 impl Source<'_> {
+    /// Where the statements come from, for a message.
+    fn origin(&self) -> String {
+        match self {
+            Source::Embeddings(path) | Source::Chunk { path, .. } => path.display().to_string(),
+            Source::Memory { .. } => "a chunk held in memory".to_string(),
+        }
+    }
+
     /// Layer `l` of this source's statements.
     fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<Loaded<'_>> {
         match self {
@@ -680,6 +688,14 @@ fn layer_in_order(
         })
         .collect();
     order.sort_unstable();
+    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
+        bail!(
+            "{}: layer {l} holds statement_id {} a second time (also in {}); each statement must be there once",
+            sources[w[1].1].origin(),
+            w[1].0,
+            sources[w[0].1].origin()
+        );
+    }
     if !order.iter().map(|&(id, _, _)| id).eq(ids.iter().copied()) {
         bail!("layer {l} of the sources does not hold every statement exactly once");
     }

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
 
 use schemas::Side;
 
@@ -182,6 +183,13 @@ fn category_pairs(cat: &str, def: &Value) -> std::result::Result<Vec<(String, St
             "a category name is empty ('{cat}'); name every category"
         ));
     }
+    // The name is printed in the report, the CSV and the figures: a NUL or a line
+    // break there would break them.
+    if cat.chars().any(char::is_control) {
+        return Err(format!(
+            "category {cat:?} holds a control character (a NUL, a line break); remove it from the name"
+        ));
+    }
     let obj = def.as_object().ok_or_else(|| {
         format!(
             "category '{cat}' is {}; expected an object {{description, expected_effect, pairs}}",
@@ -292,6 +300,11 @@ fn one_pair(cat: &str, i: usize, pair: &Value) -> std::result::Result<(String, S
             "{where_} has the same text on both sides; a pair contrasts two statements"
         ));
     }
+    if a.nfc().eq(b.nfc()) {
+        return Err(format!(
+            "{where_}: its two sides differ only in Unicode normalization (NFC against NFD: they print the same); a pair contrasts two statements"
+        ));
+    }
     Ok((a, b))
 }
 
@@ -301,8 +314,21 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<(Vec<String>, u32, Vec<Statemen
     if bytes.iter().all(u8::is_ascii_whitespace) {
         bail!("{name}: the dataset file is empty");
     }
-    let cats: Categories = serde_json::from_slice(bytes)
-        .map_err(|e| anyhow::anyhow!("{name}: not a dataset in the seed schema ({e})"))?;
+    // Its byte order mark, or, without one, a zero byte beside the first character.
+    let wide = bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF");
+    if wide || bytes.iter().take(2).any(|&b| b == 0) {
+        bail!("{name}: the file is UTF-16 (or UTF-32) text, but a dataset is read as UTF-8 JSON; save it as UTF-8");
+    }
+    let cats: Categories = serde_json::from_slice(bytes).map_err(|e| {
+        // serde_json names a lone surrogate escape (`\ud800` without its pair) by
+        // what it expected next.
+        let text = e.to_string();
+        if text.contains("surrogate") || text.contains("hex escape") {
+            anyhow::anyhow!("{name}: line {}, column {}: a \\u escape of half a UTF-16 surrogate pair (a lone surrogate), which is no character; remove it or write the whole pair", e.line(), e.column())
+        } else {
+            anyhow::anyhow!("{name}: not a dataset in the seed schema ({e})")
+        }
+    })?;
     if cats.0.is_empty() {
         bail!("{name}: the dataset holds no categories");
     }
@@ -362,7 +388,6 @@ pub fn load(path: &Path) -> Result<Dataset> {
 /// Two category names that differ only in Unicode normalization (NFC against NFD)
 /// look the same everywhere they are printed.
 fn look_alike_names(name: &str, cats: &[(String, Value)]) -> Result<()> {
-    use unicode_normalization::UnicodeNormalization;
     let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     for (cat, _) in cats {
         if let Some(first) = seen.insert(cat.nfc().collect(), cat) {

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod chunks;
 pub mod dataset;
 pub mod forward;
+pub mod graph;
 pub mod merge;
 pub mod model_dir;
 pub mod nll;

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Result};
 use schemas::{Manifest, ParityInfo, StatementRow, ValidCache, MANIFEST_FILE};
 
 use crate::chunks;
-use crate::run::{check_name, key_of};
+use crate::run::{check_name, check_root, key_of, Created};
 use crate::shard::Shard;
 
 /// What `extract merge` is given.
@@ -46,12 +46,10 @@ pub fn merge(opts: &MergeOptions) -> Result<String> {
             s.dir()
         );
     }
-    let created = !out_dir.exists();
-    let lock = schemas::CacheLock::acquire(&out_dir)?;
-    let result = merge_locked(&shards, &opts.name, &out_dir);
-    if result.is_err() && created {
-        let _ = std::fs::remove_dir_all(&out_dir);
-    }
+    check_root(&opts.out)?;
+    let created = Created::before(&out_dir);
+    let lock = created.on_error(schemas::CacheLock::acquire(&out_dir).map_err(Into::into))?;
+    let result = created.on_error(merge_locked(&shards, &opts.name, &out_dir));
     drop(lock);
     let line = result?;
     schemas::write_root_card(&opts.out)?;

@@ -160,7 +160,7 @@ impl ModelDir {
         require(dir, "config.json")?;
         let text = std::fs::read_to_string(&export_path)
             .with_context(|| format!("cannot read {}", export_path.display()))?;
-        let export: ExportInfo = serde_json::from_str(&text).map_err(|e| {
+        let export: ExportInfo = serde_json::from_str(without_bom(&text)).map_err(|e| {
             anyhow::anyhow!(
                 "{}: not a valid export description ({e})",
                 export_path.display()
@@ -312,13 +312,25 @@ fn check_files(
 fn check_config(config_path: &Path, export_path: &Path, export: &ExportInfo) -> Result<()> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
-    let config: serde_json::Value = serde_json::from_str(&text)
+    let config: serde_json::Value = serde_json::from_str(without_bom(&text))
         .map_err(|e| anyhow::anyhow!("{}: not valid JSON ({e})", config_path.display()))?;
-    let lookup = |keys: &[&str]| -> Option<u64> {
-        [Some(&config), config.get("text_config")]
+    // The first of `keys` present; a value that is not a count (`"9"`, a string) is
+    // refused, not passed over as if absent.
+    let lookup = |keys: &[&str]| -> Result<Option<u64>> {
+        let found = [Some(&config), config.get("text_config")]
             .into_iter()
             .flatten()
-            .find_map(|c| keys.iter().find_map(|k| c.get(*k).and_then(|v| v.as_u64())))
+            .find_map(|c| keys.iter().find_map(|k| Some((*k, c.get(*k)?))));
+        match found {
+            None | Some((_, serde_json::Value::Null)) => Ok(None),
+            Some((key, v)) => match v.as_u64() {
+                Some(n) => Ok(Some(n)),
+                None => bail!(
+                    "{}: {key} is {v}, not a whole number; re-export with scripts/export",
+                    config_path.display()
+                ),
+            },
+        }
     };
     let pairs = [
         (
@@ -338,7 +350,7 @@ fn check_config(config_path: &Path, export_path: &Path, export: &ExportInfo) -> 
         ),
     ];
     for (what, want, keys) in pairs {
-        if let Some(have) = lookup(keys) {
+        if let Some(have) = lookup(keys)? {
             if have != want {
                 bail!(
                     "{}: {what} is {want} but {} says {} = {have}: the two files describe different models; re-export with scripts/export",
@@ -350,6 +362,11 @@ fn check_config(config_path: &Path, export_path: &Path, export: &ExportInfo) -> 
         }
     }
     Ok(())
+}
+
+/// JSON text without the byte order mark an editor may put first (JSON has none).
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 /// `--model` must name the folder `scripts/export` wrote, not a file in it.

@@ -19,6 +19,7 @@ use crate::checkpoint::CheckpointFlags;
 use crate::chunks::{self, Partial, RunKey, Settings};
 use crate::dataset::{self, Dataset};
 use crate::forward::Forward;
+use crate::graph;
 use crate::model_dir::{self, ModelDir};
 use crate::probe;
 use crate::runtime::{DeviceChoice, Runtime};
@@ -225,19 +226,87 @@ pub fn run(opts: &Options) -> Result<Summary> {
             opts.model.display()
         );
     }
-    let created = !cache_dir.exists();
+    check_root(&opts.out)?;
+    check_partial(&cache_dir)?;
+    let created = Created::before(&cache_dir);
     // Taken before anything slow (hashing the weights, creating the session), so a
     // second writer is refused at once.
-    let lock = schemas::CacheLock::acquire(&cache_dir)?;
+    let lock = created.on_error(schemas::CacheLock::acquire(&cache_dir).map_err(Into::into))?;
     let result = run_locked(opts, &data, &name, &cache_dir, &poolings);
-    if result.is_err() && created && !has_chunks(&cache_dir) {
-        // Leave nothing behind unless finished chunks are worth resuming.
-        let _ = std::fs::remove_dir_all(&cache_dir);
-    }
+    // Leave nothing behind unless finished chunks are worth resuming.
+    let result = if has_chunks(&cache_dir) {
+        result
+    } else {
+        created.on_error(result)
+    };
     drop(lock);
     let summary = result?;
     schemas::write_root_card(&opts.out)?;
     Ok(summary)
+}
+
+/// The folders that creating a cache folder makes (it and the parents it lacks), so
+/// that a refused run removes what it made and nothing else.
+pub(crate) struct Created(Vec<PathBuf>);
+
+impl Created {
+    /// Before `cache_dir` is created: the folders missing on its path, deepest first.
+    pub(crate) fn before(cache_dir: &Path) -> Created {
+        Created(
+            cache_dir
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+                .map(Path::to_path_buf)
+                .collect(),
+        )
+    }
+
+    /// On an error, removes the cache folder if this run created it, then each
+    /// parent it created while empty.
+    pub(crate) fn on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            if let Some((cache_dir, parents)) = self.0.split_first() {
+                let _ = std::fs::remove_dir_all(cache_dir);
+                for dir in parents {
+                    if std::fs::remove_dir(dir).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Refuses a cache root inside a model's cache folder (one holding a manifest or a
+/// lock): the new cache would be taken for a stray folder of that one, and analyze
+/// would never find it.
+pub(crate) fn check_root(out: &Path) -> Result<()> {
+    let root = resolved(out);
+    if let Some(cache) = root.ancestors().find(|d| {
+        d.join(schemas::LOCK_FILE).is_file() || Manifest::read(&d.join(MANIFEST_FILE)).is_ok()
+    }) {
+        bail!(
+            "--out {} lies in {}, a model's cache folder; caches go in a root folder of their own, one folder per model (e.g. --out {})",
+            out.display(),
+            cache.display(),
+            cache.parent().unwrap_or(Path::new(".")).display()
+        );
+    }
+    Ok(())
+}
+
+/// `.partial` is the folder of an interrupted run: anything else there is refused
+/// before the lock is taken (it failed as "File exists").
+fn check_partial(cache_dir: &Path) -> Result<()> {
+    let partial = cache_dir.join(chunks::PARTIAL_DIR);
+    if partial.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        bail!(
+            "{}: is a file, not the folder of an interrupted extraction that extract keeps there; move it away or delete it",
+            partial.display()
+        );
+    }
+    Ok(())
 }
 
 /// `path` with its longest existing prefix made canonical (symlinks, `..`), the rest
@@ -309,11 +378,16 @@ fn run_locked(
     schemas::remove_temp_files(cache_dir)?;
 
     let tok = TextTokenizer::from_file(&model.tokenizer)?;
+    let vocab = match model.export.vocab_size {
+        Some(v) => Some((v, "export.json's vocab_size")),
+        None => graph::embedding_rows(&model.onnx)?
+            .map(|v| (v, "the rows of model.onnx's embedding table")),
+    };
     let tokens = tokenize::tokenize_all(
         &tok,
         &data.statements,
         poolings,
-        (model.export.max_positions, model.export.vocab_size),
+        (model.export.max_positions, vocab),
     )?;
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let all: Vec<usize> = ids.iter().map(|&i| i as usize).collect();
@@ -817,17 +891,28 @@ impl DiskEstimate {
     pub fn fits(&self, cache_dir: &Path, free: u64, written: u64) -> Result<()> {
         let need = self.peak().saturating_sub(written);
         if need > free {
-            let gb = |b: u64| b as f64 / 1e9;
             bail!(
-                "{}: this run needs about {:.1} GB of disk (embeddings {:.1} GB, written first as chunks under .partial and then assembled, and the compact statistics {:.1} GB), more than the {:.1} GB free there; free some space or choose another --out",
+                "{}: this run needs about {} of disk (embeddings {}, written first as chunks under .partial and then assembled, and the compact statistics {}), more than the {} free there; free some space or choose another --out",
                 cache_dir.display(),
-                gb(need),
-                gb(self.embeddings),
-                gb(self.sidecar),
-                gb(free)
+                bytes(need),
+                bytes(self.embeddings),
+                bytes(self.sidecar),
+                bytes(free)
             );
         }
         Ok(())
+    }
+}
+
+/// A size in the unit that shows its digits: GB down to 0.1 GB, then MB, then KB.
+fn bytes(b: u64) -> String {
+    let b = b as f64;
+    match [(1e9, "GB"), (1e6, "MB")]
+        .iter()
+        .find(|(unit, _)| b >= 0.1 * unit)
+    {
+        Some((unit, name)) => format!("{:.1} {name}", b / unit),
+        None => format!("{:.1} KB", b / 1e3),
     }
 }
 
@@ -1013,5 +1098,16 @@ mod tests {
             e.contains("assembling embeddings.parquet") && e.contains("100000 statements"),
             "{e}"
         );
+    }
+
+    /// A small disk's sizes show their digits ("0.0 GB ... the 0.0 GB free" said nothing).
+    #[test]
+    fn sizes_show_their_digits() {
+        assert_eq!(bytes(2_345_000_000), "2.3 GB");
+        assert_eq!(bytes(100_000_000), "0.1 GB");
+        assert_eq!(bytes(99_000_000), "99.0 MB");
+        assert_eq!(bytes(120_000), "0.1 MB");
+        assert_eq!(bytes(12_300), "12.3 KB");
+        assert_eq!(bytes(0), "0.0 KB");
     }
 }

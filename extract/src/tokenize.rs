@@ -60,12 +60,13 @@ pub fn min_tokens(poolings: &[Pooling]) -> (usize, String) {
 }
 
 /// Tokenizes every statement and checks its length against the run's needs and
-/// the model's context.
+/// the model's context, and its token ids against `vocab`: the rows of the model's
+/// embedding table, with where that number comes from.
 pub fn tokenize_all(
     tok: &TextTokenizer,
     statements: &[Statement],
     poolings: &[Pooling],
-    (max_positions, vocab_size): (u64, Option<u64>),
+    (max_positions, vocab): (u64, Option<(u64, &str)>),
 ) -> Result<Vec<Vec<i64>>> {
     let (need, why) = min_tokens(poolings);
     let mut out = Vec::with_capacity(statements.len());
@@ -73,13 +74,13 @@ pub fn tokenize_all(
         let ids = tok.encode(&s.text)?;
         // Checked here, before any forward pass: ONNX Runtime's Gather would name a
         // graph node only after the earlier chunks ran, and CUDA may not check at all.
-        if let Some(&id) = vocab_size.and_then(|v| ids.iter().find(|&&id| id < 0 || id as u64 >= v))
-        {
-            bail!(
-                "{} has token id {id}, outside the model's vocabulary of {} (export.json's vocab_size): the model folder's tokenizer.json does not belong to its graph; export the model again",
-                s.describe(),
-                vocab_size.unwrap_or_default()
-            );
+        if let Some((size, source)) = vocab {
+            if let Some(&id) = ids.iter().find(|&&id| id < 0 || id as u64 >= size) {
+                bail!(
+                    "{} has token id {id}, outside the model's vocabulary of {size} ({source}): the model folder's tokenizer.json does not belong to its graph; export the model again",
+                    s.describe()
+                );
+            }
         }
         if ids.len() < need {
             bail!("{} has {} token(s); {why}", s.describe(), ids.len());

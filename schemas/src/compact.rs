@@ -1015,7 +1015,7 @@ impl<'a> BatchRows<'a> {
         let wrong = || {
             CacheError::new(
                 path,
-                format!("layer {layer}, category '{category}': a block has the wrong length or non-finite values"),
+                format!("layer {layer}, category '{category}': a block has the wrong length or values that are no cosines (non-finite, or beyond ±1)"),
             )
         };
         let lengths =
@@ -1053,7 +1053,9 @@ impl<'a> BatchRows<'a> {
             let values = values
                 .as_primitive_opt::<Float64Type>()
                 .map(|v| v.values().to_vec());
-            values.filter(|v| v.len() == len && v.iter().all(|x| x.is_finite()))
+            // Cosines of vectors normalised to at most unit length: within ±1, and
+            // rounding moves them by about 1e-16 (a crafted 2.0 passed).
+            values.filter(|v| v.len() == len && v.iter().all(|x| x.abs() <= 1.0 + 1e-9))
         });
         Some(CategoryGram {
             n,

@@ -181,6 +181,8 @@ impl Manifest {
     pub fn read(path: &Path) -> Result<Manifest, CacheError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CacheError::new(path, format!("cannot read: {e}")))?;
+        // An editor's byte order mark is no part of the JSON.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         // Another version's keys differ: name the version, not the first key missing.
         let version = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -194,8 +196,34 @@ impl Manifest {
                 ),
             ));
         }
-        serde_json::from_str(&text)
-            .map_err(|e| CacheError::new(path, format!("not a valid cache manifest: {e}")))
+        let mut manifest: Manifest = serde_json::from_str(text)
+            .map_err(|e| CacheError::new(path, format!("not a valid cache manifest: {e}")))?;
+        manifest.lowercase_hashes();
+        Ok(manifest)
+    }
+
+    /// Hex digits are read in either case (extract's check of the model files takes
+    /// export.json's either way): every sha256 is compared in lower case, as written.
+    fn lowercase_hashes(&mut self) {
+        let hashes = self
+            .files
+            .values_mut()
+            .map(|e| &mut e.sha256)
+            .chain(self.model.files.values_mut())
+            .chain([
+                &mut self.model.onnx_sha256,
+                &mut self.model.tokenizer_sha256,
+                &mut self.dataset.sha256,
+            ])
+            .chain(self.dataset.statements_sha256.as_mut())
+            .chain(
+                self.grams
+                    .as_mut()
+                    .and_then(|g| g.embeddings_sha256.as_mut()),
+            );
+        for h in hashes {
+            h.make_ascii_lowercase();
+        }
     }
 
     /// The poolings this cache stores, in manifest order.

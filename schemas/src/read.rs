@@ -48,6 +48,22 @@ fn column<'a>(
         .ok_or_else(|| CacheError::new(path, format!("missing column '{name}'")))
 }
 
+/// Refuses a column holding a null (in a list column, a null list or value), which
+/// would be read as a zero or as another row's value: the contract has none.
+fn no_nulls(array: &dyn Array, name: &str, path: &Path) -> Result<(), CacheError> {
+    let inner = array
+        .as_fixed_size_list_opt()
+        .map_or(0, |l| l.values().null_count());
+    let count = array.null_count() + inner;
+    if count > 0 {
+        return Err(CacheError::new(
+            path,
+            format!("column `{name}` holds {count} null value(s); the contract has none: restore the file or extract again"),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads one row group of an embeddings file written by [`crate::EmbeddingsWriter`].
 /// Used by extract (to assemble resumed chunks) and by tests; analyze reads
 /// through polars.
@@ -72,12 +88,24 @@ pub fn read_embeddings_layer(
     for batch in &batches {
         let layers = column(batch, "layer", path)?.as_primitive_opt::<UInt32Type>();
         let layers = layers.ok_or_else(|| CacheError::new(path, "column 'layer' is not UInt32"))?;
+        no_nulls(layers, "layer", path)?;
         block.layer = layers.value(0);
+        if let Some(other) = layers.values().iter().find(|&&l| l != block.layer) {
+            return Err(CacheError::new(
+                path,
+                format!(
+                    "row group {row_group} holds layers {} and {other}: one row group per layer",
+                    block.layer
+                ),
+            ));
+        }
         let ids = column(batch, "statement_id", path)?
             .as_primitive_opt::<UInt32Type>()
             .ok_or_else(|| CacheError::new(path, "column 'statement_id' is not UInt32"))?;
+        no_nulls(ids, "statement_id", path)?;
         block.statement_ids.extend(ids.values().iter().copied());
         for &p in poolings {
+            no_nulls(column(batch, p.as_str(), path)?, p.as_str(), path)?;
             let list = column(batch, p.as_str(), path)?
                 .as_fixed_size_list_opt()
                 .ok_or_else(|| {
@@ -107,6 +135,9 @@ pub fn read_statements(path: &Path) -> Result<Vec<StatementRow>, CacheError> {
     let mut rows = Vec::new();
     let bad = |name: &str| CacheError::new(path, format!("column '{name}' has the wrong type"));
     for batch in &batches {
+        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+            no_nulls(array, field.name(), path)?;
+        }
         let u32s = |name: &str| {
             column(batch, name, path)?
                 .as_primitive_opt::<UInt32Type>()

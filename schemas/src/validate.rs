@@ -107,6 +107,16 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
     if poolings.is_empty() {
         return Err(CacheError::new(&manifest_path, "lists no poolings"));
     }
+    let dataset = &manifest.dataset;
+    if u64::from(dataset.n_statements) != 2 * u64::from(dataset.n_pairs) {
+        return Err(CacheError::new(
+            &manifest_path,
+            format!(
+                "records {} pairs but {} statements (two per pair): the manifest was altered; restore it or extract again",
+                dataset.n_pairs, dataset.n_statements
+            ),
+        ));
+    }
     let n_statements = u64::from(manifest.n_rows());
     let n_layer_rows = u64::from(manifest.model.n_layers) + 1;
 
@@ -383,6 +393,27 @@ fn check_file(
                     ),
                 ))
             }
+            // A nullable column may hold nulls, which every reader would take for a
+            // value (a zero, or another row's): the contract has none.
+            Ok(have) if have.is_nullable() && !want.is_nullable() => {
+                // Row group l holds layer l in the embeddings and the sidecar.
+                let group = if name == STATEMENTS_FILE {
+                    "row group"
+                } else {
+                    "layer"
+                };
+                let held = match recorded_nulls(&builder, want.name()) {
+                    Some((n, g)) => format!(" and holds {n} null value(s) ({group} {g})"),
+                    None => String::new(),
+                };
+                return Err(CacheError::new(
+                    &path,
+                    format!(
+                        "column `{}` is nullable{held}, but the contract has no nulls; restore the file or extract again",
+                        want.name()
+                    ),
+                ));
+            }
             Ok(_) => {}
         }
     }
@@ -394,4 +425,27 @@ fn check_file(
         ));
     }
     Ok(builder)
+}
+
+/// The nulls that the file's statistics record in column `name` (its leaves), and
+/// the first row group holding one; for the message only, so None where there are
+/// none or the statistics do not say.
+fn recorded_nulls(
+    file: &ParquetRecordBatchReaderBuilder<File>,
+    name: &str,
+) -> Option<(u64, usize)> {
+    let per_group: Vec<u64> = file
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| {
+            rg.columns()
+                .iter()
+                .filter(|c| c.column_path().parts().first().map(String::as_str) == Some(name))
+                .filter_map(|c| c.statistics().and_then(|s| s.null_count_opt()))
+                .sum()
+        })
+        .collect();
+    let first = per_group.iter().position(|&n| n > 0)?;
+    Some((per_group.iter().sum(), first))
 }

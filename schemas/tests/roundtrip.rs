@@ -310,3 +310,37 @@ fn a_compact_only_cache_validates_without_embeddings() {
         "{err}"
     );
 }
+
+/// What an editor does to a manifest is read as it was meant: a byte order mark
+/// first, and sha256s in upper case (extract's check of the model files takes them
+/// either way; this one said "the file or the manifest was altered").
+#[test]
+fn a_byte_order_mark_and_upper_case_hashes_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_cache(dir.path());
+    let path = dir.path().join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let sha = &manifest.files[EMBEDDINGS_FILE].sha256;
+    let edited = text.replace(sha.as_str(), &sha.to_ascii_uppercase());
+    assert_ne!(edited, text);
+    std::fs::write(&path, format!("\u{feff}{edited}")).unwrap();
+    assert_eq!(validate_cache(dir.path()).unwrap().manifest, manifest);
+}
+
+/// A manifest whose pair count disagrees with its statements (4e9 or 7 pairs where
+/// the file holds 2) is refused naming both numbers.
+#[test]
+fn a_pair_count_that_disagrees_is_refused() {
+    for n_pairs in [4_000_000_000u32, 7] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = write_cache(dir.path());
+        manifest.dataset.n_pairs = n_pairs;
+        write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
+        let msg = refusal(dir.path());
+        assert!(
+            msg.contains(MANIFEST_FILE)
+                && msg.contains(&format!("records {n_pairs} pairs but 4 statements")),
+            "{msg}"
+        );
+    }
+}

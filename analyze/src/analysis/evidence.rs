@@ -5,20 +5,27 @@
 use super::results::{ModelPooling, PeakEvidence, PoolingResult};
 use crate::stats::influence::{carries, most_influential, p_disagree};
 
-/// One entry per model of `primary`, in model order.
+/// One entry per model of `primary`, in model order; `floor` is the smallest
+/// permutation p the orderings can give.
 pub fn at_peaks(
     primary: &PoolingResult,
     categories: &[String],
     n_pairs: usize,
+    floor: f64,
 ) -> Vec<PeakEvidence> {
     primary
         .models
         .iter()
-        .filter_map(|m| at_peak(m, categories, n_pairs))
+        .filter_map(|m| at_peak(m, categories, n_pairs, floor))
         .collect()
 }
 
-fn at_peak(m: &ModelPooling, categories: &[String], n_pairs: usize) -> Option<PeakEvidence> {
+fn at_peak(
+    m: &ModelPooling,
+    categories: &[String],
+    n_pairs: usize,
+    floor: f64,
+) -> Option<PeakEvidence> {
     let s = m.layers.iter().find(|s| s.layer == m.abs_peak.layer)?;
     let inf = most_influential(s.r, &s.loco_r, categories.len());
     Some(PeakEvidence {
@@ -34,7 +41,7 @@ fn at_peak(m: &ModelPooling, categories: &[String], n_pairs: usize) -> Option<Pe
         r_without: inf.map_or(f64::NAN, |i| i.r_without),
         p_without: inf.map_or(f64::NAN, |i| i.p_without),
         carried_because: inf.map(|i| carries(s.r, s.p, &i)).unwrap_or_default(),
-        p_disagree: p_disagree(s.p, s.perm_p),
+        p_disagree: p_disagree(s.p, s.perm_p, floor),
         pair_r: s.pair_r,
         pair_p: s.pair_p,
         n_pairs,

@@ -51,6 +51,17 @@ pub fn read_layer(
         );
     }
     let inner = arr.get_inner();
+    // A null would be read as zeros or as another row's values: the contract has none.
+    let nulls = [
+        ("statement_id", ids.null_count()),
+        (pooling.as_str(), arr.null_count() + inner.null_count()),
+    ];
+    if let Some((name, count)) = nulls.into_iter().find(|&(_, c)| c > 0) {
+        bail!(
+            "{}: layer {layer}: column `{name}` holds {count} null value(s); the contract has none: restore the file or extract again",
+            path.display()
+        );
+    }
     let inner = inner.f32().map_err(err)?.rechunk();
     let values = inner.cont_slice().map_err(err)?;
     if values.len() != n * hidden {
@@ -62,6 +73,8 @@ pub fn read_layer(
         );
     }
     let mut out = vec![0f32; n * hidden];
+    // n rows, each a distinct statement of the n: every statement exactly once.
+    let mut seen = vec![false; n];
     for (k, id) in ids.into_no_null_iter().enumerate() {
         let row = *stmts.row_of.get(&id).ok_or_else(|| {
             anyhow!(
@@ -69,6 +82,12 @@ pub fn read_layer(
                 path.display()
             )
         })?;
+        if std::mem::replace(&mut seen[row], true) {
+            bail!(
+                "{}: layer {layer} holds statement_id {id} twice (so another statement not at all); the contract has each statement once per layer: restore the file or extract again",
+                path.display()
+            );
+        }
         out[row * hidden..(row + 1) * hidden]
             .copy_from_slice(&values[k * hidden..(k + 1) * hidden]);
     }

@@ -25,6 +25,8 @@ struct Columns {
     side: Vec<String>,
     text: Vec<String>,
     nll_mean: Vec<f64>,
+    nll_sum: Vec<f64>,
+    n_predicted: Vec<u32>,
 }
 
 /// Reads `statements.parquet` with polars and pairs A with B per category.
@@ -66,6 +68,8 @@ fn read_columns(path: &Path) -> Result<Columns> {
             "side",
             "text",
             "nll_mean",
+            "nll_sum",
+            "n_predicted",
         ],
         None,
     )?;
@@ -90,6 +94,15 @@ fn read_columns(path: &Path) -> Result<Columns> {
             .into_no_null_iter()
             .collect())
     };
+    let f64s = |name: &str| -> Result<Vec<f64>> {
+        Ok(df
+            .column(name)
+            .map_err(err)?
+            .f64()
+            .map_err(err)?
+            .into_no_null_iter()
+            .collect())
+    };
     let strs = |name: &str| -> Result<Vec<String>> {
         Ok(df
             .column(name)
@@ -106,13 +119,9 @@ fn read_columns(path: &Path) -> Result<Columns> {
         side: strs("side")?,
         text: strs("text")?,
         pair_index: u32s("pair_index")?,
-        nll_mean: df
-            .column("nll_mean")
-            .map_err(err)?
-            .f64()
-            .map_err(err)?
-            .into_no_null_iter()
-            .collect(),
+        n_predicted: u32s("n_predicted")?,
+        nll_mean: f64s("nll_mean")?,
+        nll_sum: f64s("nll_sum")?,
     })
 }
 
@@ -130,12 +139,13 @@ fn sides_by_pair(
         if row_of.insert(id, row).is_some() {
             bail!("{}: statement_id {id} appears twice", path.display());
         }
-        if !c.nll_mean[row].is_finite() {
-            bail!(
-                "{}: statement {id} has a non-finite nll_mean",
-                path.display()
-            );
-        }
+        check_nll(
+            path,
+            id,
+            c.nll_mean[row],
+            c.nll_sum[row],
+            c.n_predicted[row],
+        )?;
         let cat = categories
             .iter()
             .position(|k| *k == c.category[row])
@@ -165,6 +175,28 @@ fn sides_by_pair(
         }
     }
     Ok((row_of, sides))
+}
+
+/// A statement's NLL as the contract defines it: finite, and the mean
+/// `nll_sum / n_predicted` to rounding. (A negative NLL is impossible too, but
+/// synth-cache writes some: refusing it waits for the generator and its goldens.)
+fn check_nll(path: &Path, id: u32, mean: f64, sum: f64, n_predicted: u32) -> Result<()> {
+    let problem = if !mean.is_finite() || !sum.is_finite() {
+        "a non-finite nll_mean or nll_sum".to_string()
+    } else if n_predicted == 0 {
+        "n_predicted 0: no token was predicted, so it has no NLL".to_string()
+    } else if (mean - sum / f64::from(n_predicted)).abs() > 1e-9 * mean.max(1.0) {
+        format!(
+            "nll_mean {mean} but nll_sum / n_predicted = {sum} / {n_predicted} = {}",
+            sum / f64::from(n_predicted)
+        )
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "{}: statement {id} has {problem}; restore the file or extract again",
+        path.display()
+    )
 }
 
 /// Per category its pairs in pair_index order, each with both sides and its

@@ -28,14 +28,27 @@ fn render<DB: DrawingBackend>(fig: &impl Figure, root: DrawingArea<DB, Shift>) -
 pub fn save(fig: &impl Figure, out: &Path, stem: &str) -> Result<()> {
     // Appended, not `with_extension`: a stem like `training_pythia-1.4b` has a dot.
     let size = fig.size();
-    render(
-        fig,
-        BitMapBackend::new(&out.join(format!("{stem}.png")), size).into_drawing_area(),
-    )?;
-    render(
-        fig,
-        SVGBackend::new(&out.join(format!("{stem}.svg")), size).into_drawing_area(),
-    )
+    let (png, svg) = (
+        out.join(format!("{stem}.png")),
+        out.join(format!("{stem}.svg")),
+    );
+    render(fig, BitMapBackend::new(&png, size).into_drawing_area())
+        .map_err(|e| in_file(&png, e))?;
+    render(fig, SVGBackend::new(&svg, size).into_drawing_area()).map_err(|e| in_file(&svg, e))
+}
+
+/// A figure's error naming its file, with the operating system's words where the
+/// backend failed to write it (a full disk: "No space left on device").
+fn in_file(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let text = e.to_string();
+    let os = text
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(message, _)| message);
+    match os {
+        Some(message) => anyhow!("{}: cannot write the figure: {message}", path.display()),
+        None => anyhow!("{}: {text}", path.display()),
+    }
 }
 
 /// Which axes of a panel carry tick labels and a description: in a grid of panels

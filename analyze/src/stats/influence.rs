@@ -61,9 +61,14 @@ pub fn carries(r: f64, p: f64, inf: &Influence) -> Vec<&'static str> {
     why
 }
 
-/// Whether Pearson's p is `P_RATIO` times smaller than the permutation p, or smaller still.
-pub fn p_disagree(pearson_p: f64, permutation_p: f64) -> bool {
-    pearson_p.is_finite() && permutation_p.is_finite() && pearson_p * P_RATIO <= permutation_p
+/// Whether Pearson's p is `P_RATIO` times smaller than the permutation p, or smaller
+/// still, where the permutation p could have come out below that: the orderings'
+/// `floor` (1/n! with few categories, 1/(draws + 1) by Monte Carlo) lies under
+/// `P_RATIO` times Pearson's p. Above it, the permutation p is that large whatever
+/// the data.
+pub fn p_disagree(pearson_p: f64, permutation_p: f64, floor: f64) -> bool {
+    let bound = pearson_p * P_RATIO;
+    pearson_p.is_finite() && permutation_p.is_finite() && bound <= permutation_p && floor < bound
 }
 
 #[cfg(test)]
@@ -143,9 +148,14 @@ mod tests {
 
     #[test]
     fn pearson_ten_times_below_the_permutation_p_disagrees() {
-        assert!(p_disagree(5e-5, 0.019));
-        assert!(p_disagree(0.001, 0.01));
-        assert!(!p_disagree(0.002, 0.01));
-        assert!(!p_disagree(f64::NAN, 0.01));
+        assert!(p_disagree(5e-5, 0.019, 1e-4));
+        assert!(p_disagree(0.001, 0.01, 1e-4));
+        assert!(!p_disagree(0.002, 0.01, 1e-4));
+        assert!(!p_disagree(f64::NAN, 0.01, 1e-4));
+        // Orderings that cannot give a p below 10x Pearson's say nothing about it:
+        // 3 categories (1/3! = 0.167), and one Monte Carlo draw (1/2).
+        assert!(!p_disagree(0.01, 1.0 / 6.0, 1.0 / 6.0));
+        assert!(!p_disagree(0.043, 0.5, 0.5));
+        assert!(p_disagree(0.043, 0.5, 1.0 / 24.0));
     }
 }
