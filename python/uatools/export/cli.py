@@ -72,6 +72,7 @@ from uatools.export.graph import (
     strip_debug_metadata,
 )
 from uatools.export.meta import (
+    add_float64_probes,
     adds_bos,
     creation_time,
     export_json,
@@ -203,6 +204,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="export the token-level graph (outputs hidden_states, token_logprobs: every "
                         "token's state at every layer, pooled by extract on the host) instead of the "
                         "default graph that pools and sums the NLL itself (pooled, nll_sum, n_predicted)")
+    p.add_argument("--no-float64-probes", action="store_true",
+                   help="record the probes in the export dtype only, not also in float64 from a float64 copy "
+                        "of the model (8 bytes a parameter; for models too large for that): extract then "
+                        "judges parity against transformers' values alone (scripts/parity.py)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
     args = p.parse_args(argv)
@@ -250,6 +255,9 @@ def run(args) -> dict:
 
     log(f"computing {len(probe_texts)} probe(s) with the seed functions")
     probes = [seedref.probe_record(t, model, tokenizer) for t in probe_texts]
+    if probes and not args.no_float64_probes:
+        log("  and in float64, from a float64 copy of the model (the truth the parity rule judges against)")
+        probes = add_float64_probes(probes, model, tokenizer)
 
     external = parameter_bytes(model) > EXTERNAL_DATA_THRESHOLD
     layout = "token states (hidden_states, token_logprobs)" if args.token_states else \
