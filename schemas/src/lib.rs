@@ -35,7 +35,8 @@ pub use error::CacheError;
 pub use files::{sha256_file, statements_digest, sync_dir, FileEntry};
 pub use lock::{CacheLock, LOCK_FILE};
 pub use manifest::{
-    ChunkInfo, DatasetInfo, GramsInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo, Timings,
+    ChunkInfo, DatasetInfo, Float64Parity, GramsInfo, Manifest, ModelInfo, ParityInfo, RunInfo,
+    ShardInfo, Timings,
 };
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
 pub use system::{available_disk, available_memory};
