@@ -19,8 +19,8 @@
 //! which is how every real model was once refused.
 
 use e2e::{
-    assert_ok, copy_dir, demo_dataset, edit_export, extract_cpu, fixture, read_reference, sha256,
-    FIXTURES,
+    assert_ok, copy_dir, demo_dataset, edit_export, extract_cpu, fixture, one_error_line,
+    read_reference, sha256, FIXTURES,
 };
 use extract::model_dir::Dtype;
 use extract::parity;
@@ -185,15 +185,6 @@ fn export_of(dir: &std::path::Path) -> (extract::model_dir::ExportInfo, serde_js
     )
 }
 
-/// The one line a refused run prints.
-fn refusal(out: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "succeeded but should fail");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    stderr
-}
-
 /// tiny-r plants the case: transformers' own float32 is poor on its probes
 /// (beyond the bound from float64) and extract's nearer the truth. Judged against
 /// transformers' values (the rule before float64 probes) extract is refused; judged
@@ -264,7 +255,7 @@ fn tiny_r_closer_to_the_truth_than_transformers_is_accepted() {
             p.as_object_mut().unwrap().remove("float64");
         }
     });
-    let err = refusal(&extract_cpu(
+    let err = one_error_line(&extract_cpu(
         &old,
         &demo_dataset(),
         &tmp.path().join("c-old"),
@@ -292,7 +283,7 @@ fn a_perturbed_weight_is_refused_against_float64() {
         .output()
         .unwrap();
     assert_ok(&out, "scripts/perturb-onnx");
-    let err = refusal(&extract_cpu(
+    let err = one_error_line(&extract_cpu(
         &perturbed,
         &demo_dataset(),
         &tmp.path().join("c"),
