@@ -124,6 +124,15 @@ pub fn assert_ok(out: &Output, what: &str) {
     );
 }
 
+/// The one line a refused run prints (it must fail, without a panic).
+pub fn one_error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "succeeded but should fail: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
 /// A fixture's `reference.safetensors`: what transformers computed.
 pub struct Reference {
     /// `[n_statements][n_layers + 1][hidden]`, flat.

@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_ok, binary, copy_dir, demo_dataset, extract_cpu, fixture, relist, repo_root, sha256,
+    assert_ok, binary, copy_dir, demo_dataset, extract_cpu, fixture, one_error_line, relist,
+    repo_root, sha256,
 };
 use schemas::{validate_cache, Manifest, MANIFEST_FILE};
 
@@ -52,14 +53,6 @@ fn flip_low_bit(path: &Path) {
     let at = (bytes.len() / 2) & !3;
     bytes[at] ^= 1;
     std::fs::write(path, bytes).unwrap();
-}
-
-fn one_error_line(out: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "succeeded but should fail: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    stderr
 }
 
 #[test]

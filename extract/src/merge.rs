@@ -289,5 +289,9 @@ fn worst_parity(shards: &[ShardCache]) -> Option<ParityInfo> {
             slack: a.slack.max(b.slack),
             max_embedding_error: a.max_embedding_error.max(b.max_embedding_error),
             max_nll_error: a.max_nll_error.max(b.max_nll_error),
+            float64: match (&a.float64, &b.float64) {
+                (Some(x), Some(y)) => Some(x.worst(y)),
+                (x, y) => x.clone().or_else(|| y.clone()),
+            },
         })
 }

@@ -77,6 +77,23 @@ pub struct Probe {
     pub mean: Option<Vec<Vec<f32>>>,
     #[serde(default)]
     pub last: Option<Vec<Vec<f32>>>,
+    /// The same values from the same checkpoint in float64 (the truth the parity rule
+    /// judges against); absent in older exports. Its `transformers_error` (what the
+    /// rule recomputes from the two) is not read.
+    #[serde(default)]
+    pub float64: Option<Float64Probe>,
+}
+
+/// A probe's values from a float64 copy of the model, shaped as [`Probe`]'s.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Float64Probe {
+    pub nll: f64,
+    #[serde(default)]
+    pub mean_skip_first: Option<Vec<Vec<f64>>>,
+    #[serde(default)]
+    pub mean: Option<Vec<Vec<f64>>>,
+    #[serde(default)]
+    pub last: Option<Vec<Vec<f64>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

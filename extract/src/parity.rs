@@ -17,11 +17,24 @@
 //! ~90 u on a real 18-layer model) plus [`STORE_UNITS`] `u(dtype)` for storage (a
 //! float16 graph rounds each stored activation to 11 bits, at other places than
 //! PyTorch does). float32: 1.53e-5; float16: 3.13e-2.
+//!
+//! Against the truth: transformers' own dtype values are one rounding of the exact
+//! result, on some statements a poor one (on a real 8-token statement its float32 was
+//! 3.6e-5 of scale from float64, extract's 7.0e-6), so where export.json's probes carry
+//! a float64 record, our values are judged against float64 and may be as far from it
+//! as [`allowed`]: the dtype's bound, or [`TRANSFORMERS_FACTOR`] times transformers' own
+//! error on that probe, pooling and layer where that is larger. Any factor >= 1 never
+//! refuses a result as close to the truth as transformers; 2 also accepts one as
+//! accurate on average where transformers happened to round well (its error and ours are
+//! two draws of the same rounding), while a real defect is orders above. Without float64
+//! probes (older exports) the rule is the bound against transformers' values.
 
 use crate::model_dir::Dtype;
 
 pub const ACCUM_UNITS: f64 = 192.0;
 pub const STORE_UNITS: f64 = 64.0;
+/// The allowance against float64, in multiples of transformers' own error there.
+pub const TRANSFORMERS_FACTOR: f64 = 2.0;
 
 /// Unit roundoff: half the spacing of floating-point numbers just above 1.
 pub fn unit_roundoff(dtype: Dtype) -> f64 {
@@ -36,6 +49,16 @@ pub fn bound(dtype: Dtype) -> f64 {
     ACCUM_UNITS * unit_roundoff(Dtype::F32) + STORE_UNITS * unit_roundoff(dtype)
 }
 
+/// The largest error against float64 allowed where transformers' own error there is
+/// `transformers_error`; a non-finite one is no measure of rounding and is ignored.
+pub fn allowed(dtype: Dtype, transformers_error: f64) -> f64 {
+    if transformers_error.is_finite() {
+        bound(dtype).max(TRANSFORMERS_FACTOR * transformers_error)
+    } else {
+        bound(dtype)
+    }
+}
+
 /// How far one pooled vector is from its reference.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VectorError {
@@ -47,16 +70,15 @@ pub struct VectorError {
     pub scale: f64,
 }
 
-pub fn vector_error(ours: &[f32], reference: &[f32]) -> VectorError {
+/// `ours` against a reference in float32 (transformers') or float64 (the truth).
+pub fn vector_error<R: Copy + Into<f64>>(ours: &[f32], reference: &[R]) -> VectorError {
     // The smallest normal float32 keeps the ratio defined for an all-zero reference.
     let scale = reference
         .iter()
-        .fold(f64::from(f32::MIN_POSITIVE), |m, &x| {
-            m.max(f64::from(x).abs())
-        });
+        .fold(f64::from(f32::MIN_POSITIVE), |m, &x| m.max(x.into().abs()));
     let (mut worst, mut dim) = (0.0f64, 0usize);
     for (j, (&a, &b)) in ours.iter().zip(reference).enumerate() {
-        let d = (f64::from(a) - f64::from(b)).abs();
+        let d = (f64::from(a) - b.into()).abs();
         let d = if d.is_finite() { d } else { f64::INFINITY };
         if d > worst {
             (worst, dim) = (d, j);
@@ -125,6 +147,38 @@ mod tests {
             f64::INFINITY
         );
         assert_eq!(nll_error(f64::NAN, 1.0), f64::INFINITY);
+    }
+
+    #[test]
+    fn the_allowance_is_the_bound_or_twice_transformers_own_error() {
+        let b = bound(Dtype::F32);
+        assert_eq!(allowed(Dtype::F32, 0.0), b);
+        assert_eq!(allowed(Dtype::F32, b / 2.0), b);
+        assert_eq!(allowed(Dtype::F32, 3.6e-5), 7.2e-5);
+        assert_eq!(allowed(Dtype::F32, f64::INFINITY), b);
+        assert_eq!(allowed(Dtype::F32, f64::NAN), b);
+        assert_eq!(allowed(Dtype::F16, 1e-3), bound(Dtype::F16));
+    }
+
+    /// The statement: transformers' float32 3.6e-5 of scale from float64, ours
+    /// 7.0e-6. Against transformers ours shows 2.9e-5, above the bound; against the
+    /// truth it is accepted, and so is a result as far from it as transformers.
+    #[test]
+    fn a_result_closer_to_the_truth_than_transformers_is_accepted() {
+        let truth = [1.0f64, -0.5, 0.25];
+        let theirs = [1.0f32 + 3.6e-5, -0.5, 0.25];
+        let ours = [1.0f32 + 7.0e-6, -0.5, 0.25];
+        let own = vector_error(&theirs, &truth).relative;
+        let old = vector_error(&ours, &theirs).relative;
+        let new = vector_error(&ours, &truth).relative;
+        assert!(old > bound(Dtype::F32), "{old:e}");
+        assert!(new <= allowed(Dtype::F32, own), "{new:e} vs {own:e}");
+        // As far as transformers, on the other side of the truth: accepted too.
+        let mirrored = [1.0f32 - 3.6e-5, -0.5, 0.25];
+        assert!(vector_error(&mirrored, &truth).relative <= allowed(Dtype::F32, own));
+        // A real difference stays refused.
+        let wrong = [1.001f32, -0.5, 0.25];
+        assert!(vector_error(&wrong, &truth).relative > allowed(Dtype::F32, own));
     }
 
     #[test]

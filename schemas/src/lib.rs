@@ -37,7 +37,8 @@ pub use error::CacheError;
 pub use files::{sha256_file, statements_digest, sync_dir, FileEntry};
 pub use lock::{CacheLock, LOCK_FILE, ROOT_LOCK_FILE};
 pub use manifest::{
-    ChunkInfo, DatasetInfo, GramsInfo, Manifest, ModelInfo, ParityInfo, RunInfo, ShardInfo, Timings,
+    ChunkInfo, DatasetInfo, Float64Parity, GramsInfo, Manifest, ModelInfo, ParityInfo, RunInfo,
+    ShardInfo, Timings,
 };
 pub use read::{read_embeddings_layer, read_statements, LayerBlock};
 pub use root_card::{listed_models, root_card_text, write_root_card};

@@ -145,11 +145,52 @@ pub struct ShardInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ParityInfo {
     pub n_probes: usize,
-    /// The bound each relative error was held to: the dtype's bound times the slack.
+    /// The dtype's bound times the slack: what each error against transformers' values
+    /// was held to where export.json has no float64 probes, the floor of the allowance
+    /// against float64 where it has.
     pub bound: f64,
     pub slack: f64,
+    /// The largest relative errors against transformers' values in the export dtype
+    /// (the rule's numbers before float64 probes, kept for continuity).
     pub max_embedding_error: f64,
     pub max_nll_error: f64,
+    /// The check against export.json's float64 probes; absent where it has none (older
+    /// exports), and then the errors above were held to `bound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub float64: Option<Float64Parity>,
+}
+
+/// extract's and transformers' distance from the float64 probes (the truth), and how
+/// much of what the rule allows was used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Float64Parity {
+    /// The allowance: max(bound, this x transformers' own error) times the slack.
+    pub transformers_factor: f64,
+    pub max_embedding_error: f64,
+    pub max_nll_error: f64,
+    /// transformers' own values (export.json's probes) against float64.
+    pub max_transformers_embedding_error: f64,
+    pub max_transformers_nll_error: f64,
+    /// The largest error over its allowance (at most 1 in an accepted run).
+    pub max_of_allowed: f64,
+}
+
+impl Float64Parity {
+    /// The larger of each field: what several runs on the same probes saw together.
+    pub fn worst(&self, other: &Self) -> Self {
+        Self {
+            transformers_factor: self.transformers_factor.max(other.transformers_factor),
+            max_embedding_error: self.max_embedding_error.max(other.max_embedding_error),
+            max_nll_error: self.max_nll_error.max(other.max_nll_error),
+            max_transformers_embedding_error: self
+                .max_transformers_embedding_error
+                .max(other.max_transformers_embedding_error),
+            max_transformers_nll_error: self
+                .max_transformers_nll_error
+                .max(other.max_transformers_nll_error),
+            max_of_allowed: self.max_of_allowed.max(other.max_of_allowed),
+        }
+    }
 }
 
 /// One chunk of a cache's statements and how it was computed.

@@ -80,6 +80,7 @@ from uatools.export.graph import (
 from uatools.export.graph_cache import ENV as GRAPH_CACHE_ENV
 from uatools.export.graph_cache import cached_template, default_root, key_of, make_root
 from uatools.export.meta import (
+    add_float64_probes,
     adds_bos,
     creation_time,
     export_json,
@@ -228,6 +229,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"the tasks of a Slurm array")
     p.add_argument("--no-graph-cache", action="store_true",
                    help="trace the graph even if the graph cache has it, and keep nothing there")
+    p.add_argument("--no-float64-probes", action="store_true",
+                   help="record the probes in the export dtype only, not also in float64 from a float64 copy "
+                        "of the model (8 bytes a parameter; for models too large for that): extract then "
+                        "judges parity against transformers' values alone (scripts/parity.py)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
     args = p.parse_args(argv)
@@ -326,6 +331,9 @@ def probes_and_reference(args, model, tokenizer, check_texts, probe_texts) -> tu
 
     log(f"computing {len(probe_texts)} probe(s) with the seed functions")
     probes = [seedref.probe_record(t, model, tokenizer) for t in probe_texts]
+    if probes and not args.no_float64_probes:
+        log("  and in float64, from a float64 copy of the model (the truth the parity rule judges against)")
+        probes = add_float64_probes(probes, model, tokenizer)
     if verification_skip_reason(args):
         return probes, bos, None
     verify_texts = probe_texts if len(probe_texts) >= 2 else DEFAULT_PROBES[:2]

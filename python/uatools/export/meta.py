@@ -70,6 +70,77 @@ def adds_bos(tokenizer, texts) -> bool:
     return all(prefixed)
 
 
+def float64_model(model):
+    """A float64 copy of `model` with the same (dtype-rounded) weights: run under
+    float64_throughout, its outputs are the exact result, to float64's rounding, of the
+    computation that the export's graph rounds in its dtype."""
+    import copy
+
+    import torch
+
+    return copy.deepcopy(model).to(torch.float64).eval()
+
+
+def float64_throughout():
+    """A torch dispatch mode under which every op asked for a float32, float16 or bfloat16
+    result gives float64 instead. transformers casts down in places whatever the model dtype
+    (the rotary embedding's .to(torch.float), Gemma's RMSNorm's .float(), eager attention's
+    softmax, the loss' upcast), which would round a float64 model back to float32 there."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    narrow = (torch.float32, torch.float16, torch.bfloat16)
+
+    class Float64Throughout(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if kwargs.get("dtype") in narrow:
+                kwargs["dtype"] = torch.float64
+            return func(*args, **kwargs)
+
+    return Float64Throughout()
+
+
+def float64_values(text: str, model64, tokenizer) -> dict:
+    """What the seed's functions give for `text` (batch 1: get_nll's loss with labels =
+    input_ids, the poolings of POOLED_ORDER at every layer, float64 [n_layers+1, hidden]), from
+    one forward of the float64 model (float64_model) in float64 throughout."""
+    import torch
+
+    inputs = tokenizer(text, return_tensors="pt").to(model64.device)
+    with torch.no_grad(), float64_throughout():
+        out = model64(**inputs, labels=inputs["input_ids"], output_hidden_states=True)
+    h = torch.stack(out.hidden_states)[:, 0].cpu().numpy()  # [n_layers+1, seq, hidden]
+    return {"nll": float(out.loss.item()), "mean_skip_first": h[:, 1:].mean(axis=1), "mean": h.mean(axis=1),
+            "last": h[:, -1]}
+
+
+def float64_record(probe: dict, model64, tokenizer) -> dict:
+    """One probe's "float64": float64_values, and "transformers_error": the error of the
+    probe's values (transformers' in the export dtype) against them, per pooling and layer,
+    by the parity rule."""
+    import numpy as np
+
+    from uatools import parity
+
+    values = float64_values(probe["text"], model64, tokenizer)
+    errors = {"nll": parity.nll_error(probe["nll"], values["nll"])}
+    for key in POOLED_ORDER:
+        errors[key] = parity.vector_errors(np.asarray(probe[key]), values[key]).tolist()
+        values[key] = values[key].tolist()
+    return {**values, "transformers_error": errors}
+
+
+def add_float64_probes(probes: list, model, tokenizer) -> list:
+    """The probes with their "float64" records (see float64_record); the float64 copy of the
+    model lives only while they are computed."""
+    model64 = float64_model(model)
+    try:
+        return [{**p, "float64": float64_record(p, model64, tokenizer)} for p in probes]
+    finally:
+        del model64
+
+
 def external_data_files(onnx_path: str) -> list:
     """Every external-data file the graph refers to (relative names), in order of first use."""
     import onnx
