@@ -1,8 +1,11 @@
-//! The whole analysis, as a pipeline: load the caches (`load`), read every layer
-//! (`read`) and reduce it to what the statistics keep (`reduce`), the statistics of each pooling (`poolings`), the CKA
-//! alignment (`alignment`) and the training view (`training`), and the evidence at each
-//! model's peak (`evidence`); the checkpoint
-//! grid decides which caches are compared. Every result type is in `results`.
+//! The whole analysis, as a pipeline: load the caches (`load`) and choose the views
+//! (`view`: poolings in geometries), read every layer (`read`) and reduce it to what
+//! the statistics keep (`reduce`), the statistics of each view (`poolings`), the
+//! robustness check across geometries (`robustness`), the CKA alignment
+//! (`alignment`) and the training view (`training`), and the evidence at each model's
+//! peak (`evidence`); `verdict` judges whether each peak is placed and the answer's
+//! class; the checkpoint grid decides which caches are compared. Every
+//! result type is in `results`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,7 +16,8 @@ use crate::cache::ModelCache;
 use crate::settings::AnalysisSettings;
 use crate::stats::bootstrap::Resamples;
 use crate::stats::correlation::Permutations;
-use load::{chosen, load, model_entry, poolings_to_analyse};
+use load::{chosen, load, model_entry};
+use loaded::Loaded;
 use poolings::{analyze_pooling, nan_warnings};
 use results::{Analysis, Grid, PoolingResult};
 
@@ -27,7 +31,10 @@ mod progress;
 mod read;
 mod reduce;
 pub mod results;
+mod robustness;
 mod training;
+pub mod verdict;
+pub mod view;
 
 /// The pair resamples, drawn once for the largest count: the cross-size bootstrap
 /// and the training view each take its first rows.
@@ -41,6 +48,24 @@ fn draw_resamples(grid: &Grid, sizes: &[usize], settings: &AnalysisSettings) -> 
     (most > 0).then(|| Resamples::draw(sizes, most, settings.seed))
 }
 
+/// The note that one compared model has no cross-model verdict.
+fn single_model_note(loaded: &[Loaded]) -> Option<String> {
+    (loaded.len() < 2).then(|| format!(
+        "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
+        loaded[0].model.name
+    ))
+}
+
+/// The category orderings the permutation p-values use: all n!, or Monte Carlo draws.
+fn permutations(n_categories: usize, settings: &AnalysisSettings) -> Permutations {
+    Permutations::new(
+        n_categories,
+        settings.permutations,
+        settings.seed,
+        settings.monte_carlo_permutations,
+    )
+}
+
 /// Runs the pipeline on `settings`; the timings of its steps are in the result.
 pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let t0 = Instant::now();
@@ -49,13 +74,13 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let caches: Vec<&ModelCache> = loaded.iter().map(|l| &l.model).collect();
     let grid = Grid::group(&caches)?;
     let selection = grid.select(settings.revision, &caches)?;
-    let poolings = poolings_to_analyse(&loaded, settings, &mut warnings);
+    let (views, not_computed) = view::views_to_analyse(&loaded, settings, &mut warnings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
     let resamples = draw_resamples(&grid, &sizes, settings);
     let (cka_pairs, compact, cka_skipped) = read::read_all(
         &mut loaded,
-        &poolings,
+        &views,
         &selection,
         &grid,
         resamples.as_ref(),
@@ -71,24 +96,14 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         timings.insert("training_view".into(), t2.elapsed().as_secs_f64());
     }
     let loaded = chosen(loaded, &selection);
-    if loaded.len() < 2 {
-        warnings.push(format!(
-            "only one model ({}): per-model results are reported, but the cross-model verdict needs at least 2 models and is not applicable",
-            loaded[0].model.name
-        ));
-    }
+    warnings.extend(single_model_note(&loaded));
     let categories = loaded[0].stmts.categories.clone();
-    let perms = Permutations::new(
-        categories.len(),
-        settings.permutations,
-        settings.seed,
-        settings.monte_carlo_permutations,
-    );
-    let results: Vec<PoolingResult> = poolings
-        .iter()
-        .enumerate()
-        .map(|(pi, &pooling)| analyze_pooling(&loaded, pi, pooling, &perms, settings))
+    let perms = permutations(categories.len(), settings);
+    let results: Vec<PoolingResult> = (views.iter().enumerate())
+        .map(|(pi, &view)| analyze_pooling(&loaded, pi, view, &perms, settings))
         .collect();
+    let robustness =
+        robustness::check(&views, &results, not_computed, settings.stability_threshold);
     warnings.extend(nan_warnings(&results));
     let peak_evidence =
         evidence::at_peaks(&results[0], &categories, sizes.iter().sum(), perms.floor());
@@ -114,6 +129,7 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         n_permutations: perms.orders.len(),
         permutation_floor: perms.floor(),
         poolings: results,
+        robustness,
         peak_evidence,
         cka,
         grid,
