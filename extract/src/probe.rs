@@ -18,8 +18,11 @@ use crate::parity;
 use crate::runtime::Runtime;
 use crate::tokenize::TextTokenizer;
 
+/// One pooling's recorded vectors, per layer: transformers' (float32) and float64's.
+type References<'a> = (Option<&'a Vec<Vec<f32>>>, Option<&'a Vec<Vec<f64>>>);
+
 /// Transformers' values and, where export.json has them, float64's for one pooling.
-fn references(p: &Probe, pooling: Pooling) -> (Option<&Vec<Vec<f32>>>, Option<&Vec<Vec<f64>>>) {
+fn references(p: &Probe, pooling: Pooling) -> References<'_> {
     let truth = p.float64.as_ref();
     match pooling {
         Pooling::Mean => (p.mean.as_ref(), truth.and_then(|t| t.mean.as_ref())),

@@ -225,7 +225,7 @@ impl Manifest {
         // An editor's byte order mark is no part of the JSON.
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         // Another version's keys differ: name the version, not the first key missing.
-        let version = serde_json::from_str::<serde_json::Value>(&text)
+        let version = serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .and_then(|v| v.get("schema_version").and_then(serde_json::Value::as_u64));
         if let Some(v) = version.filter(|&v| v != u64::from(crate::SCHEMA_VERSION)) {

@@ -155,6 +155,7 @@ mod tests {
                 pair_rho_p: f64::NAN,
                 ua: Vec::new(),
                 pref: Vec::new(),
+                anisotropy: None,
             })
             .collect();
         let mut m = ModelPooling {

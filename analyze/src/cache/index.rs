@@ -48,7 +48,7 @@ fn index_one(dir: &Path) -> Result<String> {
     let replaced = match listed.then(|| validate_cache(dir)) {
         Some(Ok(_))
             if format >= Some(GRAMS_FORMAT_VERSION)
-                || on_disk.files.get(EMBEDDINGS_FILE).is_none() =>
+                || !on_disk.files.contains_key(EMBEDDINGS_FILE) =>
         {
             return Ok(format!(
                 "{}: already indexed ({GRAMS_FILE} matches its embeddings); nothing to do",
