@@ -911,6 +911,7 @@ fn snapshot(dir: &Path) -> Option<std::collections::BTreeMap<String, Vec<u8>>> {
 /// once left seven). A run killed outright (SIGKILL), at any moment too, leaves what
 /// the next run puts right before it reads anything: the earlier output back in
 /// place where it had been moved aside, the leftovers removed.
+// Long: two phases (signals, then kills and recovery) over one shared earlier output.
 #[cfg(unix)]
 #[test]
 fn a_signal_at_any_moment_leaves_the_earlier_or_the_new_output() {

@@ -586,6 +586,7 @@ fn batches_that_cannot_fit_in_memory_are_refused_up_front() {
 
 /// Datasets analyze would refuse or that would bias it are refused before any model
 /// is loaded, each naming the file and the problem.
+// Long: one table of datasets, each with the line that must refuse it.
 #[test]
 fn datasets_that_would_bias_or_be_refused_later_are_refused_up_front() {
     let tmp = tempfile::tempdir().unwrap();

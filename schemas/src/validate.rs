@@ -103,20 +103,7 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
         manifest.files.remove(GRAMS_FILE);
         manifest.grams = None;
     }
-    let poolings = manifest.poolings(&manifest_path)?;
-    if poolings.is_empty() {
-        return Err(CacheError::new(&manifest_path, "lists no poolings"));
-    }
-    let dataset = &manifest.dataset;
-    if u64::from(dataset.n_statements) != 2 * u64::from(dataset.n_pairs) {
-        return Err(CacheError::new(
-            &manifest_path,
-            format!(
-                "records {} pairs but {} statements (two per pair): the manifest was altered; restore it or extract again",
-                dataset.n_pairs, dataset.n_statements
-            ),
-        ));
-    }
+    let poolings = check_counts(&manifest, &manifest_path)?;
     let n_statements = u64::from(manifest.n_rows());
     let n_layer_rows = u64::from(manifest.model.n_layers) + 1;
 
@@ -171,6 +158,26 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
         poolings,
         grams_only,
     })
+}
+
+/// The manifest's own counts agree: some pooling, and two statements per pair.
+/// Returns the poolings.
+fn check_counts(manifest: &Manifest, manifest_path: &Path) -> Result<Vec<Pooling>, CacheError> {
+    let poolings = manifest.poolings(manifest_path)?;
+    if poolings.is_empty() {
+        return Err(CacheError::new(manifest_path, "lists no poolings"));
+    }
+    let dataset = &manifest.dataset;
+    if u64::from(dataset.n_statements) != 2 * u64::from(dataset.n_pairs) {
+        return Err(CacheError::new(
+            manifest_path,
+            format!(
+                "records {} pairs but {} statements (two per pair): the manifest was altered; restore it or extract again",
+                dataset.n_pairs, dataset.n_statements
+            ),
+        ));
+    }
+    Ok(poolings)
 }
 
 /// Why a folder has no manifest: an extraction stopped before writing its first one
@@ -333,6 +340,8 @@ fn check_source(dir: &Path, manifest: &Manifest, info: &GramsInfo) -> Result<(),
     Err(CacheError::new(dir.join(GRAMS_FILE), problem))
 }
 
+// Long: one file's checks in the order a reader meets them (sha256, footer, schema,
+// nulls, rows), each with the message that names what to do.
 fn check_file(
     dir: &Path,
     manifest: &Manifest,

@@ -72,10 +72,31 @@ pub fn read_layer(
             n * hidden
         );
     }
+    let out = place_rows(ids.into_no_null_iter(), values, stmts, hidden, &path, layer)?;
+    if values.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "{}: layer {layer} ({pooling}) holds non-finite values",
+            path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// The rows as an `n x hidden` matrix in the statement order of `stmts`: `ids[k]` is
+/// row k's statement, and each statement must come exactly once.
+fn place_rows(
+    ids: impl Iterator<Item = u32>,
+    values: &[f32],
+    stmts: &Statements,
+    hidden: usize,
+    path: &Path,
+    layer: u32,
+) -> Result<Vec<f32>> {
+    let n = stmts.ids.len();
     let mut out = vec![0f32; n * hidden];
     // n rows, each a distinct statement of the n: every statement exactly once.
     let mut seen = vec![false; n];
-    for (k, id) in ids.into_no_null_iter().enumerate() {
+    for (k, id) in ids.enumerate() {
         let row = *stmts.row_of.get(&id).ok_or_else(|| {
             anyhow!(
                 "{}: layer {layer} has statement_id {id} not in statements.parquet",
@@ -90,12 +111,6 @@ pub fn read_layer(
         }
         out[row * hidden..(row + 1) * hidden]
             .copy_from_slice(&values[k * hidden..(k + 1) * hidden]);
-    }
-    if values.iter().any(|v| !v.is_finite()) {
-        bail!(
-            "{}: layer {layer} ({pooling}) holds non-finite values",
-            path.display()
-        );
     }
     Ok(out)
 }
