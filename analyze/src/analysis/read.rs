@@ -124,6 +124,12 @@ fn read_layer_blocks(
         |v: &View| v.geometry == Geometry::Raw && arithmetic_of(*v, settings) == Arithmetic::Exact;
     let exact = (needs(Geometry::Centred) || views.iter().any(exact_raw))
         .then(|| lm.raw(Arithmetic::Exact));
+    // Each geometry appears once among a pooling's views: its blocks are moved, not copied.
+    let mut centred_blocks = exact
+        .as_ref()
+        .filter(|_| needs(Geometry::Centred))
+        .map(|raw| centred(raw, &statements));
+    let mut exact = exact;
     let anisotropy = Some(statements.anisotropy());
     let layers = views
         .iter()
@@ -132,10 +138,8 @@ fn read_layer_blocks(
             let arithmetic = arithmetic_of(view, settings);
             let blocks = match view.geometry {
                 Geometry::Raw if arithmetic == Arithmetic::Seed => lm.raw(Arithmetic::Seed),
-                Geometry::Raw => exact.clone().expect("computed for a raw exact view"),
-                Geometry::Centred => {
-                    centred(exact.as_ref().expect("computed for centring"), &statements)
-                }
+                Geometry::Raw => exact.take().expect("computed for a raw exact view"),
+                Geometry::Centred => centred_blocks.take().expect("computed for centring"),
                 Geometry::Standardised => {
                     lm.standardised(standardiser.as_ref().expect("computed for the view"))
                 }
