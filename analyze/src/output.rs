@@ -247,14 +247,16 @@ pub fn write_atomically<T>(
         let published = publish(out, &tmp, &old, replacing);
         in_progress.retain(|p| *p != tmp);
         published?;
-    }
-    let _ = std::fs::File::open(&parent).and_then(|d| d.sync_all());
-    if replacing {
-        if let Err(e) = std::fs::remove_dir_all(&old) {
-            notes.push(format!(
-                "{}: the earlier output, moved aside, could not be removed ({e}); delete it by hand",
-                old.display()
-            ));
+        // The earlier output is removed under the lock too: a signal that came just
+        // after the renames would otherwise exit with it still moved aside.
+        let _ = std::fs::File::open(&parent).and_then(|d| d.sync_all());
+        if replacing {
+            if let Err(e) = std::fs::remove_dir_all(&old) {
+                notes.push(format!(
+                    "{}: the earlier output, moved aside, could not be removed ({e}); delete it by hand",
+                    old.display()
+                ));
+            }
         }
     }
     Ok((value, notes))
