@@ -81,6 +81,31 @@ fn build_binaries() -> PathBuf {
     if profile != "debug" {
         cmd.args(["--profile", profile]);
     }
+    // Cargo gives this test process the variables of the package under test
+    // (CARGO_MANIFEST_DIR=.../tests, ...). Passed on, they reach build scripts that
+    // watch them (ring's watches CARGO_MANIFEST_DIR), so every later plain `cargo
+    // build` would see them changed and rebuild ring, rustls and their dependents.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let of_package = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p));
+        if of_package
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&&*key)
+        {
+            cmd.env_remove(&*key);
+        }
+    }
     let status = cmd.status().expect("cargo starts");
     assert!(status.success(), "building the binaries failed ({status})");
     dir
