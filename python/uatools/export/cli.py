@@ -250,10 +250,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def return_freed_memory() -> None:
+    """Make glibc hand every freed block over 4 MiB back to the system at once. By default its
+    threshold for that rises (to 32 MiB) as large blocks are freed, and the float64 probes'
+    module copies and the transposed weight blocks below it then stay in its heaps: measured at
+    the 1.4B shape, 0.25 GiB more peak memory. Elsewhere (no glibc) nothing changes."""
+    import ctypes
+
+    m_mmap_threshold = -3  # glibc's malloc.h
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 4 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def run(args) -> dict:
     """The whole export; returns export.json's content. Importable (make-fixtures uses it)."""
     from uatools.seed import reference as seedref
 
+    return_freed_memory()
     check_model_source(args.model)
     check_device_dtype(args.device, args.dtype)
     if args.exporter == "dynamo" and not args.no_graph_cache:
