@@ -22,7 +22,9 @@ Writes into --out:
 The graph is traced once per architecture, with the weights on torch's meta device, and kept
 in the graph cache (--graph-cache, $UA_GRAPH_CACHE, ~/.cache/ua-scaling/graphs; see
 uatools.export.graph_cache); every export writes the proto as cached and streams its own
-model's tensors into model.onnx.data (uatools.export.weights).
+model's tensors into model.onnx.data (uatools.export.weights). Where that fails for a model
+(its trace without weights, or its weights against the graph), the graph is traced with the
+loaded weights instead (one log line says so) and not kept.
 
 Graph contract (extract depends on it exactly):
   inputs   input_ids int64 [batch, seq], attention_mask int64 [batch, seq] (1 = token,
@@ -80,6 +82,7 @@ from uatools.export.graph import (
 from uatools.export.graph_cache import ENV as GRAPH_CACHE_ENV
 from uatools.export.graph_cache import cached_template, default_root, key_of, make_root
 from uatools.export.meta import (
+    OneForward,
     add_float64_probes,
     adds_bos,
     creation_time,
@@ -91,7 +94,7 @@ from uatools.export.meta import (
     write_reference,
 )
 from uatools.export.source import source_record
-from uatools.export.template import TraceJob, weight_sources
+from uatools.export.template import TraceJob, trace_with_weights, weight_sources
 from uatools.export.verify import (
     compare_with_probes,
     fmt,
@@ -230,9 +233,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-graph-cache", action="store_true",
                    help="trace the graph even if the graph cache has it, and keep nothing there")
     p.add_argument("--no-float64-probes", action="store_true",
-                   help="record the probes in the export dtype only, not also in float64 from a float64 copy "
-                        "of the model (8 bytes a parameter; for models too large for that): extract then "
-                        "judges parity against transformers' values alone (scripts/parity.py)")
+                   help="record the probes in the export dtype only, not also in float64 (computed with "
+                        "float64 copies of one module's weights at a time): extract then judges parity against "
+                        "transformers' values alone (scripts/parity.py)")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--traceback", action="store_true", help="show Python tracebacks on errors")
     args = p.parse_args(argv)
@@ -247,10 +250,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def return_freed_memory() -> None:
+    """Make glibc hand every freed block over 4 MiB back to the system at once. By default its
+    threshold for that rises (to 32 MiB) as large blocks are freed, and the float64 probes'
+    module copies and the transposed weight blocks below it then stay in its heaps: measured at
+    the 1.4B shape, 0.25 GiB more peak memory. Elsewhere (no glibc) nothing changes."""
+    import ctypes
+
+    m_mmap_threshold = -3  # glibc's malloc.h
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(m_mmap_threshold, 4 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def run(args) -> dict:
     """The whole export; returns export.json's content. Importable (make-fixtures uses it)."""
     from uatools.seed import reference as seedref
 
+    return_freed_memory()
     check_model_source(args.model)
     check_device_dtype(args.device, args.dtype)
     if args.exporter == "dynamo" and not args.no_graph_cache:
@@ -283,11 +301,12 @@ def run(args) -> dict:
         written = pool.submit(graph.run) if graph.concurrent else None
         try:
             probes, bos, reference = probes_and_reference(args, model, tokenizer, check_texts, probe_texts)
-            files, opset = written.result() if written else graph.run()
+            made = written.result() if written else graph.run()
             source = hashed.result()
         except BaseException:
             graph.cancel()
             raise
+    files, opset = made if made is not None else graph.with_weights()
     log_source(source)
 
     if args.reference_dataset:
@@ -330,9 +349,10 @@ def probes_and_reference(args, model, tokenizer, check_texts, probe_texts) -> tu
     log(f"  the tokenizer {'prepends a BOS token to every statement' if bos else 'adds no special token'}")
 
     log(f"computing {len(probe_texts)} probe(s) with the seed functions")
-    probes = [seedref.probe_record(t, model, tokenizer) for t in probe_texts]
+    probes = [seedref.probe_record(t, OneForward(model), tokenizer) for t in probe_texts]
     if probes and not args.no_float64_probes:
-        log("  and in float64, from a float64 copy of the model (the truth the parity rule judges against)")
+        log("  and in float64, with float64 copies of one module's weights at a time (the truth the parity rule "
+            "judges against)")
         probes = add_float64_probes(probes, model, tokenizer)
     if verification_skip_reason(args):
         return probes, bos, None
@@ -348,15 +368,31 @@ class GraphWork:
 
     def __init__(self, args, model, tokenizer, dims: dict):
         self.args, self.model, self.tokenizer, self.dims = args, model, tokenizer, dims
+        # Taken now, before the probes' forward passes start beside run(): the float64 probes
+        # swap a module's tensors for float64 copies while it computes.
+        self.streamed, self.constants = weight_sources(model)
         # TorchScript traces the loaded model itself, so not beside the probes.
         self.concurrent = args.exporter == "dynamo"
         self.trace_job = None
+        self.failure = None  # why the graph template failed for this model, where it did
         self.layout = ("token states (hidden_states, token_logprobs)" if args.token_states
                        else "pooled in the graph (pooled, nll_sum, n_predicted)")
 
-    def run(self) -> tuple:
+    def run(self):
+        """(files, opset); or None where the graph template failed for this model (the trace on
+        the meta device, or this model's weights against it): then, after the probes,
+        with_weights() traces it with the loaded weights."""
         if self.args.exporter == "torchscript":
             return self.torchscript()
+        try:
+            return self.from_template()
+        except ExportError as e:
+            if self.trace_job is not None and self.trace_job.cancelled:
+                raise
+            self.failure = first_line(e)
+            return None
+
+    def from_template(self) -> tuple:
         args = self.args
         if args.no_graph_cache:
             template = self.trace()
@@ -370,12 +406,25 @@ class GraphWork:
         external = template.data_bytes > EXTERNAL_DATA_THRESHOLD
         log(f"writing model.onnx{f' and {EXTERNAL_DATA_NAME}' if external else ''}: "
             f"{len(template.tensors)} tensors, {template.data_bytes / 1e6:.1f} MB")
-        return write_model(template, weight_sources(self.model)[0], args.out), template.opset
+        return write_model(template, self.streamed, args.out), template.opset
+
+    def with_weights(self) -> tuple:
+        """The fallback of run(): model.onnx (+ model.onnx.data) traced by the dynamo exporter with
+        the loaded weights, in this process (the probes are done), not kept in the graph cache."""
+        args = self.args
+        log(f"the graph template failed for this model ({self.failure}); tracing the graph with the loaded "
+            f"weights instead (dynamo exporter, not kept in the graph cache), outputs {self.layout}")
+        external = parameter_bytes(self.model) > EXTERNAL_DATA_THRESHOLD
+        example_ids, example_mask, _ = right_padded_batch(self.tokenizer, DEFAULT_PROBES[:2], args.device)
+        opset = trace_with_weights(self.model, (example_ids, example_mask), args.token_states, args.opset, args.out,
+                                   external, self.dims, args.dtype)
+        return model_files(args.out), opset
 
     def trace(self):
         log(f"tracing the graph (dynamo exporter, opset {self.args.opset}, weights on the meta device), "
             f"outputs {self.layout}")
-        self.trace_job = TraceJob(self.model, self.args.dtype, self.args.token_states, self.args.opset, self.dims)
+        self.trace_job = TraceJob(self.model.config, self.constants, self.args.dtype, self.args.token_states,
+                                  self.args.opset, self.dims)
         return self.trace_job.run()
 
     def cancel(self) -> None:

@@ -46,15 +46,16 @@ def default_root() -> str:
 
 
 def tool_versions() -> dict:
-    import onnx
-    import onnx_ir
-    import onnxscript
+    """The tracing tools' versions; those the export does not otherwise import (onnxscript alone
+    takes seconds) from their installed metadata, not by importing them."""
+    from importlib.metadata import version
+
     import torch
     import transformers
 
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxscript": onnxscript.__version__, "onnx_ir": onnx_ir.__version__}
+            "transformers": transformers.__version__, "onnx": version("onnx"),
+            "onnxscript": version("onnxscript"), "onnx_ir": version("onnx-ir")}
 
 
 def graph_code_sha256() -> str:

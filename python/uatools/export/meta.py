@@ -2,6 +2,7 @@
 the byte-stable writing of both."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -70,15 +71,136 @@ def adds_bos(tokenizer, texts) -> bool:
     return all(prefixed)
 
 
+class OneForward:
+    """The model as the seed functions see it while the probes are recorded: probe_record calls
+    it three times on one statement (get_nll with labels, the poolings with
+    output_hidden_states), and each call after the first on the same inputs gets the first
+    one's output, which was computed with both (labels = input_ids, as get_nll asks, and every
+    hidden state). A forward on the same inputs gives the same values, so the record is the
+    three passes' with a third of their arithmetic."""
+
+    def __init__(self, model):
+        self.model, self.device, self.last = model, model.device, None
+
+    def __call__(self, labels=None, output_hidden_states=False, **inputs):
+        import torch
+
+        if labels is not None and not torch.equal(labels, inputs["input_ids"]):
+            return self.model(labels=labels, output_hidden_states=output_hidden_states, **inputs)
+        key = {k: v.cpu().numpy().tobytes() + bytes(str(v.shape), "ascii") for k, v in sorted(inputs.items())}
+        if self.last is None or self.last[0] != key:
+            self.last = (key, self.model(labels=inputs["input_ids"], output_hidden_states=True, **inputs))
+        return self.last[1]
+
+
 def float64_model(model):
     """A float64 copy of `model` with the same (dtype-rounded) weights: run under
     float64_throughout, its outputs are the exact result, to float64's rounding, of the
-    computation that the export's graph rounds in its dtype."""
+    computation that the export's graph rounds in its dtype. 8 bytes a parameter: the fallback
+    of float64_weights, for a family whose code reads a module's weights outside its forward."""
     import copy
 
     import torch
 
     return copy.deepcopy(model).to(torch.float64).eval()
+
+
+# The float64 output layer is computed in blocks of its rows of about this size, so that no
+# float64 copy of a 50k- or 256k-row matrix is ever made whole.
+FLOAT64_BLOCK_BYTES = 128 * 2**20
+
+
+def restore_tensors(module, saved: dict) -> None:
+    """Undo float64_weights' swap of module's tensors (and an embedding's padding_idx)."""
+    for key, value in saved.items():
+        if key == "padding_idx":
+            module.padding_idx = value
+        else:
+            getattr(module, key[0])[key[1]] = value
+
+
+def blockwise_float64(linear):
+    """A forward for the nn.Linear `linear` that computes in float64 from float64 copies of
+    FLOAT64_BLOCK_BYTES of its rows at a time (the output features, concatenated)."""
+    import torch
+
+    def forward(x):
+        w, b = linear.weight, linear.bias
+        rows = max(1, FLOAT64_BLOCK_BYTES // (w.shape[1] * 8))
+        return torch.cat([torch.nn.functional.linear(
+            x, w[i:i + rows].detach().to(torch.float64),
+            None if b is None else b[i:i + rows].detach().to(torch.float64)) for i in range(0, w.shape[0], rows)],
+            dim=-1)
+    return forward
+
+
+@contextlib.contextmanager
+def float64_weights(model):
+    """`model` computing with float64 weights, without a float64 copy of it: each module that
+    holds floating-point parameters or buffers gets float64 copies of its own just around its
+    forward (hooks; the originals back after), so at most one module's weights are held twice.
+    Two modules are never copied whole: an embedding gathers, in float64, only the rows its
+    input reads (the ids renumbered into them), and a large nn.Linear (the output layer)
+    computes its float64 output in blocks of FLOAT64_BLOCK_BYTES of rows. The values are those
+    of float64_model's copy (converting float32 to float64 is exact; gathering and splitting the
+    output columns change no arithmetic), under float64_throughout just the same."""
+    import torch
+
+    handles, overrides, swapped = [], [], []
+
+    def swap(module, names, gather=False):
+        def pre(mod, args, kwargs):
+            rows = None
+            if gather:
+                rows, renumbered = torch.unique(args[0] if args else kwargs["input"], return_inverse=True)
+            saved = {}
+            for kind, name in names:
+                table = getattr(mod, kind)
+                saved[kind, name] = table[name]
+                value = table[name].detach()
+                if rows is not None and (kind, name) == ("_parameters", "weight"):
+                    value = value[rows]
+                table[name] = (torch.nn.Parameter(value.to(torch.float64), requires_grad=False)
+                               if kind == "_parameters" else value.to(torch.float64))
+            swapped.append((mod, saved))
+            if rows is None:
+                return None
+            saved["padding_idx"] = mod.padding_idx
+            mod.padding_idx = None  # an index into the whole table, not into the rows gathered
+            if args:
+                return (renumbered, *args[1:]), kwargs
+            return args, {**kwargs, "input": renumbered}
+
+        def post(mod, args, kwargs, out):
+            restore_tensors(*swapped.pop())
+            return out
+
+        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+
+    for module in model.modules():
+        names = [("_parameters", n) for n, p in module._parameters.items() if p is not None and p.is_floating_point()]
+        names += [("_buffers", n) for n, b in module._buffers.items() if b is not None and b.is_floating_point()]
+        if not names:
+            continue
+        params = [n for kind, n in names if kind == "_parameters"]
+        if (type(module).forward is torch.nn.Linear.forward and set(names) <= {("_parameters", "weight"), ("_parameters", "bias")}
+                and module.weight.numel() * 8 > FLOAT64_BLOCK_BYTES):
+            module.forward = blockwise_float64(module)
+            overrides.append(module)
+        elif isinstance(module, torch.nn.Embedding) and params == ["weight"] and module.max_norm is None:
+            swap(module, names, gather=True)
+        else:
+            swap(module, names)
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in overrides:
+            del module.forward
+        while swapped:
+            restore_tensors(*swapped.pop())
 
 
 def float64_throughout():
@@ -132,8 +254,17 @@ def float64_record(probe: dict, model64, tokenizer) -> dict:
 
 
 def add_float64_probes(probes: list, model, tokenizer) -> list:
-    """The probes with their "float64" records (see float64_record); the float64 copy of the
-    model lives only while they are computed."""
+    """The probes with their "float64" records (see float64_record), computed with float64
+    weights module by module (float64_weights). A family whose code reads a module's weights
+    outside that module's forward fails there (float64 meets float32 in a matrix product): then
+    they are computed again from a float64 copy of the whole model (float64_model), which lives
+    only while they are."""
+    try:
+        with float64_weights(model) as model64:
+            return [{**p, "float64": float64_record(p, model64, tokenizer)} for p in probes]
+    except RuntimeError as e:
+        log(f"  float64 weights module by module failed ({first_line(e)}); "
+            "from a float64 copy of the whole model instead")
     model64 = float64_model(model)
     try:
         return [{**p, "float64": float64_record(p, model64, tokenizer)} for p in probes]

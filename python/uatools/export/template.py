@@ -39,6 +39,11 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_
 # The traced example: two rows so no axis is 1; values do not exist on the meta device, so
 # only the shape matters, and any shape gives the same graph (both axes are dynamic).
 EXAMPLE_SHAPE = (2, 12)
+# Every tensor starts at a multiple of the page size in model.onnx.data: ONNX Runtime's CPU
+# provider then maps the file's pages rather than reading each tensor into memory of its own,
+# so a session over a just-written export holds no second copy of the weights (the gaps are
+# zeros, at most a page per tensor).
+DATA_ALIGNMENT = 4096
 
 
 @dataclass
@@ -86,12 +91,14 @@ def meta_model(config, dtype: str):
                                                 dtype=getattr(torch, dtype)).eval()
 
 
-def trace_program(model, token_states: bool, opset: int):
-    """The dynamo exporter's ONNXProgram of the wrapper around model (on the meta device), unoptimized."""
+def trace_program(model, token_states: bool, opset: int, example=None):
+    """The dynamo exporter's ONNXProgram of the wrapper around model, unoptimized; example: the
+    inputs traced (default: EXAMPLE_SHAPE on the meta device, for a model there)."""
     import torch
 
     wrapper = make_wrapper(model, token_states)
-    example = tuple(torch.ones(EXAMPLE_SHAPE, dtype=torch.int64, device="meta") for _ in INPUTS)
+    if example is None:
+        example = tuple(torch.ones(EXAMPLE_SHAPE, dtype=torch.int64, device="meta") for _ in INPUTS)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     with torch.no_grad(), warnings.catch_warnings():
         # "axis name X will not be used": dynamo renaming noise; the axes are checked after.
@@ -173,12 +180,13 @@ def clear_metadata(model) -> None:
 
 
 def layout_tensors(graph, streamed: dict, recipes: dict) -> list:
-    """Every weight-derived initializer in graph order as a Tensor, packed back to back in
-    model.onnx.data; its value in the graph becomes the external reference."""
+    """Every weight-derived initializer in graph order as a Tensor, in model.onnx.data at the
+    next multiple of DATA_ALIGNMENT; its value in the graph becomes the external reference."""
     import onnx_ir as ir
 
     tensors, offset = [], 0
     for name, value in graph.initializers.items():
+        offset = -(-offset // DATA_ALIGNMENT) * DATA_ALIGNMENT
         if name in recipes:
             source, perm = recipes[name]
         elif name in streamed:
@@ -227,6 +235,30 @@ def trace_template(config, dtype: str, token_states: bool, opset: int, dims: dic
     return Template(graph=proto.SerializeToString(), tensors=tensors, opset=opset_of(proto))
 
 
+def trace_with_weights(model, example, token_states: bool, opset: int, out_dir: str, external: bool, dims: dict,
+                       dtype: str) -> int:
+    """The fallback for a model whose template fails (its trace on the meta device, or its
+    weights against the template): the dynamo exporter's trace of the loaded model itself,
+    optimized with its values (which may fold and merge weights, so the graph is no template for
+    another checkpoint and is not kept), saved as out_dir/model.onnx (+ model.onnx.data when
+    external). Returns its opset."""
+    import onnx
+
+    program = trace_program(model, token_states, opset, example)
+    program.optimize()
+    clear_metadata(program.model)
+    dest = os.path.join(out_dir, GRAPH)
+    for stale in (dest, os.path.join(out_dir, EXTERNAL_DATA_NAME)):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    # ONNXProgram.save names the external file "<basename>.data" = model.onnx.data.
+    program.save(dest, external_data=external)
+    del program
+    proto = onnx.load(dest, load_external_data=False)
+    check_graph_io(proto, token_states, dims, dtype)
+    return opset_of(proto)
+
+
 def save_template(template: Template, folder: str, extra: dict | None = None) -> None:
     """folder/model.onnx and folder/layout.json (the graph cache's entry), each synced."""
     from uatools.export.weights import write_synced
@@ -263,9 +295,11 @@ class TraceJob:
     almost all the time, the forward passes almost never, and the exporter's global state
     (torch.onnx.is_in_onnx_export) must not leak into the probes."""
 
-    def __init__(self, model, dtype: str, token_states: bool, opset: int, dims: dict):
-        self.request = {"config": model.config, "dtype": dtype, "token_states": token_states, "opset": opset,
-                        "dims": dims, "constants": {n: b.detach().cpu() for n, b in weight_sources(model)[1].items()}}
+    def __init__(self, config, constants: dict, dtype: str, token_states: bool, opset: int, dims: dict):
+        """constants: weight_sources' second part, taken while no forward pass runs (the float64
+        probes swap a module's buffers for float64 copies during its forward)."""
+        self.request = {"config": config, "dtype": dtype, "token_states": token_states, "opset": opset,
+                        "dims": dims, "constants": {n: b.detach().cpu() for n, b in constants.items()}}
         self.proc = None
         self.cancelled = False
 

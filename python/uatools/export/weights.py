@@ -68,20 +68,32 @@ def entry(data_hash, nbytes: int) -> dict:
     return {"sha256": data_hash.hexdigest(), "bytes": nbytes}
 
 
+def data_blocks(template, streamed: dict):
+    """model.onnx.data's bytes in order, as tensor_blocks' (buffer, owner): every template tensor
+    at its offset, zeros in the gaps the alignment leaves."""
+    written = 0
+    for spec in template.tensors:
+        if written > spec.offset:
+            raise ExportError(f"the graph template places {spec.name} at byte {spec.offset}, before {written}")
+        if written < spec.offset:
+            yield memoryview(bytes(spec.offset - written)), None
+            written = spec.offset
+        for buf, owner in tensor_blocks(streamed, spec):
+            yield buf, owner
+            written += len(buf)
+
+
 def stream_data(template, streamed: dict, path: str) -> dict:
-    """model.onnx.data at path: every template tensor at its offset, hashed one tensor behind."""
+    """model.onnx.data at path (data_blocks), hashed one block behind."""
     digest, written = hashlib.sha256(), 0
     with open(path, "wb") as f, ThreadPoolExecutor(1) as hasher:
-        pending = None  # (the previous tensor's hash, the tensor it reads)
-        for spec in template.tensors:
-            if written != spec.offset:
-                raise ExportError(f"the graph template places {spec.name} at byte {spec.offset}, not {written}")
-            for buf, owner in tensor_blocks(streamed, spec):
-                f.write(buf)
-                written += len(buf)
-                if pending is not None:
-                    pending[0].result()
-                pending = (hasher.submit(digest.update, buf), owner)
+        pending = None  # (the previous block's hash, the memory it reads)
+        for buf, owner in data_blocks(template, streamed):
+            f.write(buf)
+            written += len(buf)
+            if pending is not None:
+                pending[0].result()
+            pending = (hasher.submit(digest.update, buf), owner)
         if pending is not None:
             pending[0].result()
         f.flush()
