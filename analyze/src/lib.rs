@@ -5,7 +5,7 @@
 pub mod analysis;
 pub mod cache;
 pub mod csv;
-pub mod export_cache;
+pub mod convert;
 pub mod figures;
 pub mod format;
 pub mod json;

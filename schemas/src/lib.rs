@@ -2,14 +2,14 @@
 //!
 //! A cache is a directory per model holding `manifest.json`, `statements.parquet`,
 //! `embeddings.parquet` and, in caches made since it exists, `grams.parquet` (the
-//! compact statistics). This crate names every file and column, owns the
+//! sidecar). This crate names every file and column, owns the
 //! manifest struct, writes the Parquet files atomically, and validates a cache
 //! directory so that a reader gets either a whole cache or an error naming the
 //! file and the problem. The prose spec is `schemas/CONTRACT.md`.
 
 mod card;
 pub mod checkpoint;
-mod compact;
+mod sidecar;
 mod contract;
 mod error;
 mod files;
@@ -25,8 +25,8 @@ mod validate;
 mod write;
 
 pub use card::{card_text, write_card, CARD_FILE};
-pub use compact::{
-    add_compact_grams, add_grams, grams_schema, read_grams, read_grams_each, GramsShape,
+pub use sidecar::{
+    add_sidecar, add_sidecar_from_vectors, grams_schema, read_grams, read_grams_each, GramsShape,
     GramsWriter, SidecarLayer, GRAMS_FILE, GRAMS_FORMAT_VERSION, GRAMS_FORMAT_VERSIONS,
 };
 pub use contract::{

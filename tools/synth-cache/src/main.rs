@@ -308,7 +308,7 @@ fn write_cache(
     }
     manifest.files.insert(STATEMENTS_FILE.to_string(), st_entry);
     if args.compact_only {
-        schemas::add_compact_grams(&dir, &mut manifest, |layer| {
+        schemas::add_sidecar_from_vectors(&dir, &mut manifest, |layer| {
             Ok(args
                 .poolings
                 .iter()
