@@ -4,8 +4,8 @@
 
 pub mod analysis;
 pub mod cache;
-pub mod csv;
 pub mod convert;
+pub mod csv;
 pub mod figures;
 pub mod format;
 pub mod json;

@@ -136,9 +136,10 @@ fn main() -> ExitCode {
             })
         }
         Some(Command::Run(r)) => run_and_print(r),
-        None => run_and_print(cli
-            .run
-            .expect("clap requires the run flags without a subcommand")),
+        None => run_and_print(
+            cli.run
+                .expect("clap requires the run flags without a subcommand"),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

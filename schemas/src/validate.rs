@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::sidecar::{check_key_values, grams_schema_of};
 use crate::files::check_sha256;
+use crate::sidecar::{check_key_values, grams_schema_of};
 use crate::LOCK_FILE;
 use crate::{
     embeddings_schema, sha256_file, statements_schema, CacheError, FileEntry, GramsInfo, Manifest,

@@ -109,8 +109,12 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let robustness =
         robustness::check(&views, &results, not_computed, settings.stability_threshold);
     warnings.extend(nan_warnings(&results));
-    let peak_evidence =
-        evidence::at_peaks(&results[0], &categories, pairs_per_category.iter().sum(), perms.floor());
+    let peak_evidence = evidence::at_peaks(
+        &results[0],
+        &categories,
+        pairs_per_category.iter().sum(),
+        perms.floor(),
+    );
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
     if let Some(why) = cka_skipped.as_ref().filter(|_| !from_sidecar) {
         warnings.push(format!("the CKA depth alignment was skipped: {why}"));

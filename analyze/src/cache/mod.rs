@@ -7,12 +7,12 @@
 pub mod digest;
 pub mod discovery;
 pub mod embeddings;
-pub mod sidecar;
 pub mod identity;
 pub mod index;
-mod parquet;
 pub mod params;
+mod parquet;
 pub mod remote;
+pub mod sidecar;
 pub mod statements;
 pub mod types;
 
