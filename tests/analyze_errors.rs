@@ -207,7 +207,7 @@ fn export_writes_safetensors() {
     let o = run_cmd(
         &binary("analyze"),
         &[
-            "export",
+            "convert",
             "--format",
             "safetensors",
             "--cache",
@@ -491,7 +491,7 @@ fn out_among_the_caches_is_refused() {
         expect_raw_error(&["--cache", c, "--out", o], &["--out", want]);
         expect_raw_error(
             &[
-                "export",
+                "convert",
                 "--format",
                 "safetensors",
                 "--cache",
@@ -809,6 +809,7 @@ fn a_null_or_repeated_statement_in_the_embeddings_is_refused() {
         let (cache_arg, export) = (cache.to_str().unwrap(), root.join("export"));
         for (args, said) in [
             (
+                // `export`, convert's old name, still works.
                 vec![
                     "export",
                     "--cache",

@@ -399,7 +399,10 @@ fn a_compact_only_cache_is_refused_by_what_needs_vectors() {
     let c = cache.to_str().unwrap();
     let o = out.to_str().unwrap();
     for (args, what) in [
-        (&["export", "--cache", c, "--out", o][..], "analyze export"),
+        (
+            &["convert", "--cache", c, "--out", o][..],
+            "analyze convert",
+        ),
         (&["index", "--cache", c][..], "analyze index"),
     ] {
         let res = run_cmd(&binary("analyze"), args);

@@ -44,8 +44,8 @@ pub fn to_json(a: &Analysis) -> Value {
                 "cache_folder": entry.name,
                 "hidden_size": entry.hidden_size,
                 "n_parameters": entry.n_parameters,
-                "size_for_ordering": entry.size_for_ordering,
-                "size_estimated": entry.size_estimated,
+                "size_for_ordering": entry.params_for_ordering,
+                "size_estimated": entry.params_estimated,
             }),
         );
     }

@@ -4,8 +4,8 @@
 
 pub mod analysis;
 pub mod cache;
+pub mod convert;
 pub mod csv;
-pub mod export_cache;
 pub mod figures;
 pub mod format;
 pub mod json;

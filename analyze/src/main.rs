@@ -1,4 +1,4 @@
-//! `analyze [run flags]` (the analysis, default), `analyze export ...` and `analyze index ...`:
+//! `analyze [run flags]` (the analysis, default), `analyze convert ...` and `analyze index ...`:
 //! parses the command line, calls the library and prints what it returns.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 struct Cli {
     // Before the subcommands, which count in clap's display order: the flags then
-    // list as in `analyze run --help` (see `AnalysisSettings::other_poolings`).
+    // list as in `analyze run --help` (see `AnalysisSettings::all_poolings`).
     #[command(flatten)]
     run: Option<AnalysisSettings>,
     #[command(subcommand)]
@@ -29,9 +29,11 @@ enum Command {
     /// The analysis (also the default when no subcommand is given).
     Run(AnalysisSettings),
     /// Write each model's pooled embeddings and NLLs for PyTorch/numpy users.
-    Export(ExportArgs),
-    /// Add the compact statistics (grams.parquet) to caches made before extract wrote
-    /// them, or rebuild a stale one; the analysis then reads no embeddings.
+    // `export`, its old name, still works for old scripts; export is HF -> ONNX.
+    #[command(alias = "export")]
+    Convert(ConvertArgs),
+    /// Add the sidecar (grams.parquet) to caches made before extract wrote
+    /// it, or rebuild a stale one; the analysis then reads no embeddings.
     Index(IndexArgs),
 }
 
@@ -51,7 +53,7 @@ enum Format {
 }
 
 #[derive(Args)]
-struct ExportArgs {
+struct ConvertArgs {
     #[arg(long, value_enum, default_value = "safetensors")]
     format: Format,
     #[arg(long)]
@@ -64,7 +66,7 @@ struct ExportArgs {
     allow_mixed_datasets: bool,
 }
 
-fn run(settings: AnalysisSettings) -> anyhow::Result<()> {
+fn run_and_print(settings: AnalysisSettings) -> anyhow::Result<()> {
     let a = analyze::run(&settings)?;
     for w in &a.warnings {
         eprintln!("note: {w}");
@@ -110,8 +112,8 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let result = match cli.command {
-        Some(Command::Export(e)) => match e.format {
-            Format::Safetensors => analyze::export_cache::export_safetensors(
+        Some(Command::Convert(e)) => match e.format {
+            Format::Safetensors => analyze::convert::convert_to_safetensors(
                 &e.cache,
                 &e.out,
                 e.models.as_deref(),
@@ -133,10 +135,11 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Some(Command::Run(r)) => run(r),
-        None => run(cli
-            .run
-            .expect("clap requires the run flags without a subcommand")),
+        Some(Command::Run(r)) => run_and_print(r),
+        None => run_and_print(
+            cli.run
+                .expect("clap requires the run flags without a subcommand"),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

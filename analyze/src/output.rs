@@ -1,4 +1,4 @@
-//! The `--out` folder of `analyze` and `analyze export`: where it may lie, and how it
+//! The `--out` folder of `analyze` and `analyze convert`: where it may lie, and how it
 //! is written. Everything goes into a temporary folder beside it, which is renamed
 //! into place only once complete, so a failure (full disk, unwritable file) leaves
 //! the previous output untouched and nothing half-written behind.
@@ -29,8 +29,8 @@ fn folder_marker(dir: &Path) -> Option<&'static str> {
 pub enum Kind {
     /// `analyze`: results.json, report.md, layer_correlations.csv, plots.
     Analysis,
-    /// `analyze export`: one `.safetensors` file per model.
-    Export,
+    /// `analyze convert`: one `.safetensors` file per model.
+    Convert,
 }
 
 impl Kind {
@@ -43,7 +43,7 @@ impl Kind {
                 ) || name.ends_with(".png")
                     || name.ends_with(".svg")
             }
-            Kind::Export => name.ends_with(".safetensors"),
+            Kind::Convert => name.ends_with(".safetensors"),
         }
     }
 }
@@ -465,7 +465,7 @@ mod tests {
     fn a_folder_with_other_files_is_not_replaced() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
-        let e = write_atomically(tmp.path(), Kind::Export, |_: &Path| Ok(()))
+        let e = write_atomically(tmp.path(), Kind::Convert, |_: &Path| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(e.contains("already holds 'notes.txt'"), "{e}");

@@ -76,15 +76,17 @@ pub struct AnalysisSettings {
     // The fields are in results.json's order; --help lists this flag where it always
     // stood, after --allow-mixed-datasets: display order 11 ties with --permutations
     // (the 12th field) and sorts before it by name.
-    #[arg(long = "all-poolings", display_order = 11)]
-    pub other_poolings: bool,
+    // results.json keeps the field's old name, `other_poolings`.
+    #[arg(long, display_order = 11)]
+    #[serde(rename = "other_poolings")]
+    pub all_poolings: bool,
     /// With training checkpoints: the step (stepN) whose caches the cross-size verdict compares [default: the latest step common to all sizes].
     #[arg(long, value_parser = step_revision)]
     pub revision: Option<u64>,
     /// With training checkpoints: resamples of the training view, the same at every step (0 turns it off).
     #[arg(long, default_value_t = 1_000, value_parser = resamples)]
     pub training_bootstrap: usize,
-    /// Read the embeddings even where a cache has compact statistics (grams.parquet);
+    /// Read the embeddings even where a cache has the sidecar (grams.parquet);
     /// `--arithmetic seed` always reads them.
     #[arg(long)]
     pub from_embeddings: bool,
@@ -96,7 +98,7 @@ pub struct AnalysisSettings {
 }
 
 impl AnalysisSettings {
-    /// The compact statistics hold float64 Gram blocks and what centring needs: the
+    /// The sidecar holds float64 Gram blocks and what centring needs: the
     /// seed's float32 arithmetic, the standardised geometry and `--from-embeddings`
     /// need the embeddings.
     pub fn scope(&self) -> Scope {

@@ -155,13 +155,13 @@ def test_refuses_unknown_pooling_and_layers_out_of_range(copy):
     assert c.layer(np.int64(6), "mean").shape == (140, 32)
 
 
-def test_compact_only_cache_has_statements_but_no_layers(copy):
+def test_sidecar_only_cache_has_statements_but_no_layers(copy):
     folder = copy()
     os.remove(os.path.join(folder, "embeddings.parquet"))
     edit_manifest(folder, lambda m: (m["files"].pop("embeddings.parquet"), m["grams"].update(embeddings_sha256=None)))
     c = load_cache(folder)
-    assert c.compact_only and len(c.statements) == 140
-    with pytest.raises(CacheError, match=r"manifest\.json: a compact-only cache: it has no embeddings\.parquet"):
+    assert c.sidecar_only and c.compact_only and len(c.statements) == 140
+    with pytest.raises(CacheError, match=r"manifest\.json: a sidecar-only cache: it has no embeddings\.parquet"):
         c.layer(0, "mean")
 
 

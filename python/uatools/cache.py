@@ -1,9 +1,19 @@
 """Reading an extract cache (statements.parquet, embeddings.parquet) back into numpy."""
 import os
 
+from uatools.files import read_json
+
 
 class CacheError(ValueError):
     """A cache that breaks the contract (schemas/CONTRACT.md)."""
+
+
+def model_order(cache_dir: str, name: str) -> tuple:
+    """The key analyze orders model folders by: the parameter count (model.n_parameters, else
+    n_layers * hidden_size^2 stands in), then the folder name."""
+    m = read_json(os.path.join(cache_dir, name, "manifest.json"))["model"]
+    params = m.get("n_parameters") or m["n_layers"] * m["hidden_size"] ** 2
+    return (params, name)
 
 
 def read_layer(pf, layer: int, pooling: str):

@@ -15,6 +15,7 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 
+from uatools.cache import model_order
 from uatools.files import read_json, write_json
 
 
@@ -42,13 +43,9 @@ def main():
     ap.add_argument("--pooling", default="mean_skip_first")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-
-    def size(name):
-        m = read_json(os.path.join(args.cache, name, "manifest.json"))["model"]
-        return (m.get("n_parameters") or m["n_layers"] * m["hidden_size"] ** 2, name)
-
     names = sorted((d for d in os.listdir(args.cache)  # the model folders, not the root card README.md
-                    if os.path.isdir(os.path.join(args.cache, d)) and not d.startswith(".")), key=size)
+                    if os.path.isdir(os.path.join(args.cache, d)) and not d.startswith(".")),
+                   key=lambda name: model_order(args.cache, name))
     layers = {n: layers_of(os.path.join(args.cache, n), args.pooling) for n in names}
     pairs = []
     for i, a in enumerate(names):

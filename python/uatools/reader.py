@@ -160,7 +160,7 @@ class Cache:
         self.poolings = list(run["poolings"])
         shard = run.get("shard")
         self.n_statements = shard["n_statements"] if shard else manifest["dataset"]["n_statements"]
-        self.compact_only = EMBEDDINGS not in manifest["files"]
+        self.sidecar_only = EMBEDDINGS not in manifest["files"]
         entry = manifest["files"][STATEMENTS]
         where = files.where(STATEMENTS)
         if entry["rows"] != self.n_statements:
@@ -170,12 +170,17 @@ class Cache:
         self._embeddings = None  # the opened embeddings.parquet, once its sha256 was checked
 
     @property
+    def compact_only(self) -> bool:
+        """The old name of .sidecar_only, kept so that old scripts keep working."""
+        return self.sidecar_only
+
+    @property
     def layers(self) -> range:
         """The layer indices the cache holds: 0 (token embeddings) to n_layers (after the final norm)."""
         return range(self.n_layers + 1)
 
     def __repr__(self) -> str:
-        kind = "compact-only" if self.compact_only else f"poolings {', '.join(self.poolings)}"
+        kind = "sidecar-only" if self.sidecar_only else f"poolings {', '.join(self.poolings)}"
         return (f"Cache({self.source!r}: {self.manifest['model'].get('id')}, {self.n_statements} statements, "
                 f"layers 0..{self.n_layers}, hidden {self.hidden_size}, {kind})")
 
@@ -200,8 +205,8 @@ class Cache:
         """numpy float32 [n_statements, hidden_size]: one pooling at one layer, rows in statement_id
         order (those of .statements). Reads row group `layer` of embeddings.parquet only."""
         where = self.files.where(EMBEDDINGS)
-        if self.compact_only:
-            raise CacheError(f"{self.files.where('manifest.json')}: a compact-only cache: it has no "
+        if self.sidecar_only:
+            raise CacheError(f"{self.files.where('manifest.json')}: a sidecar-only cache: it has no "
                              f"{EMBEDDINGS} (only the Gram blocks in grams.parquet), so no layer can be read")
         if pooling not in self.poolings:
             raise CacheError(f"{where}: no pooling {pooling!r}; this cache has {', '.join(self.poolings)}")

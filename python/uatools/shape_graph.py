@@ -42,6 +42,7 @@ import shutil
 import sys
 
 from uatools import REPO, cli
+from uatools.contract import POOLINGS
 
 TOKENIZER = os.path.join(REPO, "tests", "data", "gpt-neox-20b-tokenizer.json")
 MAX_POSITIONS = 2048
@@ -178,7 +179,7 @@ def probe_record(session, tokenizer, text: str) -> dict:
     k = int(n_predicted[0])
     rec = {"text": text, "input_ids": [int(i) for i in ids],
            "nll": float(nll_sum[0]) / k if k > 0 else 0.0}
-    for index, key in enumerate(("mean", "mean_skip_first", "last")):
+    for index, key in enumerate(POOLINGS):
         rec[key] = pooled[0, :, index, :].tolist()
     # seedref's key order: text, input_ids, nll, mean_skip_first, mean, last.
     return {key: rec[key] for key in ("text", "input_ids", "nll", "mean_skip_first", "mean", "last")}
@@ -190,7 +191,7 @@ def write(args) -> dict:
     from tokenizers import Tokenizer
 
     ex = load_export_module()
-    if list(ex.POOLED_ORDER) != ["mean", "mean_skip_first", "last"]:
+    if list(ex.POOLED_ORDER) != list(POOLINGS):
         raise ShapeError(f"scripts/export's POOLED_ORDER is {ex.POOLED_ORDER}; update make-shape-graph")
     if not os.path.isfile(TOKENIZER):
         raise ShapeError(f"{TOKENIZER}: missing (the GPT-NeoX tokenizer this script ships with)")
@@ -257,8 +258,8 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"make-shape-graph: error: {e}", file=sys.stderr)
         return 1
-    size = meta["files"]["model.onnx"]["bytes"]
+    onnx_bytes = meta["files"]["model.onnx"]["bytes"]
     print(f"make-shape-graph: {args.out}: {meta['source']['model']}, {meta['n_layers']} layers, hidden "
           f"{meta['hidden_size']}, vocab {meta['vocab_size']}, {meta['n_parameters']:,} parameters "
-          f"(recorded, not present); model.onnx {size / 2**20:.1f} MiB")
+          f"(recorded, not present); model.onnx {onnx_bytes / 2**20:.1f} MiB")
     return 0

@@ -28,6 +28,10 @@ pub enum Pooling {
 
 impl Pooling {
     pub const ALL: [Pooling; 3] = [Pooling::Mean, Pooling::MeanSkipFirst, Pooling::Last];
+    /// Every name of `ALL`, comma-separated in its order: the default of each
+    /// `--poolings` flag (a const, as clap's defaults are, held equal to `ALL` by a
+    /// test; Python's `uatools.contract.POOLINGS` is held equal to it).
+    pub const LIST: &'static str = "mean,mean_skip_first,last";
 
     /// The column name in `embeddings.parquet` and the name on the command line.
     pub fn as_str(self) -> &'static str {
@@ -60,7 +64,12 @@ impl FromStr for Pooling {
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown pooling '{s}' (expected mean, mean_skip_first or last)")
+                let names: Vec<&str> = Pooling::LIST.split(',').collect();
+                let (last, init) = names.split_last().expect("LIST names a pooling");
+                format!(
+                    "unknown pooling '{s}' (expected {} or {last})",
+                    init.join(", ")
+                )
             })
     }
 }
@@ -148,5 +157,20 @@ impl StatementRow {
     /// transformers' `loss` with `labels = input_ids`.
     pub fn nll_mean(&self) -> f64 {
         self.nll_sum / f64::from(self.n_predicted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pooling_list_names_every_pooling_in_order() {
+        let names: Vec<&str> = Pooling::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(Pooling::LIST, names.join(","));
+        assert_eq!(
+            "max".parse::<Pooling>().unwrap_err(),
+            "unknown pooling 'max' (expected mean, mean_skip_first or last)"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The geometry in which UA's cosines are taken, and what the compact statistics keep
+//! The geometry in which UA's cosines are taken, and what the sidecar keeps
 //! so that an analysis can change it without the embeddings.
 //!
 //! Trained decoders put almost all of a pooled vector's norm into a few "rogue"

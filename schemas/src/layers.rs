@@ -73,7 +73,7 @@ pub(crate) fn for_each_layer(
         });
         let (layers, decoded) = sync_channel(1);
         let reading = s.spawn(move || {
-            let read = reader.run(file, &blocks, |layer| layers.send(layer).is_ok());
+            let read = reader.read_and_hash(file, &blocks, |layer| layers.send(layer).is_ok());
             // The whole file went to the hasher: its sha256 is the file's.
             drop(blocks);
             read.map(|whole| whole.then(|| hashing.join().expect("the hasher panicked")))
@@ -173,7 +173,7 @@ impl Reader<'_> {
     /// Reads the file from the start, every byte sent to `hash` in order, and hands
     /// each decoded row group to `send` until it returns false. True once the whole
     /// file was read; false when `send` stopped it first.
-    fn run(
+    fn read_and_hash(
         &self,
         mut file: File,
         hash: &SyncSender<Bytes>,

@@ -18,7 +18,7 @@ pub struct Manifest {
     pub run: RunInfo,
     /// Keyed by file name (`statements.parquet`, `embeddings.parquet`, `grams.parquet`).
     pub files: BTreeMap<String, FileEntry>,
-    /// The compact statistics sidecar (`grams.parquet`), when `files` lists it.
+    /// The sidecar (`grams.parquet`), when `files` lists it.
     /// Absent in caches made before it existed, which stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grams: Option<GramsInfo>,
@@ -284,6 +284,6 @@ pub struct GramsInfo {
     /// Always `exact`: float64 normalisation and products.
     pub arithmetic: String,
     /// sha256 of the `embeddings.parquet` the blocks were computed from; null in a
-    /// compact-only cache, whose writer held the vectors and wrote no embeddings.
+    /// sidecar-only cache, whose writer held the vectors and wrote no embeddings.
     pub embeddings_sha256: Option<String>,
 }

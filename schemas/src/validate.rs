@@ -6,35 +6,35 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::compact::{check_key_values, grams_schema_of};
 use crate::files::check_sha256;
+use crate::sidecar::{check_key_values, grams_schema_of};
 use crate::LOCK_FILE;
 use crate::{
     embeddings_schema, sha256_file, statements_schema, CacheError, FileEntry, GramsInfo, Manifest,
     Pooling, EMBEDDINGS_FILE, GRAMS_FILE, MANIFEST_FILE, STATEMENTS_FILE,
 };
 
-/// The refusal of a compact-only cache by whatever needs its vectors.
+/// The refusal of a sidecar-only cache by whatever needs its vectors.
 fn no_embeddings(dir: &Path, what: &str) -> CacheError {
     CacheError::new(
         dir.join(MANIFEST_FILE),
-        format!("the cache has no embeddings (a compact-only cache: it lists {STATEMENTS_FILE} and {GRAMS_FILE} but no {EMBEDDINGS_FILE}), and {what} needs the vectors; use a cache written with its embeddings"),
+        format!("the cache has no embeddings (a sidecar-only cache: it lists {STATEMENTS_FILE} and {GRAMS_FILE} but no {EMBEDDINGS_FILE}), and {what} needs the vectors; use a cache written with its embeddings"),
     )
 }
 
 /// How much of a cache to read when validating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// Every listed file read and hashed, the compact statistics included.
+    /// Every listed file read and hashed, the sidecar included.
     Full,
-    /// For a reader of the compact statistics: when the manifest lists
+    /// For a reader of the sidecar: when the manifest lists
     /// `grams.parquet`, the embeddings' size, footer and shape are checked but their
     /// bytes are not read; the sidecar is hashed and must name the embeddings'
     /// sha256. Without a sidecar, as `Full`.
     PreferGrams,
     /// The sidecar is not checked and is left out of the returned manifest, and the
     /// embeddings' bytes are not hashed: the scope of rebuilding the sidecar, whose
-    /// writer ([`crate::add_grams`]) hashes every byte of the embeddings as it reads
+    /// writer ([`crate::add_sidecar`]) hashes every byte of the embeddings as it reads
     /// them and refuses a mismatch before it writes anything.
     WithoutGrams,
 }
@@ -47,17 +47,17 @@ pub struct ValidCache {
     pub poolings: Vec<Pooling>,
     /// The embeddings' bytes were not read, or there are none: a reader must take
     /// the Gram blocks from the sidecar with [`crate::read_grams`], which checks its
-    /// sha256 (`Scope::PreferGrams` on a cache that has one, or a compact-only cache).
+    /// sha256 (`Scope::PreferGrams` on a cache that has one, or a sidecar-only cache).
     pub grams_only: bool,
 }
 
 impl ValidCache {
-    /// False for a compact-only cache: statements and the sidecar, no embeddings.
+    /// False for a sidecar-only cache: statements and the sidecar, no embeddings.
     pub fn has_embeddings(&self) -> bool {
         self.manifest.files.contains_key(EMBEDDINGS_FILE)
     }
 
-    /// Refuses a compact-only cache for `what`, which needs the vectors, and a copy
+    /// Refuses a sidecar-only cache for `what`, which needs the vectors, and a copy
     /// that left the listed embeddings behind.
     pub fn require_embeddings(&self, what: &str) -> Result<(), CacheError> {
         if !self.has_embeddings() {
@@ -92,9 +92,9 @@ pub fn validate_cache(dir: &Path) -> Result<ValidCache, CacheError> {
 pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let mut manifest = complete_manifest(dir)?;
-    let compact_only = !manifest.files.contains_key(EMBEDDINGS_FILE);
+    let sidecar_only = !manifest.files.contains_key(EMBEDDINGS_FILE);
     if scope == Scope::WithoutGrams {
-        if compact_only && manifest.grams.is_some() {
+        if sidecar_only && manifest.grams.is_some() {
             return Err(no_embeddings(
                 dir,
                 "rebuilding grams.parquet (analyze index)",
@@ -125,12 +125,12 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
     check_sidecar_listing(dir, &manifest)?;
     // A reader of the sidecar checks its sha256 as it reads it (`read_grams`).
     let hashed_by_reader = scope == Scope::PreferGrams && manifest.grams.is_some();
-    // So does the writer of a new one with the embeddings' (`add_grams`).
+    // So does the writer of a new one with the embeddings' (`add_sidecar`).
     let embeddings_hashed_later = hashed_by_reader || scope == Scope::WithoutGrams;
     // A copy may leave the listed embeddings behind (analyze fetching a cache from a
     // URL fetches only what it reads): a reader of the sidecar does without them.
     let embeddings_left_behind = hashed_by_reader && !dir.join(EMBEDDINGS_FILE).exists();
-    if (!compact_only || manifest.grams.is_none()) && !embeddings_left_behind {
+    if (!sidecar_only || manifest.grams.is_none()) && !embeddings_left_behind {
         let emb_schema = embeddings_schema(manifest.model.hidden_size as usize, &poolings);
         let embeddings = check_file(
             dir,
@@ -151,7 +151,7 @@ pub fn validate_cache_in(dir: &Path, scope: Scope) -> Result<ValidCache, CacheEr
     if manifest.grams.is_some() {
         check_grams(dir, &manifest, &poolings, !hashed_by_reader)?;
     }
-    let grams_only = hashed_by_reader || compact_only;
+    let grams_only = hashed_by_reader || sidecar_only;
     Ok(ValidCache {
         dir: dir.to_path_buf(),
         manifest,
@@ -328,13 +328,13 @@ fn known_formats() -> String {
 }
 
 /// The sidecar names the embeddings it was computed from: this cache's, or none in a
-/// compact-only cache (and only there).
+/// sidecar-only cache (and only there).
 fn check_source(dir: &Path, manifest: &Manifest, info: &GramsInfo) -> Result<(), CacheError> {
     let embeddings = manifest.files.get(EMBEDDINGS_FILE).map(|e| &e.sha256);
     let problem = match (&info.embeddings_sha256, embeddings) {
         (Some(from), Some(have)) if from != have => format!("stale: computed from embeddings sha256 {from} but this cache's {EMBEDDINGS_FILE} has {have}; rebuild it with `analyze index --cache CACHE`"),
-        (Some(from), None) => format!("records that it was computed from embeddings sha256 {from} but manifest.json lists no {EMBEDDINGS_FILE}: the embeddings were removed without the manifest saying the cache is compact-only"),
-        (None, Some(_)) => format!("records no embeddings (a compact-only sidecar) but manifest.json lists {EMBEDDINGS_FILE}; rebuild it from them with `analyze index --cache CACHE`"),
+        (Some(from), None) => format!("records that it was computed from embeddings sha256 {from} but manifest.json lists no {EMBEDDINGS_FILE}: the embeddings were removed without the manifest saying the cache is sidecar-only"),
+        (None, Some(_)) => format!("records no embeddings (the sidecar of a sidecar-only cache) but manifest.json lists {EMBEDDINGS_FILE}; rebuild it from them with `analyze index --cache CACHE`"),
         _ => return Ok(()),
     };
     Err(CacheError::new(dir.join(GRAMS_FILE), problem))

@@ -230,7 +230,7 @@ fn temp_files_are_cleaned_up() {
 fn the_sidecar_reads_back_the_exact_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let mut manifest = write_cache(dir.path());
-    add_grams(dir.path(), &mut manifest).unwrap();
+    add_sidecar(dir.path(), &mut manifest).unwrap();
     write_manifest(&dir.path().join(MANIFEST_FILE), &manifest).unwrap();
     let valid = validate_cache_in(dir.path(), Scope::PreferGrams).unwrap();
     assert!(valid.grams_only);
@@ -255,17 +255,17 @@ fn the_sidecar_reads_back_the_exact_blocks() {
     assert!(refusal(dir.path()).contains("sha256"));
 }
 
-/// A compact-only cache (statements and sidecar, no embeddings) validates, holds the
+/// A sidecar-only cache (statements and sidecar, no embeddings) validates, holds the
 /// blocks of the vectors it was written from, and says it has no embeddings; a
 /// sidecar that names embeddings the manifest does not list is refused.
 #[test]
-fn a_compact_only_cache_validates_without_embeddings() {
+fn a_sidecar_only_cache_validates_without_embeddings() {
     let dir = tempfile::tempdir().unwrap();
     let mut manifest = write_cache(dir.path());
     manifest.files.remove(EMBEDDINGS_FILE);
     std::fs::remove_file(dir.path().join(EMBEDDINGS_FILE)).unwrap();
     let n_poolings = manifest.run.poolings.len();
-    add_compact_grams(dir.path(), &mut manifest, |layer| {
+    add_sidecar_from_vectors(dir.path(), &mut manifest, |layer| {
         let poolings = [Pooling::MeanSkipFirst, Pooling::Last];
         Ok(poolings
             .into_iter()

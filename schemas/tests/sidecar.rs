@@ -1,6 +1,6 @@
 //! The sidecar's two writers: `GramsWriter` fed the vectors as they are produced
-//! (extract, synth-cache) and `add_grams` reading `embeddings.parquet` back write the
-//! same bytes, whatever the number of threads; `add_grams` refuses embeddings that
+//! (extract, synth-cache) and `add_sidecar` reading `embeddings.parquet` back write the
+//! same bytes, whatever the number of threads; `add_sidecar` refuses embeddings that
 //! are not the bytes the manifest names, and a writer used out of order, or given
 //! unusable vectors, says so and leaves no file behind.
 
@@ -152,7 +152,7 @@ fn streaming_and_reading_back_write_the_same_bytes_on_any_thread_count() {
         let mut m = streamed.clone();
         m.files.remove(GRAMS_FILE);
         m.grams = None;
-        in_pool(threads, || add_grams(dir.path(), &mut m)).unwrap();
+        in_pool(threads, || add_sidecar(dir.path(), &mut m)).unwrap();
         assert_eq!(m, streamed, "{threads} threads: the same manifest");
         assert!(
             std::fs::read(&grams).unwrap() == bytes,
@@ -203,7 +203,7 @@ fn embeddings_other_than_the_listed_bytes_are_refused_before_writing() {
         .unwrap();
     bytes[at] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
-    let err = add_grams(dir.path(), &mut m).unwrap_err().to_string();
+    let err = add_sidecar(dir.path(), &mut m).unwrap_err().to_string();
     assert!(
         err.contains("embeddings.parquet") && err.contains("sha256"),
         "{err}"

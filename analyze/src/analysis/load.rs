@@ -8,7 +8,7 @@ use schemas::geometry::Geometry;
 
 use super::loaded::Loaded;
 use super::results::{ModelEntry, Selection};
-use crate::cache::{discover, read_statements, remote, size, ModelCache};
+use crate::cache::{discover, params, read_statements, remote, ModelCache};
 use crate::settings::AnalysisSettings;
 use crate::stats::correlation::MAX_EXACT;
 use crate::stats::uniformity::Arithmetic;
@@ -92,7 +92,7 @@ fn check_memory(models: &[ModelCache], settings: &AnalysisSettings) -> Result<()
     let m = models[0].manifest();
     let n_pairs = f64::from(m.dataset.n_pairs);
     let n_categories = m.dataset.categories.len() as f64;
-    let views = (if settings.other_poolings { 3.0 } else { 1.0 })
+    let views = (if settings.all_poolings { 3.0 } else { 1.0 })
         + (if settings.skip_robustness { 0.0 } else { 2.0 });
     let columns: f64 = models
         .iter()
@@ -186,7 +186,7 @@ pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec
                 .map_err(|e| anyhow!("{e}"))?;
         }
     }
-    let mut warnings = size::order_notes(&models);
+    let mut warnings = params::order_notes(&models);
     check_geometry(&models, settings)?;
     for m in &models {
         if !m.cache.poolings.contains(&settings.pooling) {
@@ -197,10 +197,10 @@ pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec
                 settings.pooling
             );
         }
-        if m.size_estimated {
+        if m.params_estimated {
             warnings.push(format!(
                 "{}: manifest gives no n_parameters; ordered by n_layers * hidden_size^2 = {} instead",
-                m.name, m.size
+                m.name, m.params
             ));
         }
     }
@@ -218,20 +218,20 @@ pub fn load(settings: &AnalysisSettings) -> Result<(Vec<Loaded>, Vec<usize>, Vec
             training_peaks: None,
         });
     }
-    let sizes: Vec<usize> = loaded[0].stmts.pairs.iter().map(Vec::len).collect();
+    let pairs_per_category: Vec<usize> = loaded[0].stmts.pairs.iter().map(Vec::len).collect();
     for l in &loaded[1..] {
         let s: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
-        if s != sizes {
+        if s != pairs_per_category {
             bail!(
                 "{}: pairs per category {:?} differ from {}'s {:?}; the shared pair bootstrap needs the same pairs",
                 l.model.cache.dir.join(schemas::STATEMENTS_FILE).display(),
                 s,
                 loaded[0].model.name,
-                sizes
+                pairs_per_category
             );
         }
     }
-    Ok((loaded, sizes, warnings))
+    Ok((loaded, pairs_per_category, warnings))
 }
 
 /// The caches the cross-size verdict compares, one per size, in size order.
@@ -254,8 +254,8 @@ pub fn model_entry(l: &Loaded) -> ModelEntry {
         n_layers: mi.n_layers,
         hidden_size: mi.hidden_size,
         n_parameters: mi.n_parameters,
-        size_for_ordering: l.model.size,
-        size_estimated: l.model.size_estimated,
+        params_for_ordering: l.model.params,
+        params_estimated: l.model.params_estimated,
         layers_analyzed: l.layers.clone(),
         gram_source: if l.model.cache.grams_only {
             schemas::GRAMS_FILE

@@ -38,14 +38,18 @@ pub mod view;
 
 /// The pair resamples, drawn once for the largest count: the cross-size bootstrap
 /// and the training view each take its first rows.
-fn draw_resamples(grid: &Grid, sizes: &[usize], settings: &AnalysisSettings) -> Option<Resamples> {
+fn draw_resamples(
+    grid: &Grid,
+    pairs_per_category: &[usize],
+    settings: &AnalysisSettings,
+) -> Option<Resamples> {
     let training = if grid.has_axis() {
         settings.training_bootstrap
     } else {
         0
     };
     let most = settings.bootstrap.max(training);
-    (most > 0).then(|| Resamples::draw(sizes, most, settings.seed))
+    (most > 0).then(|| Resamples::draw(pairs_per_category, most, settings.seed))
 }
 
 /// The note that one compared model has no cross-model verdict.
@@ -70,15 +74,15 @@ fn permutations(n_categories: usize, settings: &AnalysisSettings) -> Permutation
 pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let t0 = Instant::now();
     let mut timings = BTreeMap::new();
-    let (mut loaded, sizes, mut warnings) = load(settings)?;
+    let (mut loaded, pairs_per_category, mut warnings) = load(settings)?;
     let caches: Vec<&ModelCache> = loaded.iter().map(|l| &l.model).collect();
     let grid = Grid::group(&caches)?;
     let selection = grid.select(settings.revision, &caches)?;
     let (views, not_computed) = view::views_to_analyse(&loaded, settings, &mut warnings);
     timings.insert("validate_and_statements".into(), t0.elapsed().as_secs_f64());
 
-    let resamples = draw_resamples(&grid, &sizes, settings);
-    let (cka_pairs, compact, cka_skipped) = read::read_all(
+    let resamples = draw_resamples(&grid, &pairs_per_category, settings);
+    let (cka_pairs, from_sidecar, cka_skipped) = read::read_all(
         &mut loaded,
         &views,
         &selection,
@@ -105,10 +109,14 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
     let robustness =
         robustness::check(&views, &results, not_computed, settings.stability_threshold);
     warnings.extend(nan_warnings(&results));
-    let peak_evidence =
-        evidence::at_peaks(&results[0], &categories, sizes.iter().sum(), perms.floor());
+    let peak_evidence = evidence::at_peaks(
+        &results[0],
+        &categories,
+        pairs_per_category.iter().sum(),
+        perms.floor(),
+    );
     timings.insert("statistics".into(), t2.elapsed().as_secs_f64());
-    if let Some(why) = cka_skipped.as_ref().filter(|_| !compact) {
+    if let Some(why) = cka_skipped.as_ref().filter(|_| !from_sidecar) {
         warnings.push(format!("the CKA depth alignment was skipped: {why}"));
     }
     let cka = alignment::alignment(
@@ -124,7 +132,7 @@ pub fn analyze(settings: &AnalysisSettings) -> Result<Analysis> {
         settings: settings.clone(),
         models: loaded.iter().map(model_entry).collect(),
         categories,
-        pairs_per_category: sizes,
+        pairs_per_category,
         permutation_kind: perms.kind,
         n_permutations: perms.orders.len(),
         permutation_floor: perms.floor(),

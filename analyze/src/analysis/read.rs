@@ -1,6 +1,6 @@
 //! The pipeline's reading step: every sampled layer of every pooling read once, as
-//! each category's Gram blocks (or vectors) from the embeddings, or from the compact
-//! statistics where a cache has them, taken into each view's geometry and handed to
+//! each category's Gram blocks (or vectors) from the embeddings, or from the sidecar
+//! (`grams.parquet`) where a cache has one, taken into each view's geometry and handed to
 //! `reduce`; with the CKA Grams of the caches compared across sizes.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use super::loaded::Loaded;
 use super::reduce::{batch_layers, LayerBlocks, Needs, Reducer};
 use super::results::{Grid, Selection};
 use super::view::{arithmetic_of, View};
-use crate::cache::{read_grams, read_layer, Pair};
+use crate::cache::{read_layer, read_sidecar, Pair};
 use crate::settings::AnalysisSettings;
 use crate::stats::bootstrap::Resamples;
 use crate::stats::cka;
@@ -201,7 +201,7 @@ fn sidecar_blocks(layer: &SidecarLayer, geometry: Geometry) -> Vec<CategoryBlock
 /// Reads every cache (`read_cache`) into the reducer (`reduce`) and the CKA matrices of the
 /// checkpoints compared across sizes, recording the time each took. Returns the CKA
 /// pairs (in the order of the cross-size results, which the alignment indexes),
-/// whether a compared cache came from compact statistics, which hold no vectors, and
+/// whether a compared cache was read from its sidecar, which holds no vectors, and
 /// why the pairs were not computed, if they were not.
 pub fn read_all(
     loaded: &mut [Loaded],
@@ -220,9 +220,9 @@ pub fn read_all(
         .filter(|g| g.members.len() > 1)
         .flat_map(|g| g.members.iter().map(|m| m.index))
         .collect();
-    let compact = compared.iter().any(|&i| loaded[i].model.cache.grams_only);
-    let form = if compact {
-        Err(COMPACT.to_string())
+    let from_sidecar = compared.iter().any(|&i| loaded[i].model.cache.grams_only);
+    let form = if from_sidecar {
+        Err(NO_VECTORS_IN_SIDECAR.to_string())
     } else if compared.len() >= 2 {
         cka_form(loaded, &compared)
     } else {
@@ -274,10 +274,12 @@ pub fn read_all(
     let t = Instant::now();
     let pairs = cka::all_pairs(&cka_grams);
     timings.insert("cka_pairs".into(), t.elapsed().as_secs_f64());
-    Ok((pairs, compact, skipped))
+    Ok((pairs, from_sidecar, skipped))
 }
 
-const COMPACT: &str = "the caches were read from their compact statistics (grams.parquet), which hold no vectors across categories; `--from-embeddings` computes it";
+// "Compact statistics" is the sidecar's old name, kept in the report's wording
+// until the golden outputs are re-pinned.
+const NO_VECTORS_IN_SIDECAR: &str = "the caches were read from their compact statistics (grams.parquet), which hold no vectors across categories; `--from-embeddings` computes it";
 
 /// Share of the available memory the CKA Grams may take: the rest of the analysis
 /// holds the category Grams and the bootstrap beside them.
@@ -363,7 +365,7 @@ fn read_cache(
         let (t, before) = (Instant::now(), reducer.spent);
         let mut next = vec![0; views.len()];
         let read: Vec<Pooling> = poolings.iter().map(|(p, _)| *p).collect();
-        read_grams(&l.model, &l.stmts, &read, &l.layers, |pi, layer| {
+        read_sidecar(&l.model, &l.stmts, &read, &l.layers, |pi, layer| {
             let anisotropy = layer.geometry.as_ref().map(StatementGeometry::anisotropy);
             for &vi in &poolings[pi].1 {
                 let blocks = LayerBlocks {
@@ -379,11 +381,11 @@ fn read_cache(
         cpu.read = t.elapsed().saturating_sub(reducer.spent - before);
         return Ok((None, cpu));
     }
-    let sizes: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
+    let pairs_per_category: Vec<usize> = l.stmts.pairs.iter().map(Vec::len).collect();
     let mut cka_grams = None;
     for (p, vis) in &poolings {
         // Each layer read becomes one set of blocks per geometry.
-        let batch = (batch_layers(&sizes, l.model.hidden()) / vis.len()).max(1);
+        let batch = (batch_layers(&pairs_per_category, l.model.hidden()) / vis.len()).max(1);
         let primary = vis[0] == 0;
         let cka_here = with_cka.filter(|_| primary);
         let these: Vec<View> = vis.iter().map(|&vi| views[vi]).collect();

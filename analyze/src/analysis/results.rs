@@ -184,10 +184,13 @@ pub struct ModelEntry {
     pub n_layers: u32,
     pub hidden_size: u32,
     pub n_parameters: Option<u64>,
-    pub size_for_ordering: u64,
-    pub size_estimated: bool,
+    // results.json keeps the fields' old names.
+    #[serde(rename = "size_for_ordering")]
+    pub params_for_ordering: u64,
+    #[serde(rename = "size_estimated")]
+    pub params_estimated: bool,
     pub layers_analyzed: Vec<u32>,
-    /// Where the Gram blocks came from: `grams.parquet` (compact statistics, no
+    /// Where the Gram blocks came from: `grams.parquet` (the sidecar, no
     /// embeddings read) or `embeddings.parquet`.
     pub gram_source: &'static str,
     pub manifest: schemas::Manifest,
@@ -249,7 +252,7 @@ pub struct DepthMatch {
 /// The `cka_alignment` section of results.json.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alignment {
-    /// False with a single model (nothing to align) or from compact statistics (no vectors).
+    /// False with a single model (nothing to align) or from the sidecar (no vectors).
     pub applicable: bool,
     /// Why not, when not applicable.
     pub not_applicable: Option<String>,

@@ -54,7 +54,7 @@ pub fn views_to_analyse(
             }
         }
     }
-    if settings.other_poolings {
+    if settings.all_poolings {
         for p in Pooling::ALL.into_iter().filter(|&p| p != primary.pooling) {
             let lacking: Vec<&str> = loaded
                 .iter()

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 /// [`schemas::statements_digest`] of `(statement_id, text)` rows, sorted by id
 /// first so that the file's row order does not matter.
-pub fn statements_digest(rows: &[(u32, &str)]) -> String {
+pub fn digest_in_id_order(rows: &[(u32, &str)]) -> String {
     let mut sorted: Vec<(u32, &str)> = rows.to_vec();
     sorted.sort_by_key(|(id, _)| *id);
     schemas::statements_digest(sorted)
@@ -21,7 +21,7 @@ pub fn check(statements: &Path, recorded: Option<&str>, rows: &[(u32, &str)]) ->
     let Some(recorded) = recorded else {
         return Ok(());
     };
-    let found = statements_digest(rows);
+    let found = digest_in_id_order(rows);
     if !found.eq_ignore_ascii_case(recorded) {
         bail!(
             "{}: its (statement_id, text) digest is {found} but manifest.json records dataset.statements_sha256 {recorded}: the file holds other statements than this cache was extracted from; re-run extract for this model",
@@ -39,12 +39,12 @@ mod tests {
     fn matches_hand_computed_values() {
         // printf '0\ta\n1\tb\n' | sha256sum
         assert_eq!(
-            statements_digest(&[(1, "b"), (0, "a")]),
+            digest_in_id_order(&[(1, "b"), (0, "a")]),
             "a2b804b1740ccd2fc6e05d726ef2753cc62bc024e643716f632d0d01a2736de6"
         );
         // printf '0\tWater is wet\n1\tWasser ist nass \xc3\xa4\n' | sha256sum
         assert_eq!(
-            statements_digest(&[(0, "Water is wet"), (1, "Wasser ist nass ä")]),
+            digest_in_id_order(&[(0, "Water is wet"), (1, "Wasser ist nass ä")]),
             "cf950e7982cc6fe3a99d6f7dffab4ef989e0d29368e21236e74b90a293c698aa"
         );
     }

@@ -1,5 +1,5 @@
 //! Finding the model folders of a cache and validating each (through `schemas`),
-//! refusing one model counted twice and implausible sizes, in size order.
+//! refusing one model counted twice and implausible parameter counts, in size order.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use schemas::{Scope, ValidCache};
 
 use super::types::ModelCache;
-use super::{identity, size};
+use super::{identity, params};
 
 /// The model folders under `cache` (or the named ones), by name.
 pub fn model_dirs(cache: &Path, only: Option<&[String]>) -> Result<Vec<(String, PathBuf)>> {
@@ -61,7 +61,7 @@ pub fn model_dirs(cache: &Path, only: Option<&[String]>) -> Result<Vec<(String, 
 
 /// Finds the model directories under `cache` (or the named ones), validates each as
 /// far as `scope` says, refuses one model counted twice (`identity`) and
-/// implausible sizes (`size`), and orders them by parameter count.
+/// implausible parameter counts (`params`), and orders them by parameter count.
 pub fn discover(
     cache: &Path,
     only: Option<&[String]>,
@@ -92,13 +92,13 @@ pub fn discover(
                 cache_root.display()
             );
         }
-        let (size, size_estimated) =
-            size::size_for_ordering(&manifest_path, &cache.manifest.model)?;
+        let (params, params_estimated) =
+            params::params_for_ordering(&manifest_path, &cache.manifest.model)?;
         models.push(ModelCache {
             name,
             cache,
-            size,
-            size_estimated,
+            params,
+            params_estimated,
         });
     }
     identity::check_same_weights(&models)?;
@@ -124,6 +124,6 @@ pub fn discover(
             );
         }
     }
-    models.sort_by(|a, b| a.size.cmp(&b.size).then_with(|| a.name.cmp(&b.name)));
+    models.sort_by(|a, b| a.params.cmp(&b.params).then_with(|| a.name.cmp(&b.name)));
     Ok(models)
 }

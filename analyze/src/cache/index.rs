@@ -1,4 +1,4 @@
-//! `analyze index`: adds the compact statistics (`grams.parquet`) to caches made
+//! `analyze index`: adds the sidecar (`grams.parquet`) to caches made
 //! before extract wrote them, and rebuilds a stale or damaged one, under the same
 //! per-cache lock extract takes, so it never races an extraction into the folder.
 
@@ -30,7 +30,7 @@ pub fn index(cache: &Path, only: Option<&[String]>) -> Result<Vec<String>> {
 /// compute it from (format 3 added what the centred geometry needs); otherwise the
 /// rest of the cache must validate, and the sidecar is written beside it, then
 /// listed by an atomic rewrite of the manifest. The embeddings are hashed once:
-/// by the full validation of a listed sidecar, else by `add_grams` as it reads
+/// by the full validation of a listed sidecar, else by `add_sidecar` as it reads
 /// them (the checks of `Scope::WithoutGrams` leave them to it).
 fn index_one(dir: &Path) -> Result<String> {
     // A stray folder in the root gets no lock file and does not stop the others.
@@ -64,7 +64,7 @@ fn index_one(dir: &Path) -> Result<String> {
     };
     schemas::remove_temp_files(dir)?;
     let mut manifest = base.manifest;
-    schemas::add_grams(dir, &mut manifest)?;
+    schemas::add_sidecar(dir, &mut manifest)?;
     // The card names the sidecar's config now; an older cache gets its first card.
     schemas::write_card(dir, &mut manifest)?;
     schemas::write_manifest(&dir.join(MANIFEST_FILE), &manifest)?;

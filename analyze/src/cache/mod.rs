@@ -7,17 +7,17 @@
 pub mod digest;
 pub mod discovery;
 pub mod embeddings;
-pub mod grams;
 pub mod identity;
 pub mod index;
+pub mod params;
 mod parquet;
 pub mod remote;
-pub mod size;
+pub mod sidecar;
 pub mod statements;
 pub mod types;
 
 pub use discovery::discover;
 pub use embeddings::read_layer;
-pub use grams::read_grams;
+pub use sidecar::read_sidecar;
 pub use statements::read_statements;
 pub use types::{ModelCache, Pair, Statements};

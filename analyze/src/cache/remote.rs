@@ -171,7 +171,7 @@ pub fn fetch(
             }
             m.to_vec()
         }
-        None => listed_models(&agent, &base)?,
+        None => fetch_listed_models(&agent, &base)?,
     };
     let root = root_folder(download_dir, &base);
     std::fs::create_dir_all(&root)
@@ -201,7 +201,7 @@ fn agent(stall: Duration) -> ureq::Agent {
 }
 
 /// The model folders the root card lists.
-fn listed_models(agent: &ureq::Agent, base: &str) -> Result<Vec<String>> {
+fn fetch_listed_models(agent: &ureq::Agent, base: &str) -> Result<Vec<String>> {
     let url = format!("{base}{CARD_FILE}");
     let text = get_text(agent, &url, || {
         anyhow!(
@@ -315,12 +315,12 @@ fn fetch_model(
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut wanted = vec![STATEMENTS_FILE];
-    let compact = manifest.files.contains_key(GRAMS_FILE);
-    if compact && !embeddings {
+    let has_sidecar = manifest.files.contains_key(GRAMS_FILE);
+    if has_sidecar && !embeddings {
         wanted.push(GRAMS_FILE);
     } else {
         wanted.push(EMBEDDINGS_FILE);
-        if compact {
+        if has_sidecar {
             wanted.push(GRAMS_FILE);
         }
     }

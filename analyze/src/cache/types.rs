@@ -1,19 +1,19 @@
-//! What a read cache holds: one model's validated cache with its size, and its
+//! What a read cache holds: one model's validated cache with its parameter count, and its
 //! statements paired A with B per category. Filled by the readers beside this file.
 
 use std::collections::BTreeMap;
 
 use schemas::{Manifest, ValidCache};
 
-/// One model's validated cache, with where its size estimate came from.
+/// One model's validated cache, with its parameter count and where it came from.
 #[derive(Debug, Clone)]
 pub struct ModelCache {
     pub name: String,
     pub cache: ValidCache,
     /// Parameter count used to order models.
-    pub size: u64,
+    pub params: u64,
     /// True when the manifest gave no parameter count and `n_layers * hidden^2` stands in.
-    pub size_estimated: bool,
+    pub params_estimated: bool,
 }
 
 impl ModelCache {

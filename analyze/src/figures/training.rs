@@ -1,5 +1,7 @@
 //! The training view's figure, one per size with several checkpoints
-//! (`training_<size>.{png,svg}`): left, r at every sampled layer (% depth) and
+//! (`training_<series>-<size>.{png,svg}`, e.g. `training_pythia-410m.png`, or
+//! `training_<cache folder>` where the manifests name no series and size; see
+//! `file_stem`): left, r at every sampled layer (% depth) and
 //! checkpoint as a heatmap; right, the |r|-peak position at each checkpoint with
 //! its bootstrap CI, the settling step and its CI.
 //!

@@ -22,9 +22,9 @@ pub fn section(a: &Analysis) -> String {
     );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|");
     for m in &a.models {
-        let params = match (m.n_parameters, m.size_estimated) {
+        let params = match (m.n_parameters, m.params_estimated) {
             (Some(n), _) => n.to_string(),
-            (None, _) => format!("~{} (n_layers·hidden², estimated)", m.size_for_ordering),
+            (None, _) => format!("~{} (n_layers·hidden², estimated)", m.params_for_ordering),
         };
         let _ = writeln!(
             r,

@@ -110,24 +110,25 @@ fn arithmetic_sentence(a: &Analysis, p: &PoolingResult) -> String {
             )
         })
         .unwrap_or_else(|| format!("the gap to {other} was not computed"));
-    format!("Cosine arithmetic: {used}; {gap}{}.", compact_note(a))
+    format!("Cosine arithmetic: {used}; {gap}{}.", sidecar_note(a))
 }
 
-/// Which models' cosines came from the compact statistics, which hold float64
-/// blocks only: the other arithmetic needs the embeddings.
-fn compact_note(a: &Analysis) -> String {
-    let compact: Vec<&str> = a
+/// Which models' cosines came from the sidecar, which holds float64 blocks only:
+/// the other arithmetic needs the embeddings. ("The compact statistics" is the
+/// sidecar's old name, kept in the wording until the golden outputs are re-pinned.)
+fn sidecar_note(a: &Analysis) -> String {
+    let from_sidecar: Vec<&str> = a
         .models
         .iter()
         .filter(|m| m.gram_source == schemas::GRAMS_FILE)
         .map(|m| m.display.as_str())
         .collect();
-    if compact.is_empty() {
+    if from_sidecar.is_empty() {
         return String::new();
     }
     format!(
         " ({} read the compact statistics, `{}`: float64 Gram blocks only, no embeddings; `--from-embeddings` reads the embeddings and computes the gap)",
-        if compact.len() == a.models.len() { "every model".to_string() } else { compact.join(", ") },
+        if from_sidecar.len() == a.models.len() { "every model".to_string() } else { from_sidecar.join(", ") },
         schemas::GRAMS_FILE
     )
 }

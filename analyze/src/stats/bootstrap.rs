@@ -18,7 +18,7 @@ use super::uniformity::{dot, CategoryBlocks, CategoryGram};
 /// Pair counts of every resample, drawn once from the seed.
 pub struct Resamples {
     pub n: usize,
-    pub sizes: Vec<usize>,
+    pub pairs_per_category: Vec<usize>,
     offsets: Vec<usize>,
     total: usize,
     counts: Vec<u16>,
@@ -27,10 +27,10 @@ pub struct Resamples {
 impl Resamples {
     /// Resample `b` draws, for each category in order, `n_c` pair indices uniformly
     /// from `0..n_c` (ChaCha8 seeded with `seed`).
-    pub fn draw(sizes: &[usize], n: usize, seed: u64) -> Self {
+    pub fn draw(pairs_per_category: &[usize], n: usize, seed: u64) -> Self {
         let mut offsets = Vec::new();
         let mut total = 0;
-        for &s in sizes {
+        for &s in pairs_per_category {
             offsets.push(total);
             total += s;
         }
@@ -38,7 +38,7 @@ impl Resamples {
         let mut counts = vec![0u16; n * total];
         for b in 0..n {
             let row = &mut counts[b * total..(b + 1) * total];
-            for (c, &s) in sizes.iter().enumerate() {
+            for (c, &s) in pairs_per_category.iter().enumerate() {
                 for _ in 0..s {
                     row[offsets[c] + rng.random_range(0..s)] += 1;
                 }
@@ -46,7 +46,7 @@ impl Resamples {
         }
         Self {
             n,
-            sizes: sizes.to_vec(),
+            pairs_per_category: pairs_per_category.to_vec(),
             offsets,
             total,
             counts,
@@ -55,7 +55,7 @@ impl Resamples {
 
     pub fn counts(&self, b: usize, c: usize) -> &[u16] {
         let row = &self.counts[b * self.total..(b + 1) * self.total];
-        &row[self.offsets[c]..self.offsets[c] + self.sizes[c]]
+        &row[self.offsets[c]..self.offsets[c] + self.pairs_per_category[c]]
     }
 }
 
@@ -80,8 +80,8 @@ fn blocks_of(n: usize) -> Vec<(usize, usize)> {
 /// sum_i w_i |x_i|^2) / 2` for each side. Memory is the blocks (or vectors) and one
 /// block of weights; nothing grows with the number of columns or resamples kept.
 pub fn resampled_ua(blocks: &CategoryBlocks, res: &Resamples, c: usize, n: usize) -> Vec<f64> {
-    let size = blocks.n();
-    let count = (size * (size - 1) / 2) as f64;
+    let n_pairs = blocks.n();
+    let count = (n_pairs * (n_pairs - 1) / 2) as f64;
     let ranges = blocks_of(n);
     let weights = |(b0, b1): (usize, usize)| -> Vec<f64> {
         (b0..b1)
@@ -91,13 +91,13 @@ pub fn resampled_ua(blocks: &CategoryBlocks, res: &Resamples, c: usize, n: usize
     let sums: Vec<f64> = match blocks {
         CategoryBlocks::Gram(g) => {
             let d: Vec<f64> = g.a.iter().zip(&g.b).map(|(a, b)| a - b).collect();
-            let diag: Vec<f64> = (0..size).map(|i| d[i * size + i]).collect();
+            let diag: Vec<f64> = (0..n_pairs).map(|i| d[i * n_pairs + i]).collect();
             ranges
                 .par_iter()
                 .flat_map_iter(|&range| {
                     let w = weights(range);
-                    let forms = quadratic_forms(&w, range.1 - range.0, &d, size);
-                    let w_diag: Vec<f64> = w.chunks_exact(size).map(|w| dot(w, &diag)).collect();
+                    let forms = quadratic_forms(&w, range.1 - range.0, &d, n_pairs);
+                    let w_diag: Vec<f64> = w.chunks_exact(n_pairs).map(|w| dot(w, &diag)).collect();
                     forms.into_iter().zip(w_diag).map(|(q, wd)| (q - wd) / 2.0)
                 })
                 .collect()
@@ -112,9 +112,9 @@ pub fn resampled_ua(blocks: &CategoryBlocks, res: &Resamples, c: usize, n: usize
                     let nb = range.1 - range.0;
                     let w = weights(range);
                     let side = |x: &[f64], sq: &[f64]| -> Vec<f64> {
-                        let s = weighted_sums(&w, nb, x, size, v.hidden);
+                        let s = weighted_sums(&w, nb, x, n_pairs, v.hidden);
                         s.chunks_exact(v.hidden)
-                            .zip(w.chunks_exact(size))
+                            .zip(w.chunks_exact(n_pairs))
                             .map(|(s, w)| (dot(s, s) - dot(w, sq)) / 2.0)
                             .collect()
                     };
@@ -148,8 +148,8 @@ pub fn resampled_ua_columns(
     c: usize,
     n: usize,
 ) -> Vec<Vec<f64>> {
-    let size = res.sizes[c];
-    let p = size * (size + 1) / 2;
+    let n_pairs = res.pairs_per_category[c];
+    let p = n_pairs * (n_pairs + 1) / 2;
     let grams: Option<Vec<&CategoryGram>> = columns
         .iter()
         .map(|b| match b {
@@ -166,28 +166,28 @@ pub fn resampled_ua_columns(
 }
 
 fn packed_columns(grams: &[&CategoryGram], res: &Resamples, c: usize, n: usize) -> Vec<Vec<f64>> {
-    let size = res.sizes[c];
-    let p = size * (size + 1) / 2;
+    let n_pairs = res.pairs_per_category[c];
+    let p = n_pairs * (n_pairs + 1) / 2;
     let k = grams.len();
     // d[t * k + col]: the packed upper triangle of column col's G_A - G_B.
     let mut d = vec![0.0; p * k];
     for (col, g) in grams.iter().enumerate() {
         let mut t = 0;
-        for i in 0..size {
-            for j in i..size {
-                d[t * k + col] = g.a[i * size + j] - g.b[i * size + j];
+        for i in 0..n_pairs {
+            for j in i..n_pairs {
+                d[t * k + col] = g.a[i * n_pairs + j] - g.b[i * n_pairs + j];
                 t += 1;
             }
         }
     }
-    let scale = 1.0 / (size * (size - 1) / 2) as f64;
+    let scale = 1.0 / (n_pairs * (n_pairs - 1) / 2) as f64;
     let ranges = blocks_of(n);
     let parts: Vec<Vec<f64>> = ranges
         .par_iter()
         .map(|&(b0, b1)| {
             let nb = b1 - b0;
             let mut m = vec![0.0; nb * p];
-            let mut w = vec![0.0; size];
+            let mut w = vec![0.0; n_pairs];
             for (b, row) in m.chunks_exact_mut(p).enumerate() {
                 for (x, &count) in w.iter_mut().zip(res.counts(b0 + b, c)) {
                     *x = f64::from(count);

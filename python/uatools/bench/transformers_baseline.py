@@ -40,10 +40,11 @@ import sys
 import time
 
 from uatools import REPO
+from uatools.contract import POOLINGS
 from uatools.seed.dataset import DatasetError, statement_texts
 
 T_SCRIPT = time.perf_counter()
-POOLED_ORDER = ["mean", "mean_skip_first", "last"]
+POOLED_ORDER = list(POOLINGS)
 
 
 def seconds_since_process_start() -> float | None:

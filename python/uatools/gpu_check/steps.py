@@ -12,6 +12,7 @@ from typing import Callable
 
 from uatools import REPO, parity
 from uatools.cache import read_cache
+from uatools.contract import POOLINGS
 from uatools.files import read_json, write_json
 from uatools.gpu_check.env import GpuMemPoller, StepError, run_cmd
 from uatools.gpu_check.measure import (
@@ -36,7 +37,7 @@ def fmt(v, spec=".3g"):
 
 def run_extract(shape, label, extra, args, env, onnx_dir, out_dir, n_statements, dry) -> dict:
     cmd = [args.extract_bin, "--model", onnx_dir, "--dataset", args.dataset, "--out", out_dir, "--name", shape,
-           "--device", args.device, "--poolings", "mean,mean_skip_first,last"] + extra
+           "--device", args.device, "--poolings", ",".join(POOLINGS)] + extra
     run = {"config": label, "args": extra}
     if not dry:
         run["page_cache_dropped"] = drop_caches()

@@ -29,6 +29,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow.parquet as pq
 
+from uatools.cache import model_order
 from uatools.files import read_json
 from uatools.seed.notebook import layer_correlations, peak_analysis
 
@@ -85,12 +86,7 @@ def main():
     names = sorted(d for d in os.listdir(args.cache) if os.path.isdir(os.path.join(args.cache, d)) and not d.startswith("."))
     if args.models:
         names = args.models.split(",")
-
-    def size(name):
-        m = read_json(os.path.join(args.cache, name, "manifest.json"))["model"]
-        return (m.get("n_parameters") or m["n_layers"] * m["hidden_size"] ** 2, name)
-
-    names.sort(key=size)
+    names.sort(key=lambda name: model_order(args.cache, name))
     all_model_results = {}
     t_load = 0.0
     t_stats = 0.0

@@ -1,4 +1,4 @@
-//! `analyze export --format safetensors`: each model's pooled embeddings (one
+//! `analyze convert --format safetensors`: each model's pooled embeddings (one
 //! tensor per layer and pooling, `layer_<l>.<pooling>` f32 `[n_statements, hidden]`)
 //! and NLLs (`nll_mean` f64 `[n_statements]`), statement metadata as JSON strings
 //! in `__metadata__`, for PyTorch (`safetensors.torch.load_file`) and numpy users.
@@ -14,20 +14,20 @@ use crate::output;
 
 /// Writes `<out>/<model folder>.safetensors` for every (or every named) model, all
 /// or nothing (see `output`); returns the paths and notes.
-pub fn export_safetensors(
+pub fn convert_to_safetensors(
     cache: &Path,
     out: &Path,
     only: Option<&[String]>,
     allow_mixed: bool,
 ) -> Result<(Vec<PathBuf>, Vec<String>)> {
-    let recovered = output::check(out, cache, output::Kind::Export)?;
+    let recovered = output::check(out, cache, output::Kind::Convert)?;
     let models = discover(cache, only, allow_mixed, schemas::Scope::Full)?;
     for m in &models {
         m.cache
-            .require_embeddings("analyze export")
+            .require_embeddings("analyze convert")
             .map_err(|e| anyhow!("{e}"))?;
     }
-    let (names, mut notes) = output::write_atomically(out, output::Kind::Export, |dir| {
+    let (names, mut notes) = output::write_atomically(out, output::Kind::Convert, |dir| {
         models
             .iter()
             .map(|m| write_model(m, dir))

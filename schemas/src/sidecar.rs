@@ -1,4 +1,4 @@
-//! `grams.parquet`, the compact statistics: every category's cosine Gram blocks
+//! `grams.parquet`, the sidecar: every category's cosine Gram blocks
 //! ([`crate::gram::CategoryGram`], `Exact` arithmetic) for every layer and pooling.
 //!
 //! Every statistic of `analyze` depends on the pooled embeddings only through these
@@ -62,12 +62,12 @@ impl GramsInfo {
         }
     }
 
-    /// How to replace a refused sidecar: from the embeddings, or, in a compact-only
+    /// How to replace a refused sidecar: from the embeddings, or, in a sidecar-only
     /// cache, which has none, only by writing the cache again.
     pub(crate) fn rebuild_hint(&self) -> &'static str {
         match self.embeddings_sha256 {
             Some(_) => "rebuild it with `analyze index --cache CACHE`",
-            None => "this compact-only cache has no embeddings to rebuild it from: write the cache again",
+            None => "this sidecar-only cache has no embeddings to rebuild it from: write the cache again",
         }
     }
 
@@ -87,7 +87,7 @@ impl GramsInfo {
 
     /// What it came from: known once the embeddings are written, so appended to the
     /// footer when the file is closed ([`GramsWriter::finish`]). No value in a
-    /// compact-only sidecar: there are no embeddings to name.
+    /// sidecar-only cache's sidecar: there are no embeddings to name.
     fn source_key_value(&self) -> KeyValue {
         KeyValue::new(KEY_EMBEDDINGS.into(), self.embeddings_sha256.clone())
     }
@@ -163,7 +163,7 @@ fn column_name(pooling: Pooling, block: &str) -> String {
 /// before anything is written. A resumed extraction, a merge and `analyze index`
 /// write the same sidecar for the same embeddings, the bytes [`GramsWriter`] writes
 /// from the same vectors in memory.
-pub fn add_grams(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> {
+pub fn add_sidecar(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> {
     let Some(embeddings) = manifest.files.get(EMBEDDINGS_FILE).cloned() else {
         return Err(CacheError::new(
             dir.join(MANIFEST_FILE),
@@ -201,11 +201,11 @@ pub fn add_grams(dir: &Path, manifest: &mut Manifest) -> Result<(), CacheError> 
     writer.finish(manifest)
 }
 
-/// Writes the sidecar of a compact-only cache, one without `embeddings.parquet`:
+/// Writes the sidecar of a sidecar-only cache, one without `embeddings.parquet`:
 /// `vectors(layer)` gives every pooling's `n_statements x hidden` matrix, rows in
 /// the order of `statements.parquet`, which is written and listed. The blocks are
-/// those [`add_grams`] computes from the same vectors written as embeddings.
-pub fn add_compact_grams(
+/// those [`add_sidecar`] computes from the same vectors written as embeddings.
+pub fn add_sidecar_from_vectors(
     dir: &Path,
     manifest: &mut Manifest,
     mut vectors: impl FnMut(u32) -> Result<BTreeMap<Pooling, Vec<f32>>, CacheError>,
@@ -214,7 +214,7 @@ pub fn add_compact_grams(
         return Err(CacheError::new(
             dir.join(MANIFEST_FILE),
             format!(
-                "lists {EMBEDDINGS_FILE}: its sidecar must be computed from that file (add_grams)"
+                "lists {EMBEDDINGS_FILE}: its sidecar must be computed from that file (add_sidecar)"
             ),
         ));
     }
@@ -229,7 +229,7 @@ pub fn add_compact_grams(
 
 /// Streams `grams.parquet` from each layer's vectors as they are produced, so that
 /// a writer of `embeddings.parquet` never reads them back: the bytes are those
-/// [`add_grams`] writes from the same embeddings on disk (it reads them back into
+/// [`add_sidecar`] writes from the same embeddings on disk (it reads them back into
 /// this writer). Dropping it unfinished removes its temp file.
 ///
 /// extract, assembling `embeddings.parquet` layer by layer (`combine_layers`), calls:
@@ -262,7 +262,7 @@ pub struct GramsWriter {
     /// The next layer `add_layer` takes.
     next: u32,
     /// Where the vectors come from, named when they are unusable: the embeddings
-    /// they are written to, or the sidecar itself in a compact-only cache.
+    /// they are written to, or the sidecar itself in a sidecar-only cache.
     origin: PathBuf,
 }
 
@@ -340,7 +340,7 @@ impl GramsWriter {
         // cosines non-finite, and every statement is in some category: checking the
         // blocks checks the vectors, at about 1% of the reads.
         for (p, grams) in self.plan.poolings.iter().zip(&grams) {
-            if !grams.stored.iter().all(Stored::is_finite) || !grams.geometry_is_finite() {
+            if !grams.stored.iter().all(SidecarCategory::is_finite) || !grams.geometry_is_finite() {
                 return Err(CacheError::new(
                     &self.origin,
                     format!("layer {layer} ({p}) holds non-finite values"),
@@ -360,7 +360,7 @@ impl GramsWriter {
     }
 
     /// Completes `grams.parquet` once every layer was added: names the sha256 of the
-    /// `embeddings.parquet` that `manifest.files` lists (none in a compact-only
+    /// `embeddings.parquet` that `manifest.files` lists (none in a sidecar-only
     /// cache), moves the file into place and records it in `manifest` (`files` and
     /// `grams`). The manifest itself is the caller's to write.
     pub fn finish(mut self, manifest: &mut Manifest) -> Result<(), CacheError> {
@@ -455,19 +455,19 @@ impl Plan {
             .collect()
     }
 
-    fn blocks(&self, matrices: &[&[f32]]) -> Vec<Vec<Stored>> {
+    fn blocks(&self, matrices: &[&[f32]]) -> Vec<Vec<SidecarCategory>> {
         let tasks: Vec<(&[f32], &PairRows)> = matrices
             .iter()
             .flat_map(|&m| self.pairs.iter().map(move |rows| (m, rows)))
             .collect();
         let hidden = self.hidden;
-        let mut grams: Vec<Stored> = tasks
+        let mut grams: Vec<SidecarCategory> = tasks
             .into_par_iter()
             .map(|(m, (a, b))| {
                 if keeps_vectors(a.len(), hidden) {
-                    Stored::Vectors(gather(m, hidden, a), gather(m, hidden, b))
+                    SidecarCategory::Vectors(gather(m, hidden, a), gather(m, hidden, b))
                 } else {
-                    Stored::Gram(category_gram(m, hidden, a, b, Arithmetic::Exact))
+                    SidecarCategory::Gram(category_gram(m, hidden, a, b, Arithmetic::Exact))
                 }
             })
             .collect();
@@ -501,20 +501,20 @@ impl Plan {
         {
             let gram = |block: fn(&CategoryGram) -> Vec<f64>| {
                 list(grams.iter().map(|s| match s {
-                    Stored::Gram(g) => block(g),
-                    Stored::Vectors(..) => Vec::new(),
+                    SidecarCategory::Gram(g) => block(g),
+                    SidecarCategory::Vectors(..) => Vec::new(),
                 }))
             };
             columns.push(gram(|g| upper_triangle(&g.a, g.n)));
             columns.push(gram(|g| upper_triangle(&g.b, g.n)));
             columns.push(gram(|g| g.ab.clone()));
             columns.push(list32(grams.iter().map(|s| match s {
-                Stored::Vectors(a, _) => a.clone(),
-                Stored::Gram(_) => Vec::new(),
+                SidecarCategory::Vectors(a, _) => a.clone(),
+                SidecarCategory::Gram(_) => Vec::new(),
             })));
             columns.push(list32(grams.iter().map(|s| match s {
-                Stored::Vectors(_, b) => b.clone(),
-                Stored::Gram(_) => Vec::new(),
+                SidecarCategory::Vectors(_, b) => b.clone(),
+                SidecarCategory::Gram(_) => Vec::new(),
             })));
             // GEOMETRY's order: each of a side's lists, A then B.
             for k in 0..4 {
@@ -522,8 +522,8 @@ impl Plan {
                 columns.push(list(categories.iter().map(|c| c.b.lists()[k].clone())));
             }
             columns.push(list(grams.iter().map(|s| match s {
-                Stored::Vectors(..) => mean.clone(),
-                Stored::Gram(_) => Vec::new(),
+                SidecarCategory::Vectors(..) => mean.clone(),
+                SidecarCategory::Gram(_) => Vec::new(),
             })));
         }
         RecordBatch::try_new(schema.clone(), columns)
@@ -534,7 +534,7 @@ impl Plan {
 /// One layer of one pooling as the sidecar stores it: each category's blocks and
 /// statement geometry, and the layer's mean (kept on the rows stored as vectors).
 struct PoolingLayer {
-    stored: Vec<Stored>,
+    stored: Vec<SidecarCategory>,
     categories: Vec<CategoryGeometry>,
     mean: Vec<f64>,
 }
@@ -551,19 +551,19 @@ impl PoolingLayer {
 }
 
 /// One category as the sidecar stores it: Gram blocks, or the raw A and B vectors.
-enum Stored {
+enum SidecarCategory {
     Gram(CategoryGram),
     Vectors(Vec<f32>, Vec<f32>),
 }
 
-impl Stored {
+impl SidecarCategory {
     fn is_finite(&self) -> bool {
         match self {
-            Stored::Gram(g) => [&g.a, &g.b, &g.ab]
+            SidecarCategory::Gram(g) => [&g.a, &g.b, &g.ab]
                 .into_iter()
                 .flatten()
                 .all(|v| v.is_finite()),
-            Stored::Vectors(a, b) => a.iter().chain(b).all(|v| v.is_finite()),
+            SidecarCategory::Vectors(a, b) => a.iter().chain(b).all(|v| v.is_finite()),
         }
     }
 }

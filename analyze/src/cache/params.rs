@@ -20,8 +20,9 @@ pub fn plausible_range(n_layers: u32, hidden: u32) -> (u128, u128) {
     (l * h * h, 10 * (12 * l * h * h + 2 * MAX_VOCAB * h))
 }
 
-/// The size used to order a model and whether it is estimated (no `n_parameters`).
-pub fn size_for_ordering(
+/// The parameter count that orders a model, and whether it is estimated (no
+/// `n_parameters`).
+pub fn params_for_ordering(
     manifest_path: &std::path::Path,
     m: &schemas::ModelInfo,
 ) -> Result<(u64, bool)> {
@@ -48,13 +49,13 @@ pub fn order_notes(models: &[ModelCache]) -> Vec<String> {
     let mut notes = Vec::new();
     for (i, small) in models.iter().enumerate() {
         for big in &models[i + 1..] {
-            if !small.size_estimated && !big.size_estimated && body(small) > 2 * body(big) {
+            if !small.params_estimated && !big.params_estimated && body(small) > 2 * body(big) {
                 notes.push(format!(
                     "{} is ordered before {} by n_parameters ({} < {}) although its shape ({} layers x {}) is much larger than {}'s ({} x {}); check model.n_parameters in their manifest.json",
                     small.name,
                     big.name,
-                    small.size,
-                    big.size,
+                    small.params,
+                    big.params,
                     small.n_layers(),
                     small.hidden(),
                     big.name,
@@ -92,7 +93,7 @@ mod tests {
             (36, 5120, 11_846_072_320),
         ] {
             assert_eq!(
-                size_for_ordering(p, &info(l, h, Some(n))).unwrap(),
+                params_for_ordering(p, &info(l, h, Some(n))).unwrap(),
                 (n, false)
             );
         }
@@ -102,7 +103,7 @@ mod tests {
     fn edited_counts_are_refused() {
         let p = std::path::Path::new("m/manifest.json");
         for n in [1_000_000_000_000u64, 0, 1000] {
-            let e = size_for_ordering(p, &info(24, 1024, Some(n)))
+            let e = params_for_ordering(p, &info(24, 1024, Some(n)))
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -111,7 +112,7 @@ mod tests {
             );
         }
         assert_eq!(
-            size_for_ordering(p, &info(3, 8, None)).unwrap(),
+            params_for_ordering(p, &info(3, 8, None)).unwrap(),
             (192, true)
         );
     }
