@@ -1,5 +1,5 @@
 //! `extract merge`: joins the complete shard caches of one extraction
-//! ([`crate::shard`]) into the cache an unsharded run writes. Rows are written by
+//! ([`crate::inputs::shard`]) into the cache an unsharded run writes. Rows are written by
 //! the same writers in the same order, so with batch size 1 (numbers independent
 //! of batching) `statements.parquet` and `embeddings.parquet` are byte for byte
 //! those of the unsharded run.
@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use schemas::{Manifest, ParityInfo, StatementRow, ValidCache, MANIFEST_FILE};
 
-use crate::chunks;
+use crate::inputs::shard::Shard;
 use crate::run::{check_name, check_root, key_of, Created};
-use crate::shard::Shard;
+use crate::store::chunks;
 
 /// What `extract merge` is given.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use schemas::Pooling;
 use tokenizers::Tokenizer;
 
-use crate::dataset::Statement;
+use crate::inputs::dataset::Statement;
 
 pub struct TextTokenizer {
     inner: Tokenizer,

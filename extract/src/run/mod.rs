@@ -14,18 +14,18 @@ use schemas::{
     SCHEMA_VERSION,
 };
 
-use crate::batch::{self, Batching, Padded};
-use crate::checkpoint::CheckpointFlags;
-use crate::chunks::{self, Partial, RunKey, Settings};
-use crate::dataset::{self, Dataset};
-use crate::forward::Forward;
-use crate::graph;
-use crate::model_dir::{self, ModelDir};
-use crate::probe;
-use crate::runtime::{DeviceChoice, Runtime};
-use crate::shard::Shard;
-use crate::tokenize::{self, TextTokenizer};
-use crate::writer::{self, Host, HostTimes, Msg};
+use crate::inputs::batch::{self, Batching, Padded};
+use crate::inputs::dataset::{self, Dataset};
+use crate::inputs::grid_place::PlaceFlags;
+use crate::inputs::shard::Shard;
+use crate::inputs::tokenize::{self, TextTokenizer};
+use crate::model::forward::Forward;
+use crate::model::graph;
+use crate::model::model_dir::{self, ModelDir};
+use crate::model::probe;
+use crate::model::runtime::{DeviceChoice, Runtime};
+use crate::store::chunks::{self, Partial, RunKey, Settings};
+use crate::store::host_thread::{self, Host, HostTimes, Msg};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -43,7 +43,7 @@ pub struct Options {
     /// Extract only this slice of the pairs, into `NAME.shard-I-of-N`.
     pub shard: Option<Shard>,
     /// Series, size and revision for the manifest (defaults from export.json).
-    pub checkpoint: CheckpointFlags,
+    pub place: PlaceFlags,
     /// Save finished chunks to disk at least this often (zero: each as it finishes).
     pub save_every: Duration,
 }
@@ -364,7 +364,12 @@ fn run_locked(
     let run_start = Instant::now();
     let mut timings = Timings::default();
     let model = ModelDir::open(&opts.model)?;
-    let place = opts.checkpoint.resolve(&model)?;
+    let source = &model.export.source;
+    let place = opts.place.resolve(
+        &source.model,
+        source.revision.as_deref(),
+        &model.dir.join("export.json"),
+    )?;
     let key = run_key(opts, data, &model, poolings);
     // The statements this cache holds, by global id (= index into data.statements).
     let ids: Vec<u32> = match opts.shard {
@@ -742,7 +747,7 @@ impl Progress {
 
 /// Refuses, before the model is loaded, a batching whose buffers would not fit in
 /// memory (estimated on the whole run's batches, a bound for a resumed one): while
-/// running, the output sets in flight ([`writer::QUEUE_DEPTH`] queued, one running,
+/// running, the output sets in flight ([`host_thread::QUEUE_DEPTH`] queued, one running,
 /// one being read), the token states a token-states graph returns, the rows of the
 /// largest chunk the writer is filling and the finished ones it holds until they are
 /// saved; then, assembling, a few copies of one layer of every statement.
@@ -793,7 +798,7 @@ fn memory_fits(
         .map(|c| c.iter().map(Vec::len).sum::<usize>())
         .max()
         .unwrap_or(0) as u64;
-    let in_flight = (writer::QUEUE_DEPTH as u64 + 2) * rows * 3 * layer_bytes;
+    let in_flight = (host_thread::QUEUE_DEPTH as u64 + 2) * rows * 3 * layer_bytes;
     let token_states = if shape.token_states {
         tokens * layer_bytes
     } else {
@@ -802,7 +807,7 @@ fn memory_fits(
     let n_statements = plan.iter().flatten().map(Vec::len).sum::<usize>() as u64;
     // Finished chunks held until they are saved, up to the writer's limit.
     let held = (n_statements * n_poolings as u64 * layer_bytes)
-        .min(4 * writer::hold_floats(Some(available)) as u64);
+        .min(4 * host_thread::hold_floats(Some(available)) as u64);
     let running = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes + held;
     // Assembling, one layer of every statement is held four times: being read and
     // put in order, queued, in the sidecar's hands and in the file writer's.
@@ -1026,16 +1031,16 @@ fn work(
         settings,
         device_name: &device_name,
         save_every: opts.save_every,
-        hold_floats: writer::hold_floats(schemas::available_memory()),
+        hold_floats: host_thread::hold_floats(schemas::available_memory()),
     };
 
     let t0 = Instant::now();
     let mut progress = Progress::new(n, done.len());
     let recycle = fwd.recycler();
-    let (queue, from_device) = sync_channel::<Msg>(writer::QUEUE_DEPTH);
+    let (queue, from_device) = sync_channel::<Msg>(host_thread::QUEUE_DEPTH);
     let (forward, host_times) = std::thread::scope(|s| {
         let written = s.spawn(|| {
-            writer::run(&host, from_device, partial, recycle, |n_run| {
+            host_thread::run(&host, from_device, partial, recycle, |n_run| {
                 let rate = n_run as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 progress.update(done.len() + n_run, rate);
             })

@@ -16,10 +16,10 @@ use ort::session::IoBinding;
 use ort::value::{Tensor, TensorElementType};
 use schemas::Pooling;
 
-use crate::batch::Padded;
-use crate::model_dir::{Dtype, Layout};
-use crate::pooling::{pool_into, Elem};
-use crate::runtime::{ort_err, Runtime};
+use crate::inputs::batch::Padded;
+use crate::model::model_dir::{Dtype, Layout};
+use crate::model::pooling::{pool_into, Elem};
+use crate::model::runtime::{ort_err, Runtime};
 
 /// Output tensors of the reduced graph for batches of `rows` statements.
 pub struct Outputs {
@@ -294,7 +294,7 @@ impl Forward {
         let mut nll_sum = Vec::with_capacity(rows);
         let mut n_predicted = Vec::with_capacity(rows);
         for (r, &n) in batch.lengths.iter().enumerate() {
-            let (s, k) = crate::nll::nll_sum(&lp[r * seq..(r + 1) * seq], n);
+            let (s, k) = crate::model::nll::nll_sum(&lp[r * seq..(r + 1) * seq], n);
             nll_sum.push(s);
             n_predicted.push(k);
         }

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use schemas::{Pooling, StatementRow};
 
-use crate::chunks::{Partial, Settings};
-use crate::dataset::{Dataset, Statement};
-use crate::forward::{BatchOut, Outputs};
-use crate::model_dir::{Dtype, ModelDir};
+use crate::inputs::dataset::{Dataset, Statement};
+use crate::model::forward::{BatchOut, Outputs};
+use crate::model::model_dir::{Dtype, ModelDir};
+use crate::store::chunks::{Partial, Settings};
 
 /// What the forward loop sends.
 pub enum Msg {

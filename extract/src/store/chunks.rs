@@ -1,6 +1,6 @@
 //! Resumable partial results: each finished chunk of statements is written as
 //! its own files under `CACHE/NAME/.partial/` (`chunk-NNNNNN.vectors`, the pooled
-//! vectors in the scratch form of [`crate::vectors`], then `chunk-NNNNNN.run.json`,
+//! vectors in the scratch form of [`crate::store::vectors`], then `chunk-NNNNNN.run.json`,
 //! how it was computed, then `chunk-NNNNNN.statements.parquet`, whose presence
 //! marks the chunk done).
 //! `run.json` ties the folder to one set of inputs and settings. At the end the
@@ -21,9 +21,9 @@ use schemas::{
     LayerBlock, Manifest, Pooling, StatementRow,
 };
 
-use crate::dataset::Statement;
-use crate::shard::Shard;
-use crate::vectors::{self, Shape};
+use crate::inputs::dataset::Statement;
+use crate::inputs::shard::Shard;
+use crate::store::vectors::{self, Shape};
 
 pub const PARTIAL_DIR: &str = ".partial";
 const RUN_FILE: &str = "run.json";
@@ -287,7 +287,7 @@ impl Partial {
                 .with_context(unusable)?;
             let rows = read_statements(&paths.statements).with_context(unusable)?;
             let shape = key.vectors_shape(rows.len());
-            // Unsynced scratch (see crate::vectors): after a machine crash its bytes
+            // Unsynced scratch (see crate::store::vectors): after a machine crash its bytes
             // may be gone while the statements file that marks it done survived.
             if let Err(e) = vectors::check(&paths.vectors, shape) {
                 eprintln!(
@@ -348,7 +348,7 @@ impl Partial {
 
     /// Takes a finished chunk: `rows[i]` with the pooled vectors
     /// `vectors[i * stride..][..stride]` (`stride` = layers x poolings x hidden, in the
-    /// layout of [`crate::forward::BatchOut::pooled_row`]), computed as `settings` and
+    /// layout of [`crate::model::forward::BatchOut::pooled_row`]), computed as `settings` and
     /// `device_name` say. It is held in memory until the next [`Self::save`].
     pub fn add_chunk(
         &mut self,
