@@ -832,7 +832,7 @@ fn a_folder_without_a_usable_manifest_says_what_it_is() {
 /// peak is refused naming the folder, and the chunks an earlier run left count.
 #[test]
 fn the_disk_a_run_needs_is_estimated_before_it_starts() {
-    use extract::run::DiskEstimate;
+    use extract::run::preflight::DiskEstimate;
     let tmp = tempfile::tempdir().unwrap();
     let wide = tmp.path().join("wide.json");
     let pairs: Vec<[String; 2]> = (0..40)

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
         eprintln!("error: --model, --dataset and --out are required (see --help)");
         return ExitCode::from(2);
     };
-    let opts = extract::run::Options {
+    let opts = extract::run::options::Options {
         model,
         dataset,
         out,

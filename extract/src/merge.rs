@@ -11,8 +11,9 @@ use anyhow::{anyhow, bail, Result};
 use schemas::{Manifest, ParityInfo, StatementRow, ValidCache, MANIFEST_FILE};
 
 use crate::inputs::shard::Shard;
-use crate::run::{check_name, check_root, key_of, Created};
-use crate::store::chunks;
+use crate::run::preflight::{check_name, check_root, Created};
+use crate::run::resume::key_of;
+use crate::store::assemble;
 
 /// What `extract merge` is given.
 #[derive(Debug, Clone)]
@@ -181,13 +182,13 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
 
     let rows = merged_statements(shards, &ids)?;
 
-    let sources: Vec<chunks::Source> = shards
+    let sources: Vec<assemble::Source> = shards
         .iter()
-        .map(|s| chunks::Source::Embeddings(s.cache.embeddings_path()))
+        .map(|s| assemble::Source::Embeddings(s.cache.embeddings_path()))
         .collect();
     // The shards' sidecars describe their own slices: the merged cache gets its own.
     let mut grams = schemas::GramsWriter::create(out_dir, first, &rows)?;
-    let (emb, _) = chunks::combine_layers(
+    let (emb, _) = assemble::combine_layers(
         &out_dir.join(schemas::EMBEDDINGS_FILE),
         &sources,
         &ids,

@@ -3,6 +3,7 @@
 //! run resumes, and the assembly writes the final `embeddings.parquet`,
 //! `statements.parquet` and the sidecar (`grams.parquet`) from them.
 
+pub mod assemble;
 pub mod chunks;
 pub mod host_thread;
 pub mod vectors;
