@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         name: cli.name,
         device: cli.device,
         batching: Batching {
-            max_rows: match (cli.batch_size, cli.max_tokens) {
+            batch_size: match (cli.batch_size, cli.max_tokens) {
                 (Some(rows), _) => rows as usize,
                 (None, Some(tokens)) => tokens as usize,
                 (None, None) => 32,

@@ -182,9 +182,9 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
 
     let rows = merged_statements(shards, &ids)?;
 
-    let sources: Vec<assemble::Source> = shards
+    let sources: Vec<assemble::VectorSource> = shards
         .iter()
-        .map(|s| assemble::Source::Embeddings(s.cache.embeddings_path()))
+        .map(|s| assemble::VectorSource::Embeddings(s.cache.embeddings_path()))
         .collect();
     // The shards' sidecars describe their own slices: the merged cache gets its own.
     let mut grams = schemas::GramsWriter::create(out_dir, first, &rows)?;

@@ -12,7 +12,7 @@ pub fn by_length(items: &[usize], lengths: &[usize]) -> Vec<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     /// At most this many statements per batch.
-    pub max_rows: usize,
+    pub batch_size: usize,
     /// At most this many tokens per batch, padding included (rows x longest row),
     /// when set: short statements then share a pass in large numbers, long ones in
     /// few, so that each pass does about the same work. A statement longer than the
@@ -21,9 +21,9 @@ pub struct Batching {
 }
 
 impl Batching {
-    pub fn rows(max_rows: usize) -> Batching {
+    pub fn rows(batch_size: usize) -> Batching {
         Batching {
-            max_rows,
+            batch_size,
             max_tokens: None,
         }
     }
@@ -33,14 +33,14 @@ impl Batching {
 /// longest first: the runtime's memory (its arena, a GPU's) reaches its peak on the
 /// first pass, so a batch too large fails at once and no later pass allocates.
 fn cut_batches(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Vec<usize>> {
-    assert!(batching.max_rows > 0, "batch size is positive");
+    assert!(batching.batch_size > 0, "batch size is positive");
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     for i in by_length(items, lengths) {
         // Sorted by length, so row i is the longest of the batch it joins.
         let tokens = (current.len() + 1) * lengths[i];
         let over_budget = batching.max_tokens.is_some_and(|t| tokens > t);
-        if !current.is_empty() && (current.len() == batching.max_rows || over_budget) {
+        if !current.is_empty() && (current.len() == batching.batch_size || over_budget) {
             batches.push(std::mem::take(&mut current));
         }
         current.push(i);
@@ -57,13 +57,13 @@ fn cut_batches(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Ve
 fn group_chunks(batches: Vec<Vec<usize>>, n_statements: usize) -> Vec<Vec<Vec<usize>>> {
     let target = n_statements.div_ceil(30).max(1);
     let mut chunks: Vec<Vec<Vec<usize>>> = Vec::new();
-    let mut size = 0;
+    let mut filled = 0;
     for b in batches {
-        if size >= target || chunks.is_empty() {
+        if filled >= target || chunks.is_empty() {
             chunks.push(Vec::new());
-            size = 0;
+            filled = 0;
         }
-        size += b.len();
+        filled += b.len();
         chunks.last_mut().expect("pushed above").push(b);
     }
     chunks
@@ -177,7 +177,7 @@ mod tests {
         let lengths = [5, 2, 9, 2, 5, 7, 1];
         let items: Vec<usize> = (0..lengths.len()).collect();
         let budget = Batching {
-            max_rows: 100,
+            batch_size: 100,
             max_tokens: Some(10),
         };
         // 1,2,2 -> 3 rows x 2 = 6; adding a 5 would be 4 x 5 = 20 > 10
@@ -187,13 +187,13 @@ mod tests {
         );
         // a statement longer than the budget runs alone
         let tiny = Batching {
-            max_rows: 100,
+            batch_size: 100,
             max_tokens: Some(4),
         };
         assert_eq!(cut_batches(&[2, 5], &lengths, tiny), vec![vec![2], vec![5]]);
         // the row cap still holds
         let capped = Batching {
-            max_rows: 2,
+            batch_size: 2,
             max_tokens: Some(1000),
         };
         assert_eq!(cut_batches(&items, &lengths, capped).len(), 4);

@@ -4,7 +4,7 @@
 //! A reduced graph (`pooled`, `nll_sum`, `n_predicted`) is run through an IO
 //! binding into output tensors allocated once per batch shape (pinned host memory
 //! under CUDA, so the device copies straight into them) and handed on whole: the
-//! writer thread reads them and gives them back for reuse. A token-states graph
+//! host thread reads them and gives them back for reuse. A token-states graph
 //! (`hidden_states`, `token_logprobs`) is pooled here on the host, as before the
 //! reduction, so older exports still run.
 
@@ -105,7 +105,7 @@ fn append_layers(row: &[f32], have: &[Pooling], want: &[Pooling], h: usize, out:
     }
 }
 
-/// Output sets kept for reuse: the one being run, those queued for the writer and
+/// Output sets kept for reuse: the one being run, those queued for the host thread and
 /// the one it is reading, with room for a second batch shape (the last, shorter one).
 const KEEP: usize = 6;
 
@@ -169,7 +169,7 @@ impl Forward {
 
     /// One forward pass. `poolings` matters only to a token-states graph, which
     /// pools on the host just those.
-    pub fn run(
+    pub fn pass(
         &mut self,
         rt: &mut Runtime,
         batch: Padded,

@@ -149,7 +149,7 @@ pub fn check(
     let poolings = Pooling::ALL;
     let group = batch::by_length(&all, &lengths);
     let seqs: Vec<&[i64]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-    let out = fwd.run(rt, batch::pad(&seqs), &poolings)?;
+    let out = fwd.pass(rt, batch::pad(&seqs), &poolings)?;
     let mut pooled = Vec::new();
     for (row, &i) in group.iter().enumerate() {
         pooled.clear();

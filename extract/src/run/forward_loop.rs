@@ -32,7 +32,7 @@ fn pad_all(plan: &BatchPlan, tokens: &[Vec<i64>]) -> Vec<Vec<Padded>> {
         .collect()
 }
 
-/// Runs every batch and queues its outputs for the writer, chunk by chunk; returns
+/// Runs every batch and queues its outputs for the host thread, chunk by chunk; returns
 /// the time spent inside the session.
 fn feed(
     plan: BatchPlan,
@@ -46,9 +46,9 @@ fn feed(
     for (chunk, batches) in plan.into_iter().zip(padded) {
         for (group, batch) in chunk.into_iter().zip(batches) {
             let t = Instant::now();
-            let out = fwd.run(rt, batch, poolings)?;
+            let out = fwd.pass(rt, batch, poolings)?;
             forward += t.elapsed();
-            // A closed queue means the writer failed: its error is the one to report.
+            // A closed queue means the host thread failed: its error is the one to report.
             if queue.send(Msg::Batch { group, out }).is_err() {
                 return Ok(forward);
             }
@@ -64,14 +64,14 @@ fn feed(
 pub(crate) struct Work {
     pub host: HostTimes,
     pub n_resumed: usize,
-    /// Seconds inside the session's run calls.
+    /// Seconds inside the session's forward passes.
     pub forward: f64,
     /// Wall clock of the whole loop, until the last chunk was written.
     pub seconds: f64,
 }
 
 /// Runs the statements not yet done, chunk by chunk: the device here, the host's
-/// reduction and writing on the writer thread behind a bounded queue.
+/// reduction and writing on the host thread behind a bounded queue.
 pub(crate) fn work(
     ctx: &RunContext,
     rt: &mut Runtime,
@@ -98,7 +98,7 @@ pub(crate) fn work(
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let plan = BatchPlan::new(&todo, &lengths, opts.batching, n);
     let padded = pad_all(&plan, tokens);
-    // The forward loop holds the runtime mutably, so the writer gets its own copy.
+    // The forward loop holds the runtime mutably, so the host thread gets its own copy.
     let device_name = rt.device_name.clone();
     let host = Host {
         data,
@@ -117,7 +117,7 @@ pub(crate) fn work(
     let (queue, from_device) = sync_channel::<Msg>(host_thread::QUEUE_DEPTH);
     let (forward, host_times) = std::thread::scope(|s| {
         let written = s.spawn(|| {
-            host_thread::run(&host, from_device, partial, recycle, |n_run| {
+            host_thread::collect_chunks(&host, from_device, partial, recycle, |n_run| {
                 let rate = n_run as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 progress.update(done.len() + n_run, rate);
             })

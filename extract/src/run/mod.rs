@@ -147,7 +147,7 @@ fn run_locked(
     let mut rt = open_session(&model, opts.device, !verified, &mut timings)?;
     let settings = Settings {
         execution_provider: rt.provider.to_string(),
-        batch_size: opts.batching.max_rows as u32,
+        batch_size: opts.batching.batch_size as u32,
         max_tokens: opts.batching.max_tokens.map(|t| t as u32),
     };
     let ctx = RunContext {

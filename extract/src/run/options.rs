@@ -36,7 +36,7 @@ impl Options {
     /// Refuses flags out of range; returns the poolings to store, each once, in the
     /// order given.
     pub(crate) fn checked_poolings(&self) -> Result<Vec<Pooling>> {
-        if self.batching.max_rows == 0 || self.batching.max_tokens == Some(0) {
+        if self.batching.batch_size == 0 || self.batching.max_tokens == Some(0) {
             bail!("--batch-size and --max-tokens must be at least 1");
         }
         if !(self.parity_slack.is_finite() && self.parity_slack >= 1.0) {

@@ -156,7 +156,7 @@ pub(crate) fn has_chunks(cache_dir: &Path) -> bool {
 /// memory (estimated on the whole run's batches, a bound for a resumed one): while
 /// running, the output sets in flight ([`host_thread::QUEUE_DEPTH`] queued, one running,
 /// one being read), the token states a token-states graph returns, the rows of the
-/// largest chunk the writer is filling and the finished ones it holds until they are
+/// largest chunk the host thread is filling and the finished ones it holds until they are
 /// saved; then, assembling, a few copies of one layer of every statement.
 pub(crate) fn check_memory(
     plan: &BatchPlan,
@@ -212,7 +212,7 @@ fn memory_fits(
         0
     };
     let n_statements = plan.n_statements() as u64;
-    // Finished chunks held until they are saved, up to the writer's limit.
+    // Finished chunks held until they are saved, up to the host thread's limit.
     let held = (n_statements * n_poolings as u64 * layer_bytes)
         .min(4 * host_thread::hold_floats(Some(available)) as u64);
     let running = in_flight + token_states + chunk_rows * n_poolings as u64 * layer_bytes + held;
@@ -256,8 +256,8 @@ pub(crate) fn check_disk(
     estimate.fits(cache_dir, free, dir_bytes(&cache_dir.join(".partial")))
 }
 
-/// What a run writes: its embeddings and its compact statistics (the smaller form of
-/// each category, as `grams.parquet` keeps it), in bytes, estimated from the shape.
+/// What a run writes: its embeddings and the sidecar (`grams.parquet`, the smaller
+/// form of each category), in bytes, estimated from the shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DiskEstimate {
     pub embeddings: u64,
@@ -307,12 +307,12 @@ impl DiskEstimate {
     }
 
     /// Refuses where `free` bytes (with `written` already in `.partial`) are less
-    /// than the peak, naming the folder and the sizes.
+    /// than the peak, naming the folder and the byte counts.
     pub fn fits(&self, cache_dir: &Path, free: u64, written: u64) -> Result<()> {
         let need = self.peak().saturating_sub(written);
         if need > free {
             bail!(
-                "{}: this run needs about {} of disk (embeddings {}, written first as chunks under .partial and then assembled, and the compact statistics {}), more than the {} free there; free some space or choose another --out",
+                "{}: this run needs about {} of disk (embeddings {}, written first as chunks under .partial and then assembled, and the sidecar (grams.parquet) {}), more than the {} free there; free some space or choose another --out",
                 cache_dir.display(),
                 bytes(need),
                 bytes(self.embeddings),
@@ -324,7 +324,7 @@ impl DiskEstimate {
     }
 }
 
-/// A size in the unit that shows its digits: GB down to 0.1 GB, then MB, then KB.
+/// A byte count in the unit that shows its digits: GB down to 0.1 GB, then MB, then KB.
 fn bytes(b: u64) -> String {
     let b = b as f64;
     match [(1e9, "GB"), (1e6, "MB")]
@@ -404,7 +404,7 @@ mod tests {
 
     /// A small disk's sizes show their digits ("0.0 GB ... the 0.0 GB free" said nothing).
     #[test]
-    fn sizes_show_their_digits() {
+    fn byte_counts_show_their_digits() {
         assert_eq!(bytes(2_345_000_000), "2.3 GB");
         assert_eq!(bytes(100_000_000), "0.1 GB");
         assert_eq!(bytes(99_000_000), "99.0 MB");

@@ -15,7 +15,7 @@ use schemas::{
     StatementRow,
 };
 
-use crate::store::chunks::{Partial, Stored};
+use crate::store::chunks::{ChunkVectors, Partial};
 use crate::store::vectors::{self, Shape};
 
 /// Merges the chunks of `partial` into `out_dir`'s final files, layer by layer, rows
@@ -40,19 +40,19 @@ pub fn from_chunks(
             partial.dir.display()
         );
     }
-    let sources: Vec<Source> = partial
+    let sources: Vec<VectorSource> = partial
         .chunks
         .iter()
         .map(|c| {
             let ids = c.rows.iter().map(|r| r.statement_id).collect();
             let shape = partial.key.vectors_shape(c.rows.len());
-            match &c.stored {
-                Stored::Files => Source::Chunk {
+            match &c.vectors {
+                ChunkVectors::Saved => VectorSource::Chunk {
                     path: partial.vectors_path(c.info.index),
                     ids,
                     shape,
                 },
-                Stored::Memory { buffer, order } => Source::Memory {
+                ChunkVectors::Held { buffer, order } => VectorSource::Memory {
                     buffer,
                     order,
                     ids,
@@ -81,7 +81,7 @@ pub fn from_chunks(
 }
 
 /// Where [`combine_layers`] reads some statements of every layer from.
-pub enum Source<'a> {
+pub enum VectorSource<'a> {
     /// A cache's `embeddings.parquet` (a shard's, for `extract merge`).
     Embeddings(PathBuf),
     /// A chunk's vectors file (`ids` in the file's row order).
@@ -90,7 +90,7 @@ pub enum Source<'a> {
         ids: Vec<u32>,
         shape: Shape,
     },
-    /// A chunk held in memory ([`Stored::Memory`]; `ids[i]` at row `order[i]`).
+    /// A chunk held in memory ([`ChunkVectors::Held`]; `ids[i]` at row `order[i]`).
     Memory {
         buffer: &'a [f32],
         order: &'a [usize],
@@ -99,39 +99,41 @@ pub enum Source<'a> {
     },
 }
 
-impl Source<'_> {
+impl VectorSource<'_> {
     /// Where the statements come from, for a message.
     fn origin(&self) -> String {
         match self {
-            Source::Embeddings(path) | Source::Chunk { path, .. } => path.display().to_string(),
-            Source::Memory { .. } => "a chunk held in memory".to_string(),
+            VectorSource::Embeddings(path) | VectorSource::Chunk { path, .. } => {
+                path.display().to_string()
+            }
+            VectorSource::Memory { .. } => "a chunk held in memory".to_string(),
         }
     }
 
     /// Layer `l` of this source's statements.
-    fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<Loaded<'_>> {
+    fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<SourceLayer<'_>> {
         match self {
-            Source::Embeddings(path) => {
+            VectorSource::Embeddings(path) => {
                 let b = read_embeddings_layer(path, l, poolings)?;
                 if b.layer as usize != l {
                     bail!("{}: row group {l} is not layer {l}", path.display());
                 }
-                Ok(Loaded::Read(b))
+                Ok(SourceLayer::Read(b))
             }
-            Source::Chunk { path, ids, shape } => {
+            VectorSource::Chunk { path, ids, shape } => {
                 let blocks = vectors::Vectors::open(path, *shape)?.layer(l, path)?;
-                Ok(Loaded::Read(LayerBlock {
+                Ok(SourceLayer::Read(LayerBlock {
                     layer: l as u32,
                     statement_ids: ids.clone(),
                     vectors: poolings.iter().copied().zip(blocks).collect(),
                 }))
             }
-            Source::Memory {
+            VectorSource::Memory {
                 buffer,
                 order,
                 ids,
                 shape,
-            } => Ok(Loaded::Held {
+            } => Ok(SourceLayer::Held {
                 buffer,
                 order,
                 ids,
@@ -142,9 +144,9 @@ impl Source<'_> {
     }
 }
 
-/// One layer of a [`Source`]: read from its file, or a held chunk's buffer lent as
+/// One layer of a [`VectorSource`]: read from its file, or a held chunk's buffer lent as
 /// it is, so that putting the rows in order is the only copy.
-enum Loaded<'a> {
+enum SourceLayer<'a> {
     Read(LayerBlock),
     Held {
         buffer: &'a [f32],
@@ -155,19 +157,19 @@ enum Loaded<'a> {
     },
 }
 
-impl Loaded<'_> {
+impl SourceLayer<'_> {
     fn ids(&self) -> &[u32] {
         match self {
-            Loaded::Read(b) => &b.statement_ids,
-            Loaded::Held { ids, .. } => ids,
+            SourceLayer::Read(b) => &b.statement_ids,
+            SourceLayer::Held { ids, .. } => ids,
         }
     }
 
     /// Row `i`'s vector (`h` floats) of pooling `p`, the `k`-th of the run's poolings.
     fn vector(&self, k: usize, p: Pooling, i: usize, h: usize) -> &[f32] {
         match self {
-            Loaded::Read(b) => &b.vectors[&p][i * h..][..h],
-            Loaded::Held {
+            SourceLayer::Read(b) => &b.vectors[&p][i * h..][..h],
+            SourceLayer::Held {
                 buffer,
                 order,
                 shape,
@@ -189,7 +191,7 @@ impl Loaded<'_> {
 /// encoding is not also waiting on the sidecar's arithmetic.
 pub fn combine_layers(
     out: &Path,
-    sources: &[Source<'_>],
+    sources: &[VectorSource<'_>],
     ids: &[u32],
     poolings: &[Pooling],
     n_layer_rows: usize,
@@ -257,18 +259,18 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// Layer `l` of every source, rows by statement id: one `ids.len() x hidden` block
 /// per pooling.
 fn layer_in_order(
-    sources: &[Source<'_>],
+    sources: &[VectorSource<'_>],
     ids: &[u32],
     poolings: &[Pooling],
     hidden: usize,
     l: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let loaded: Vec<Loaded> = sources
+    let layers: Vec<SourceLayer> = sources
         .iter()
         .map(|src| src.layer(l, poolings))
         .collect::<Result<_>>()?;
     // (statement id, source, row)
-    let mut order: Vec<(u32, usize, usize)> = loaded
+    let mut order: Vec<(u32, usize, usize)> = layers
         .iter()
         .enumerate()
         .flat_map(|(si, b)| {
@@ -296,7 +298,7 @@ fn layer_in_order(
         .map(|(k, &p)| {
             let mut v = Vec::with_capacity(ids.len() * hidden);
             for &(_, si, ri) in &order {
-                v.extend_from_slice(loaded[si].vector(k, p, ri, hidden));
+                v.extend_from_slice(layers[si].vector(k, p, ri, hidden));
             }
             v
         })

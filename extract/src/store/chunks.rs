@@ -132,17 +132,17 @@ pub struct Chunk {
     pub info: ChunkInfo,
     /// By statement id.
     pub rows: Vec<StatementRow>,
-    pub stored: Stored,
+    pub vectors: ChunkVectors,
 }
 
 /// Where a finished chunk's vectors are.
 #[derive(Debug)]
-pub enum Stored {
-    /// In `.partial/` (vectors file in the order of `rows`): a resumed run finds it.
-    Files,
+pub enum ChunkVectors {
+    /// Saved in `.partial/` (vectors file in the order of `rows`): a resumed run finds it.
+    Saved,
     /// Held in memory until the next save ([`Partial::save`]): `rows[i]`'s vectors
-    /// are `buffer[order[i] * stride..][..stride]`, as the writer collected them.
-    Memory { buffer: Vec<f32>, order: Vec<usize> },
+    /// are `buffer[order[i] * stride..][..stride]`, as the host thread collected them.
+    Held { buffer: Vec<f32>, order: Vec<usize> },
 }
 
 pub struct Partial {
@@ -314,7 +314,7 @@ impl Partial {
             chunks.push(Chunk {
                 info,
                 rows,
-                stored: Stored::Files,
+                vectors: ChunkVectors::Saved,
             });
         }
         Ok(Partial {
@@ -369,7 +369,7 @@ impl Partial {
         self.chunks.push(Chunk {
             info,
             rows,
-            stored: Stored::Memory {
+            vectors: ChunkVectors::Held {
                 buffer: vectors,
                 order,
             },
@@ -380,9 +380,9 @@ impl Partial {
     pub fn held_floats(&self) -> usize {
         self.chunks
             .iter()
-            .map(|c| match &c.stored {
-                Stored::Memory { buffer, .. } => buffer.len(),
-                Stored::Files => 0,
+            .map(|c| match &c.vectors {
+                ChunkVectors::Held { buffer, .. } => buffer.len(),
+                ChunkVectors::Saved => 0,
             })
             .sum()
     }
@@ -393,7 +393,7 @@ impl Partial {
     pub fn save(&mut self) -> Result<Vec<Vec<f32>>> {
         let mut freed = Vec::new();
         for chunk in &mut self.chunks {
-            let Stored::Memory { buffer, order } = &chunk.stored else {
+            let ChunkVectors::Held { buffer, order } = &chunk.vectors else {
                 continue;
             };
             let paths = chunk_paths(&self.dir, chunk.info.index);
@@ -406,8 +406,8 @@ impl Partial {
             vectors::write(&paths.vectors, shape, &slices)?;
             schemas::write_json(&paths.info, &chunk.info)?;
             schemas::write_statements(&paths.statements, &chunk.rows)?;
-            if let Stored::Memory { mut buffer, .. } =
-                std::mem::replace(&mut chunk.stored, Stored::Files)
+            if let ChunkVectors::Held { mut buffer, .. } =
+                std::mem::replace(&mut chunk.vectors, ChunkVectors::Saved)
             {
                 buffer.clear();
                 freed.push(buffer);

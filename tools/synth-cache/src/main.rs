@@ -159,14 +159,15 @@ struct Args {
     /// it the peak lies 40 to 25 points deeper [default: the middle listed step].
     #[arg(long)]
     settle_step: Option<u64>,
-    /// Leave out the compact statistics (grams.parquet), as in a cache made before extract wrote them.
-    #[arg(long, conflicts_with = "compact_only")]
+    /// Leave out the sidecar (grams.parquet), as in a cache made before extract wrote it.
+    #[arg(long, conflicts_with = "sidecar_only")]
     no_grams: bool,
     /// Write statements, grams.parquet and the manifest only, no embeddings.parquet
-    /// (a compact-only cache): the sidecar is computed from the same float32 vectors
-    /// the embeddings would hold, so a grid of caches fits on disk.
-    #[arg(long)]
-    compact_only: bool,
+    /// (a sidecar-only cache): the sidecar is computed from the same float32 vectors
+    /// the embeddings would hold, so a grid of caches fits on disk. `--compact-only`
+    /// is its old spelling, still accepted.
+    #[arg(long, alias = "compact-only")]
+    sidecar_only: bool,
     /// Plant one leverage category: category 0's latent preference becomes K and every
     /// other's 0, so that one point far from a cluster makes r (the influence flags' tests)
     #[arg(long, value_name = "K")]
@@ -307,7 +308,7 @@ fn write_cache(
         place(&mut manifest.model, spec, c);
     }
     manifest.files.insert(STATEMENTS_FILE.to_string(), st_entry);
-    if args.compact_only {
+    if args.sidecar_only {
         schemas::add_compact_grams(&dir, &mut manifest, |layer| {
             Ok(args
                 .poolings
@@ -612,7 +613,8 @@ fn manifest(
                 "synth-cache {} (seed {}{})",
                 env!("CARGO_PKG_VERSION"),
                 args.seed,
-                if args.compact_only {
+                // The manifest's wording predates the flag's name; the goldens hold it.
+                if args.sidecar_only {
                     ", compact-only: vectors generated at the full hidden size, not stored"
                 } else {
                     ""
