@@ -30,7 +30,7 @@ pub struct Outputs {
 }
 
 /// One padded batch as the session takes it.
-struct Inputs {
+struct SessionInputs {
     ids: Tensor<i64>,
     mask: Tensor<i64>,
     seq: usize,
@@ -180,7 +180,7 @@ impl Forward {
             .map_err(ort_err("cannot build input_ids"))?;
         let mask = Tensor::from_array((shape, batch.attention_mask))
             .map_err(ort_err("cannot build attention_mask"))?;
-        let inputs = Inputs {
+        let inputs = SessionInputs {
             ids,
             mask,
             seq: batch.seq,
@@ -213,7 +213,7 @@ impl Forward {
         })
     }
 
-    fn run_reduced(&mut self, rt: &mut Runtime, batch: Inputs) -> Result<BatchOut> {
+    fn run_reduced(&mut self, rt: &mut Runtime, batch: SessionInputs) -> Result<BatchOut> {
         let mut outputs = self.outputs_for(rt, batch.lengths.len())?;
         let binding = self
             .binding
@@ -267,7 +267,7 @@ impl Forward {
     fn run_token_states(
         &mut self,
         rt: &mut Runtime,
-        batch: Inputs,
+        batch: SessionInputs,
         poolings: &[Pooling],
     ) -> Result<BatchOut> {
         let (rows, seq) = (batch.lengths.len(), batch.seq);

@@ -199,14 +199,14 @@ pub fn combine_layers(
     grams: &mut GramsWriter,
 ) -> Result<(FileEntry, Duration)> {
     // Shared by the two consumers without a copy.
-    type Layer = Vec<ScalarBuffer<f32>>;
+    type SharedLayer = Vec<ScalarBuffer<f32>>;
     let mut writer = EmbeddingsWriter::create(out, hidden, poolings)?;
-    let (to_grams, for_grams) = sync_channel::<Layer>(1);
-    let (to_writer, for_writer) = sync_channel::<Layer>(1);
+    let (to_grams, for_grams) = sync_channel::<SharedLayer>(1);
+    let (to_writer, for_writer) = sync_channel::<SharedLayer>(1);
     let (read, sidecar, written) = std::thread::scope(|s| {
         let reader = s.spawn(move || -> Result<()> {
             for l in 0..n_layer_rows {
-                let layer: Layer = layer_in_order(sources, ids, poolings, hidden, l)?
+                let layer: SharedLayer = layer_in_order(sources, ids, poolings, hidden, l)?
                     .into_iter()
                     .map(ScalarBuffer::from)
                     .collect();
