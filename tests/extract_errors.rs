@@ -832,7 +832,7 @@ fn a_folder_without_a_usable_manifest_says_what_it_is() {
 /// peak is refused naming the folder, and the chunks an earlier run left count.
 #[test]
 fn the_disk_a_run_needs_is_estimated_before_it_starts() {
-    use extract::run::DiskEstimate;
+    use extract::run::preflight::DiskEstimate;
     let tmp = tempfile::tempdir().unwrap();
     let wide = tmp.path().join("wide.json");
     let pairs: Vec<[String; 2]> = (0..40)
@@ -853,9 +853,9 @@ fn the_disk_a_run_needs_is_estimated_before_it_starts() {
         let o = extract_cpu(&fixture("tiny-a"), &dataset, &out, "m", &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let m = schemas::validate_cache(&out.join("m")).unwrap().manifest;
-        let data = extract::dataset::load(&dataset).unwrap();
+        let data = extract::inputs::dataset::load(&dataset).unwrap();
         let ids: Vec<u32> = (0..data.statements.len() as u32).collect();
-        let model = extract::model_dir::ModelDir::open(&fixture("tiny-a")).unwrap();
+        let model = extract::model::model_dir::ModelDir::open(&fixture("tiny-a")).unwrap();
         let e = DiskEstimate::of(&data, &ids, &model, m.run.poolings.len());
         for (what, estimated, file) in [
             ("embeddings", e.embeddings, schemas::EMBEDDINGS_FILE),

@@ -22,8 +22,8 @@ use e2e::{
     assert_ok, copy_dir, demo_dataset, edit_export, extract_cpu, fixture, one_error_line,
     read_reference, sha256, FIXTURES,
 };
-use extract::model_dir::Dtype;
-use extract::parity;
+use extract::model::model_dir::Dtype;
+use extract::model::parity;
 use schemas::{read_embeddings_layer, read_statements, validate_cache, Pooling};
 
 /// Extracts the fixture on the demo dataset and compares it with its reference;
@@ -177,7 +177,7 @@ fn pythia_like_fixtures_add_no_bos() {
 }
 
 /// tiny-r's probes as export.json holds them, with their float64 record.
-fn export_of(dir: &std::path::Path) -> (extract::model_dir::ExportInfo, serde_json::Value) {
+fn export_of(dir: &std::path::Path) -> (extract::model::model_dir::ExportInfo, serde_json::Value) {
     let bytes = std::fs::read(dir.join("export.json")).unwrap();
     (
         serde_json::from_slice(&bytes).unwrap(),

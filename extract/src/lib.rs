@@ -1,25 +1,15 @@
 //! `extract`: runs an ONNX-exported language model (made by `scripts/export`)
 //! once over a statement dataset and writes the cache of the `schemas` contract:
 //! pooled hidden states of every layer and per-statement NLLs.
+//!
+//! The folders follow the data through a run: [`inputs`] (the dataset, its tokens
+//! and batches, the shard and the model's place in the grid) go through [`model`]
+//! (the ONNX session, proven on the probes first) into [`store`] (chunks under
+//! `.partial/`, then the final files); [`run`] orders the steps and [`merge`] joins
+//! the caches of a sharded run.
 
-pub mod batch;
-pub mod checkpoint;
-pub mod chunks;
-pub mod dataset;
-pub mod forward;
-pub mod graph;
+pub mod inputs;
 pub mod merge;
-pub mod model_dir;
-pub mod nll;
-pub mod parity;
-pub mod pooling;
-pub mod probe;
+pub mod model;
 pub mod run;
-pub mod runtime;
-pub mod shard;
-pub mod tokenize;
-pub mod util;
-pub mod vectors;
-pub mod writer;
-
-pub use run::{run, Options, Summary};
+pub mod store;

@@ -2,11 +2,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use extract::batch::Batching;
-use extract::checkpoint::CheckpointFlags;
+use extract::inputs::batch::Batching;
+use extract::inputs::grid_place::{self, PlaceFlags};
+use extract::inputs::shard::Shard;
 use extract::merge::MergeOptions;
-use extract::runtime::DeviceChoice;
-use extract::shard::Shard;
+use extract::model::runtime::DeviceChoice;
 use schemas::Pooling;
 
 /// Run an ONNX-exported model over a statement dataset once and cache every
@@ -71,14 +71,14 @@ struct Cli {
     shard: Option<Shard>,
     /// Model series for the manifest (e.g. pythia) [default: from the model id in
     /// export.json, where one token of its last part is a size: EleutherAI/pythia-410m -> pythia].
-    #[arg(long, value_parser = extract::checkpoint::non_empty)]
+    #[arg(long, value_parser = grid_place::non_empty)]
     series: Option<String>,
     /// Model size within the series (e.g. 410m) [default: from the model id, as --series].
-    #[arg(long, value_parser = extract::checkpoint::non_empty)]
+    #[arg(long, value_parser = grid_place::non_empty)]
     size: Option<String>,
     /// Checkpoint revision (e.g. step143000; stepN also sets the manifest's step)
     /// [default: export.json's; a different one is refused].
-    #[arg(long, value_parser = extract::checkpoint::non_empty)]
+    #[arg(long, value_parser = grid_place::non_empty)]
     revision: Option<String>,
 }
 
@@ -119,14 +119,14 @@ fn main() -> ExitCode {
         eprintln!("error: --model, --dataset and --out are required (see --help)");
         return ExitCode::from(2);
     };
-    let opts = extract::Options {
+    let opts = extract::run::options::Options {
         model,
         dataset,
         out,
         name: cli.name,
         device: cli.device,
         batching: Batching {
-            max_rows: match (cli.batch_size, cli.max_tokens) {
+            batch_size: match (cli.batch_size, cli.max_tokens) {
                 (Some(rows), _) => rows as usize,
                 (None, Some(tokens)) => tokens as usize,
                 (None, None) => 32,
@@ -137,14 +137,14 @@ fn main() -> ExitCode {
         force_resume: cli.force_resume,
         parity_slack: cli.parity_slack,
         shard: cli.shard,
-        checkpoint: CheckpointFlags {
+        place: PlaceFlags {
             series: cli.series,
             size: cli.size,
             revision: cli.revision,
         },
         save_every: std::time::Duration::from_secs_f64(cli.save_every),
     };
-    finish(extract::run(&opts).map(|summary| summary.lines()))
+    finish(extract::run::run(&opts).map(|summary| summary.lines()))
 }
 
 /// A duration in seconds: finite and at least 0.
@@ -165,8 +165,20 @@ fn finish(result: anyhow::Result<Vec<String>>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}", extract::util::one_line(&e));
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error chain on one line: `outer: inner: root`, skipping repeats.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let s = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
 }

@@ -1,5 +1,5 @@
 //! `extract merge`: joins the complete shard caches of one extraction
-//! ([`crate::shard`]) into the cache an unsharded run writes. Rows are written by
+//! ([`crate::inputs::shard`]) into the cache an unsharded run writes. Rows are written by
 //! the same writers in the same order, so with batch size 1 (numbers independent
 //! of batching) `statements.parquet` and `embeddings.parquet` are byte for byte
 //! those of the unsharded run.
@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use schemas::{Manifest, ParityInfo, StatementRow, ValidCache, MANIFEST_FILE};
 
-use crate::chunks;
-use crate::run::{check_name, check_root, key_of, Created};
-use crate::shard::Shard;
+use crate::inputs::shard::Shard;
+use crate::run::preflight::{check_name, check_root, Created};
+use crate::run::resume::key_of;
+use crate::store::assemble;
 
 /// What `extract merge` is given.
 #[derive(Debug, Clone)]
@@ -181,13 +182,13 @@ fn merge_locked(shards: &[ShardCache], name: &str, out_dir: &Path) -> Result<Str
 
     let rows = merged_statements(shards, &ids)?;
 
-    let sources: Vec<chunks::Source> = shards
+    let sources: Vec<assemble::VectorSource> = shards
         .iter()
-        .map(|s| chunks::Source::Embeddings(s.cache.embeddings_path()))
+        .map(|s| assemble::VectorSource::Embeddings(s.cache.embeddings_path()))
         .collect();
     // The shards' sidecars describe their own slices: the merged cache gets its own.
     let mut grams = schemas::GramsWriter::create(out_dir, first, &rows)?;
-    let (emb, _) = chunks::combine_layers(
+    let (emb, _) = assemble::combine_layers(
         &out_dir.join(schemas::EMBEDDINGS_FILE),
         &sources,
         &ids,

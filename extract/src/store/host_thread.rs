@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use schemas::{Pooling, StatementRow};
 
-use crate::chunks::{Partial, Settings};
-use crate::dataset::{Dataset, Statement};
-use crate::forward::{BatchOut, Outputs};
-use crate::model_dir::{Dtype, ModelDir};
+use crate::inputs::dataset::{Dataset, Statement};
+use crate::model::forward::{BatchOut, Outputs};
+use crate::model::model_dir::{Dtype, ModelDir};
+use crate::store::chunks::{Partial, Settings};
 
 /// What the forward loop sends.
 pub enum Msg {
@@ -33,7 +33,7 @@ pub enum Msg {
 /// chunk write, few enough that the output tensors held stay small.
 pub const QUEUE_DEPTH: usize = 2;
 
-/// What the writer needs to know of the run.
+/// What the host thread needs to know of the run.
 pub struct Host<'a> {
     pub data: &'a Dataset,
     /// Token count of every statement of the dataset.
@@ -48,13 +48,13 @@ pub struct Host<'a> {
     pub hold_floats: usize,
 }
 
-/// How many floats of finished chunks [`run`] holds before it saves them whatever
+/// How many floats of finished chunks [`collect_chunks`] holds before it saves them whatever
 /// the time: a quarter of the `available` memory (1 GiB where that is unknown).
 pub fn hold_floats(available: Option<u64>) -> usize {
     (available.unwrap_or(4 << 30) / 4 / std::mem::size_of::<f32>() as u64) as usize
 }
 
-/// Where the writer's time went.
+/// Where the host thread's time went.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostTimes {
     /// From the graph's outputs to checked rows.
@@ -66,7 +66,7 @@ pub struct HostTimes {
 
 /// Runs until the forward loop hangs up; `on_chunk(rows written so far)` after
 /// each chunk.
-pub fn run(
+pub fn collect_chunks(
     host: &Host,
     queue: Receiver<Msg>,
     partial: &mut Partial,

@@ -29,7 +29,7 @@
 //! two draws of the same rounding), while a real defect is orders above. Without float64
 //! probes (older exports) the rule is the bound against transformers' values.
 
-use crate::model_dir::Dtype;
+use crate::model::model_dir::Dtype;
 
 pub const ACCUM_UNITS: f64 = 192.0;
 pub const STORE_UNITS: f64 = 64.0;

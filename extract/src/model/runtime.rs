@@ -1,5 +1,5 @@
 //! ONNX Runtime: finding the shared library, choosing the execution provider,
-//! creating the session (batches run in [`crate::forward`]).
+//! creating the session (batches run in [`crate::model::forward`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,7 +9,7 @@ use ort::ep::{self, ExecutionProvider};
 use ort::logging::LogLevel;
 use ort::session::Session;
 
-use crate::model_dir::{Dtype, Layout, ModelDir, INPUTS};
+use crate::model::model_dir::{Dtype, Layout, ModelDir, INPUTS};
 
 mod nvidia;
 
@@ -418,16 +418,16 @@ fn open_session(
             }
             .to_string(),
         }),
-        Err(e) if device == DeviceChoice::Cuda => {
-            bail!(
-                "--device cuda: the CUDA provider failed to start ({}); {cuda_hint}",
-                crate::util::one_line(&e)
-            )
+        Err(e) => {
+            // The provider's messages span lines; the error and the note are one line.
+            let why = format!("{e:#}").replace('\n', " ");
+            if device == DeviceChoice::Cuda {
+                bail!("--device cuda: the CUDA provider failed to start ({why}); {cuda_hint}")
+            }
+            on_cpu(format!(
+                "auto: CUDA provider failed to start ({why}), using the CPU"
+            ))
         }
-        Err(e) => on_cpu(format!(
-            "auto: CUDA provider failed to start ({}), using the CPU",
-            crate::util::one_line(&e)
-        )),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use schemas::Pooling;
 use tokenizers::Tokenizer;
 
-use crate::dataset::Statement;
+use crate::inputs::dataset::Statement;
 
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -74,10 +74,10 @@ pub fn tokenize_all(
         let ids = tok.encode(&s.text)?;
         // Checked here, before any forward pass: ONNX Runtime's Gather would name a
         // graph node only after the earlier chunks ran, and CUDA may not check at all.
-        if let Some((size, source)) = vocab {
-            if let Some(&id) = ids.iter().find(|&&id| id < 0 || id as u64 >= size) {
+        if let Some((n_vocab, source)) = vocab {
+            if let Some(&id) = ids.iter().find(|&&id| id < 0 || id as u64 >= n_vocab) {
                 bail!(
-                    "{} has token id {id}, outside the model's vocabulary of {size} ({source}): the model folder's tokenizer.json does not belong to its graph; export the model again",
+                    "{} has token id {id}, outside the model's vocabulary of {n_vocab} ({source}): the model folder's tokenizer.json does not belong to its graph; export the model again",
                     s.describe()
                 );
             }

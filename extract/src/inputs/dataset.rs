@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
 use schemas::Side;
@@ -378,7 +379,7 @@ pub fn load(path: &Path) -> Result<Dataset> {
     let (categories, n_pairs, statements) = parse(&bytes, &path.display().to_string())?;
     Ok(Dataset {
         path: path.to_path_buf(),
-        sha256: crate::util::sha256_bytes(&bytes),
+        sha256: hex::encode(Sha256::digest(&bytes)),
         categories,
         n_pairs,
         statements,

@@ -12,7 +12,7 @@ pub fn by_length(items: &[usize], lengths: &[usize]) -> Vec<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
     /// At most this many statements per batch.
-    pub max_rows: usize,
+    pub batch_size: usize,
     /// At most this many tokens per batch, padding included (rows x longest row),
     /// when set: short statements then share a pass in large numbers, long ones in
     /// few, so that each pass does about the same work. A statement longer than the
@@ -21,9 +21,9 @@ pub struct Batching {
 }
 
 impl Batching {
-    pub fn rows(max_rows: usize) -> Batching {
+    pub fn rows(batch_size: usize) -> Batching {
         Batching {
-            max_rows,
+            batch_size,
             max_tokens: None,
         }
     }
@@ -32,15 +32,15 @@ impl Batching {
 /// [`by_length`] cut into batches under `batching`'s limits, the batches then run
 /// longest first: the runtime's memory (its arena, a GPU's) reaches its peak on the
 /// first pass, so a batch too large fails at once and no later pass allocates.
-pub fn plan(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Vec<usize>> {
-    assert!(batching.max_rows > 0, "batch size is positive");
+fn cut_batches(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Vec<usize>> {
+    assert!(batching.batch_size > 0, "batch size is positive");
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     for i in by_length(items, lengths) {
         // Sorted by length, so row i is the longest of the batch it joins.
         let tokens = (current.len() + 1) * lengths[i];
         let over_budget = batching.max_tokens.is_some_and(|t| tokens > t);
-        if !current.is_empty() && (current.len() == batching.max_rows || over_budget) {
+        if !current.is_empty() && (current.len() == batching.batch_size || over_budget) {
             batches.push(std::mem::take(&mut current));
         }
         current.push(i);
@@ -54,19 +54,66 @@ pub fn plan(items: &[usize], lengths: &[usize], batching: Batching) -> Vec<Vec<u
 
 /// Groups batches into chunks (the unit of resumption): whole batches, aiming at
 /// about 30 chunks for `n_statements` and never less than one batch each.
-pub fn chunks(batches: Vec<Vec<usize>>, n_statements: usize) -> Vec<Vec<Vec<usize>>> {
+fn group_chunks(batches: Vec<Vec<usize>>, n_statements: usize) -> Vec<Vec<Vec<usize>>> {
     let target = n_statements.div_ceil(30).max(1);
     let mut chunks: Vec<Vec<Vec<usize>>> = Vec::new();
-    let mut size = 0;
+    let mut filled = 0;
     for b in batches {
-        if size >= target || chunks.is_empty() {
+        if filled >= target || chunks.is_empty() {
             chunks.push(Vec::new());
-            size = 0;
+            filled = 0;
         }
-        size += b.len();
+        filled += b.len();
         chunks.last_mut().expect("pushed above").push(b);
     }
     chunks
+}
+
+/// The statements of a run in the order they go through the model: chunks (the
+/// unit of resumption, see [`group_chunks`]) of whole batches (one forward pass each, see
+/// [`cut_batches`]), a batch being statement indices into the dataset in row order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPlan {
+    chunks: Vec<Vec<Vec<usize>>>,
+}
+
+impl BatchPlan {
+    /// `items` (indices into `lengths`) in batches under `batching`'s limits,
+    /// grouped into chunks sized for a run of `n_statements`.
+    pub fn new(
+        items: &[usize],
+        lengths: &[usize],
+        batching: Batching,
+        n_statements: usize,
+    ) -> Self {
+        BatchPlan {
+            chunks: group_chunks(cut_batches(items, lengths, batching), n_statements),
+        }
+    }
+
+    /// Each chunk's batches, in running order.
+    pub fn chunks(&self) -> impl Iterator<Item = &[Vec<usize>]> {
+        self.chunks.iter().map(Vec::as_slice)
+    }
+
+    /// Every batch, in running order.
+    pub fn batches(&self) -> impl Iterator<Item = &Vec<usize>> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn n_statements(&self) -> usize {
+        self.batches().map(Vec::len).sum()
+    }
+}
+
+/// Chunk by chunk, each one's batches, for the loop that runs them.
+impl IntoIterator for BatchPlan {
+    type Item = Vec<Vec<usize>>;
+    type IntoIter = std::vec::IntoIter<Vec<Vec<usize>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.into_iter()
+    }
 }
 
 /// One padded batch: `input_ids` and `attention_mask`, row-major `[rows, seq]`.
@@ -107,10 +154,10 @@ mod tests {
     fn plan_sorts_by_length_and_fills_batches() {
         let lengths = [5, 2, 9, 2, 5, 7, 1];
         let items: Vec<usize> = (0..lengths.len()).collect();
-        let b = plan(&items, &lengths, Batching::rows(3));
+        let b = cut_batches(&items, &lengths, Batching::rows(3));
         assert_eq!(b, vec![vec![2], vec![0, 4, 5], vec![6, 1, 3]]);
         // a subset keeps only its own items
-        let b = plan(&[2, 0, 4], &lengths, Batching::rows(2));
+        let b = cut_batches(&[2, 0, 4], &lengths, Batching::rows(2));
         assert_eq!(b, vec![vec![2], vec![0, 4]]);
     }
 
@@ -130,40 +177,40 @@ mod tests {
         let lengths = [5, 2, 9, 2, 5, 7, 1];
         let items: Vec<usize> = (0..lengths.len()).collect();
         let budget = Batching {
-            max_rows: 100,
+            batch_size: 100,
             max_tokens: Some(10),
         };
         // 1,2,2 -> 3 rows x 2 = 6; adding a 5 would be 4 x 5 = 20 > 10
         assert_eq!(
-            plan(&items, &lengths, budget),
+            cut_batches(&items, &lengths, budget),
             vec![vec![2], vec![5], vec![0, 4], vec![6, 1, 3]]
         );
         // a statement longer than the budget runs alone
         let tiny = Batching {
-            max_rows: 100,
+            batch_size: 100,
             max_tokens: Some(4),
         };
-        assert_eq!(plan(&[2, 5], &lengths, tiny), vec![vec![2], vec![5]]);
+        assert_eq!(cut_batches(&[2, 5], &lengths, tiny), vec![vec![2], vec![5]]);
         // the row cap still holds
         let capped = Batching {
-            max_rows: 2,
+            batch_size: 2,
             max_tokens: Some(1000),
         };
-        assert_eq!(plan(&items, &lengths, capped).len(), 4);
+        assert_eq!(cut_batches(&items, &lengths, capped).len(), 4);
     }
 
     #[test]
     fn chunks_are_whole_batches() {
         let batches: Vec<Vec<usize>> = (0..10).map(|i| vec![2 * i, 2 * i + 1]).collect();
         // 60 statements: target 2 per chunk = one batch each
-        let c = chunks(batches.clone(), 60);
+        let c = group_chunks(batches.clone(), 60);
         assert_eq!(c.len(), 10);
         // 300 statements: target 10 per chunk = five batches each
-        let c = chunks(batches.clone(), 300);
+        let c = group_chunks(batches.clone(), 300);
         assert_eq!(c.len(), 2);
         assert!(c.iter().all(|chunk| chunk.len() == 5));
-        assert!(chunks(Vec::new(), 0).is_empty());
-        let flat: Vec<usize> = chunks(batches, 90)
+        assert!(group_chunks(Vec::new(), 0).is_empty());
+        let flat: Vec<usize> = group_chunks(batches, 90)
             .into_iter()
             .flatten()
             .flatten()

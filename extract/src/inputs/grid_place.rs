@@ -2,15 +2,15 @@
 //! (`model.series`, `model.size`, `model.revision`, `model.step` of the manifest):
 //! from `--series`, `--size` and `--revision`, else from export.json.
 
+use std::path::Path;
+
 use anyhow::{bail, Result};
 use schemas::checkpoint::{series_and_size, step_of};
 use schemas::ModelInfo;
 
-use crate::model_dir::ModelDir;
-
 /// What the command line says; each absent flag falls back on export.json.
 #[derive(Debug, Clone, Default)]
-pub struct CheckpointFlags {
+pub struct PlaceFlags {
     pub series: Option<String>,
     pub size: Option<String>,
     pub revision: Option<String>,
@@ -25,21 +25,25 @@ pub struct Place {
     pub step: Option<u64>,
 }
 
-impl CheckpointFlags {
+impl PlaceFlags {
     /// Series and size default to what the model id says unambiguously
-    /// ([`series_and_size`]); the revision to export.json's. A `--revision` that
-    /// contradicts export.json is refused: the manifest would name other weights.
-    pub fn resolve(&self, model: &ModelDir) -> Result<Place> {
-        let source = &model.export.source;
-        let revision = match (&self.revision, &source.revision) {
+    /// ([`series_and_size`]); the revision to the one `export_json` records. A
+    /// `--revision` that contradicts it is refused: the manifest would name other weights.
+    pub fn resolve(
+        &self,
+        model_id: &str,
+        recorded: Option<&str>,
+        export_json: &Path,
+    ) -> Result<Place> {
+        let revision = match (&self.revision, recorded) {
             (Some(flag), Some(recorded)) if flag != recorded => bail!(
                 "{}: records revision '{recorded}' but --revision says '{flag}'; export that revision or drop the flag",
-                model.dir.join("export.json").display()
+                export_json.display()
             ),
             (Some(flag), _) => Some(flag.clone()),
-            (None, recorded) => recorded.clone(),
+            (None, recorded) => recorded.map(str::to_string),
         };
-        let derived = series_and_size(&source.model);
+        let derived = series_and_size(model_id);
         let (series, size) = derived.map_or((None, None), |(a, b)| (Some(a), Some(b)));
         Ok(Place {
             series: self.series.clone().or(series),

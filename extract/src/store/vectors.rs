@@ -8,7 +8,7 @@
 //! `rows x hidden` block (rows in the order given to [`write`]).
 //!
 //! The file is not synced: a killed process loses nothing the page cache holds, and
-//! after a machine crash a chunk whose bytes did not reach the disk fails its size or
+//! after a machine crash a chunk whose bytes did not reach the disk fails its length or
 //! crc check and is computed again ([`check`]), so no fsync stalls the writer.
 
 use std::fs::File;
@@ -102,15 +102,15 @@ pub struct Vectors {
 }
 
 impl Vectors {
-    /// Opens `path`, refusing a header or size other than `shape` calls for.
+    /// Opens `path`, refusing a header or length other than `shape` calls for.
     pub fn open(path: &Path, shape: Shape) -> Result<Vectors> {
         let mut file =
             File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let mut header = vec![0u8; shape.header_bytes() as usize];
-        let size = file.metadata()?.len();
-        if size != shape.file_bytes() {
+        let bytes = file.metadata()?.len();
+        if bytes != shape.file_bytes() {
             bail!(
-                "{}: {size} bytes, not the {} of {} rows x {} layers x {} poolings x {} floats",
+                "{}: {bytes} bytes, not the {} of {} rows x {} layers x {} poolings x {} floats",
                 path.display(),
                 shape.file_bytes(),
                 shape.rows,
@@ -225,7 +225,7 @@ mod tests {
         let e = check(&path, shape()).unwrap_err().to_string();
         assert!(e.contains("bytes, not the"), "{e}");
 
-        // A crash can leave the size right and the bytes zero.
+        // A crash can leave the length right and the bytes zero.
         std::fs::write(&path, vec![0u8; good.len()]).unwrap();
         assert!(check(&path, shape()).is_err());
 

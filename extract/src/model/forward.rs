@@ -4,7 +4,7 @@
 //! A reduced graph (`pooled`, `nll_sum`, `n_predicted`) is run through an IO
 //! binding into output tensors allocated once per batch shape (pinned host memory
 //! under CUDA, so the device copies straight into them) and handed on whole: the
-//! writer thread reads them and gives them back for reuse. A token-states graph
+//! host thread reads them and gives them back for reuse. A token-states graph
 //! (`hidden_states`, `token_logprobs`) is pooled here on the host, as before the
 //! reduction, so older exports still run.
 
@@ -16,10 +16,10 @@ use ort::session::IoBinding;
 use ort::value::{Tensor, TensorElementType};
 use schemas::Pooling;
 
-use crate::batch::Padded;
-use crate::model_dir::{Dtype, Layout};
-use crate::pooling::{pool_into, Elem};
-use crate::runtime::{ort_err, Runtime};
+use crate::inputs::batch::Padded;
+use crate::model::model_dir::{Dtype, Layout};
+use crate::model::pooling::{pool_into, Elem};
+use crate::model::runtime::{ort_err, Runtime};
 
 /// Output tensors of the reduced graph for batches of `rows` statements.
 pub struct Outputs {
@@ -30,7 +30,7 @@ pub struct Outputs {
 }
 
 /// One padded batch as the session takes it.
-struct Inputs {
+struct SessionInputs {
     ids: Tensor<i64>,
     mask: Tensor<i64>,
     seq: usize,
@@ -105,7 +105,7 @@ fn append_layers(row: &[f32], have: &[Pooling], want: &[Pooling], h: usize, out:
     }
 }
 
-/// Output sets kept for reuse: the one being run, those queued for the writer and
+/// Output sets kept for reuse: the one being run, those queued for the host thread and
 /// the one it is reading, with room for a second batch shape (the last, shorter one).
 const KEEP: usize = 6;
 
@@ -169,7 +169,7 @@ impl Forward {
 
     /// One forward pass. `poolings` matters only to a token-states graph, which
     /// pools on the host just those.
-    pub fn run(
+    pub fn pass(
         &mut self,
         rt: &mut Runtime,
         batch: Padded,
@@ -180,7 +180,7 @@ impl Forward {
             .map_err(ort_err("cannot build input_ids"))?;
         let mask = Tensor::from_array((shape, batch.attention_mask))
             .map_err(ort_err("cannot build attention_mask"))?;
-        let inputs = Inputs {
+        let inputs = SessionInputs {
             ids,
             mask,
             seq: batch.seq,
@@ -213,7 +213,7 @@ impl Forward {
         })
     }
 
-    fn run_reduced(&mut self, rt: &mut Runtime, batch: Inputs) -> Result<BatchOut> {
+    fn run_reduced(&mut self, rt: &mut Runtime, batch: SessionInputs) -> Result<BatchOut> {
         let mut outputs = self.outputs_for(rt, batch.lengths.len())?;
         let binding = self
             .binding
@@ -267,7 +267,7 @@ impl Forward {
     fn run_token_states(
         &mut self,
         rt: &mut Runtime,
-        batch: Inputs,
+        batch: SessionInputs,
         poolings: &[Pooling],
     ) -> Result<BatchOut> {
         let (rows, seq) = (batch.lengths.len(), batch.seq);
@@ -294,7 +294,7 @@ impl Forward {
         let mut nll_sum = Vec::with_capacity(rows);
         let mut n_predicted = Vec::with_capacity(rows);
         for (r, &n) in batch.lengths.iter().enumerate() {
-            let (s, k) = crate::nll::nll_sum(&lp[r * seq..(r + 1) * seq], n);
+            let (s, k) = crate::model::nll::nll_sum(&lp[r * seq..(r + 1) * seq], n);
             nll_sum.push(s);
             n_predicted.push(k);
         }

@@ -1,29 +1,23 @@
 //! Resumable partial results: each finished chunk of statements is written as
 //! its own files under `CACHE/NAME/.partial/` (`chunk-NNNNNN.vectors`, the pooled
-//! vectors in the scratch form of [`crate::vectors`], then `chunk-NNNNNN.run.json`,
+//! vectors in the scratch form of [`crate::store::vectors`], then `chunk-NNNNNN.run.json`,
 //! how it was computed, then `chunk-NNNNNN.statements.parquet`, whose presence
 //! marks the chunk done).
 //! `run.json` ties the folder to one set of inputs and settings. At the end the
-//! chunks are merged layer by layer into the final files. Everything here runs
+//! chunks are merged layer by layer into the final files ([`crate::store::assemble`]). Everything here runs
 //! under the cache's lock ([`schemas::CacheLock`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arrow::buffer::ScalarBuffer;
 use serde::{Deserialize, Serialize};
 
-use schemas::{
-    read_embeddings_layer, read_statements, ChunkInfo, EmbeddingsWriter, FileEntry, GramsWriter,
-    LayerBlock, Manifest, Pooling, StatementRow,
-};
+use schemas::{read_statements, ChunkInfo, Pooling, StatementRow};
 
-use crate::dataset::Statement;
-use crate::shard::Shard;
-use crate::vectors::{self, Shape};
+use crate::inputs::dataset::Statement;
+use crate::inputs::shard::Shard;
+use crate::store::vectors::{self, Shape};
 
 pub const PARTIAL_DIR: &str = ".partial";
 const RUN_FILE: &str = "run.json";
@@ -138,23 +132,23 @@ pub struct Chunk {
     pub info: ChunkInfo,
     /// By statement id.
     pub rows: Vec<StatementRow>,
-    pub stored: Stored,
+    pub vectors: ChunkVectors,
 }
 
 /// Where a finished chunk's vectors are.
 #[derive(Debug)]
-pub enum Stored {
-    /// In `.partial/` (vectors file in the order of `rows`): a resumed run finds it.
-    Files,
+pub enum ChunkVectors {
+    /// Saved in `.partial/` (vectors file in the order of `rows`): a resumed run finds it.
+    Saved,
     /// Held in memory until the next save ([`Partial::save`]): `rows[i]`'s vectors
-    /// are `buffer[order[i] * stride..][..stride]`, as the writer collected them.
-    Memory { buffer: Vec<f32>, order: Vec<usize> },
+    /// are `buffer[order[i] * stride..][..stride]`, as the host thread collected them.
+    Held { buffer: Vec<f32>, order: Vec<usize> },
 }
 
 pub struct Partial {
     pub dir: PathBuf,
     pub chunks: Vec<Chunk>,
-    key: RunKey,
+    pub key: RunKey,
 }
 
 /// A chunk's files: vectors first, then its run info, then its statements,
@@ -287,7 +281,7 @@ impl Partial {
                 .with_context(unusable)?;
             let rows = read_statements(&paths.statements).with_context(unusable)?;
             let shape = key.vectors_shape(rows.len());
-            // Unsynced scratch (see crate::vectors): after a machine crash its bytes
+            // Unsynced scratch (see crate::store::vectors): after a machine crash its bytes
             // may be gone while the statements file that marks it done survived.
             if let Err(e) = vectors::check(&paths.vectors, shape) {
                 eprintln!(
@@ -320,7 +314,7 @@ impl Partial {
             chunks.push(Chunk {
                 info,
                 rows,
-                stored: Stored::Files,
+                vectors: ChunkVectors::Saved,
             });
         }
         Ok(Partial {
@@ -338,7 +332,7 @@ impl Partial {
             .collect()
     }
 
-    fn poolings(&self) -> Vec<Pooling> {
+    pub fn poolings(&self) -> Vec<Pooling> {
         self.key
             .poolings
             .iter()
@@ -348,7 +342,7 @@ impl Partial {
 
     /// Takes a finished chunk: `rows[i]` with the pooled vectors
     /// `vectors[i * stride..][..stride]` (`stride` = layers x poolings x hidden, in the
-    /// layout of [`crate::forward::BatchOut::pooled_row`]), computed as `settings` and
+    /// layout of [`crate::model::forward::BatchOut::pooled_row`]), computed as `settings` and
     /// `device_name` say. It is held in memory until the next [`Self::save`].
     pub fn add_chunk(
         &mut self,
@@ -375,7 +369,7 @@ impl Partial {
         self.chunks.push(Chunk {
             info,
             rows,
-            stored: Stored::Memory {
+            vectors: ChunkVectors::Held {
                 buffer: vectors,
                 order,
             },
@@ -386,9 +380,9 @@ impl Partial {
     pub fn held_floats(&self) -> usize {
         self.chunks
             .iter()
-            .map(|c| match &c.stored {
-                Stored::Memory { buffer, .. } => buffer.len(),
-                Stored::Files => 0,
+            .map(|c| match &c.vectors {
+                ChunkVectors::Held { buffer, .. } => buffer.len(),
+                ChunkVectors::Saved => 0,
             })
             .sum()
     }
@@ -399,7 +393,7 @@ impl Partial {
     pub fn save(&mut self) -> Result<Vec<Vec<f32>>> {
         let mut freed = Vec::new();
         for chunk in &mut self.chunks {
-            let Stored::Memory { buffer, order } = &chunk.stored else {
+            let ChunkVectors::Held { buffer, order } = &chunk.vectors else {
                 continue;
             };
             let paths = chunk_paths(&self.dir, chunk.info.index);
@@ -412,8 +406,8 @@ impl Partial {
             vectors::write(&paths.vectors, shape, &slices)?;
             schemas::write_json(&paths.info, &chunk.info)?;
             schemas::write_statements(&paths.statements, &chunk.rows)?;
-            if let Stored::Memory { mut buffer, .. } =
-                std::mem::replace(&mut chunk.stored, Stored::Files)
+            if let ChunkVectors::Held { mut buffer, .. } =
+                std::mem::replace(&mut chunk.vectors, ChunkVectors::Saved)
             {
                 buffer.clear();
                 freed.push(buffer);
@@ -422,294 +416,19 @@ impl Partial {
         Ok(freed)
     }
 
+    /// The vectors file of chunk `index`.
+    pub fn vectors_path(&self, index: u32) -> PathBuf {
+        chunk_paths(&self.dir, index).vectors
+    }
+
     /// What each chunk is, for the manifest.
     pub fn chunk_infos(&self) -> Vec<ChunkInfo> {
         self.chunks.iter().map(|c| c.info.clone()).collect()
     }
 
-    /// Merges the chunks into `out_dir`'s final files, layer by layer, rows by
-    /// statement id, computing the sidecar from each layer on the way; every statement
-    /// of `ids` (ascending) must be present exactly once. Lists the three files in
-    /// `m.files` (and the sidecar in `m.grams`); returns the time the sidecar took.
-    pub fn assemble(&self, out_dir: &Path, ids: &[u32], m: &mut Manifest) -> Result<Duration> {
-        let mut rows: Vec<StatementRow> = self
-            .chunks
-            .iter()
-            .flat_map(|c| c.rows.iter().cloned())
-            .collect();
-        rows.sort_by_key(|r| r.statement_id);
-        if !rows.iter().map(|r| r.statement_id).eq(ids.iter().copied()) {
-            bail!(
-                "{}: the chunks do not hold every statement exactly once; delete it and rerun",
-                self.dir.display()
-            );
-        }
-        let sources: Vec<Source> = self
-            .chunks
-            .iter()
-            .map(|c| {
-                let ids = c.rows.iter().map(|r| r.statement_id).collect();
-                let shape = self.key.vectors_shape(c.rows.len());
-                match &c.stored {
-                    Stored::Files => Source::Chunk {
-                        path: chunk_paths(&self.dir, c.info.index).vectors,
-                        ids,
-                        shape,
-                    },
-                    Stored::Memory { buffer, order } => Source::Memory {
-                        buffer,
-                        order,
-                        ids,
-                        shape,
-                    },
-                }
-            })
-            .collect();
-        let mut grams = GramsWriter::create(out_dir, m, &rows)?;
-        let (emb, sidecar) = combine_layers(
-            &out_dir.join(schemas::EMBEDDINGS_FILE),
-            &sources,
-            ids,
-            &self.poolings(),
-            self.key.n_layers as usize + 1,
-            self.key.hidden_size as usize,
-            &mut grams,
-        )
-        .with_context(|| format!("delete {} and rerun", self.dir.display()))?;
-        let st = schemas::write_statements(&out_dir.join(schemas::STATEMENTS_FILE), &rows)?;
-        m.files.insert(schemas::STATEMENTS_FILE.to_string(), st);
-        m.files.insert(schemas::EMBEDDINGS_FILE.to_string(), emb);
-        let t = Instant::now();
-        grams.finish(m)?;
-        Ok(sidecar + t.elapsed())
-    }
-
     pub fn remove(self) -> Result<()> {
         remove_leftovers(self.dir.parent().unwrap_or(Path::new(".")))
     }
-}
-
-/// Where [`combine_layers`] reads some statements of every layer from.
-pub enum Source<'a> {
-    /// A cache's `embeddings.parquet` (a shard's, for `extract merge`).
-    Embeddings(PathBuf),
-    /// A chunk's vectors file (`ids` in the file's row order).
-    Chunk {
-        path: PathBuf,
-        ids: Vec<u32>,
-        shape: Shape,
-    },
-    /// A chunk held in memory ([`Stored::Memory`]; `ids[i]` at row `order[i]`).
-    Memory {
-        buffer: &'a [f32],
-        order: &'a [usize],
-        ids: Vec<u32>,
-        shape: Shape,
-    },
-}
-
-impl Source<'_> {
-    /// Where the statements come from, for a message.
-    fn origin(&self) -> String {
-        match self {
-            Source::Embeddings(path) | Source::Chunk { path, .. } => path.display().to_string(),
-            Source::Memory { .. } => "a chunk held in memory".to_string(),
-        }
-    }
-
-    /// Layer `l` of this source's statements.
-    fn layer(&self, l: usize, poolings: &[Pooling]) -> Result<Loaded<'_>> {
-        match self {
-            Source::Embeddings(path) => {
-                let b = read_embeddings_layer(path, l, poolings)?;
-                if b.layer as usize != l {
-                    bail!("{}: row group {l} is not layer {l}", path.display());
-                }
-                Ok(Loaded::Read(b))
-            }
-            Source::Chunk { path, ids, shape } => {
-                let blocks = vectors::Vectors::open(path, *shape)?.layer(l, path)?;
-                Ok(Loaded::Read(LayerBlock {
-                    layer: l as u32,
-                    statement_ids: ids.clone(),
-                    vectors: poolings.iter().copied().zip(blocks).collect(),
-                }))
-            }
-            Source::Memory {
-                buffer,
-                order,
-                ids,
-                shape,
-            } => Ok(Loaded::Held {
-                buffer,
-                order,
-                ids,
-                shape: *shape,
-                l,
-            }),
-        }
-    }
-}
-
-/// One layer of a [`Source`]: read from its file, or a held chunk's buffer lent as
-/// it is, so that putting the rows in order is the only copy.
-enum Loaded<'a> {
-    Read(LayerBlock),
-    Held {
-        buffer: &'a [f32],
-        order: &'a [usize],
-        ids: &'a [u32],
-        shape: Shape,
-        l: usize,
-    },
-}
-
-impl Loaded<'_> {
-    fn ids(&self) -> &[u32] {
-        match self {
-            Loaded::Read(b) => &b.statement_ids,
-            Loaded::Held { ids, .. } => ids,
-        }
-    }
-
-    /// Row `i`'s vector (`h` floats) of pooling `p`, the `k`-th of the run's poolings.
-    fn vector(&self, k: usize, p: Pooling, i: usize, h: usize) -> &[f32] {
-        match self {
-            Loaded::Read(b) => &b.vectors[&p][i * h..][..h],
-            Loaded::Held {
-                buffer,
-                order,
-                shape,
-                l,
-                ..
-            } => &buffer[order[i] * shape.stride() + (l * shape.poolings + k) * h..][..h],
-        }
-    }
-}
-
-/// Writes `out` from sources that each hold some statements of every
-/// layer: layer by layer, rows by statement id, so the result is byte for byte what
-/// one writer of all rows would produce. Every id of `ids` (ascending) must be in
-/// exactly one source. Each layer also goes to `grams`, so the sidecar needs no
-/// second read of the embeddings; returns the time that took.
-///
-/// Three threads: one reads and orders layer l+1 while another computes layer l's
-/// Gram blocks and this one encodes and writes it, so the file's sequential
-/// encoding is not also waiting on the sidecar's arithmetic.
-pub fn combine_layers(
-    out: &Path,
-    sources: &[Source<'_>],
-    ids: &[u32],
-    poolings: &[Pooling],
-    n_layer_rows: usize,
-    hidden: usize,
-    grams: &mut GramsWriter,
-) -> Result<(FileEntry, Duration)> {
-    // Shared by the two consumers without a copy.
-    type Layer = Vec<ScalarBuffer<f32>>;
-    let mut writer = EmbeddingsWriter::create(out, hidden, poolings)?;
-    let (to_grams, for_grams) = sync_channel::<Layer>(1);
-    let (to_writer, for_writer) = sync_channel::<Layer>(1);
-    let (read, sidecar, written) = std::thread::scope(|s| {
-        let reader = s.spawn(move || -> Result<()> {
-            for l in 0..n_layer_rows {
-                let layer: Layer = layer_in_order(sources, ids, poolings, hidden, l)?
-                    .into_iter()
-                    .map(ScalarBuffer::from)
-                    .collect();
-                // A consumer that hung up failed: its error is the one to report.
-                if to_grams.send(layer.clone()).is_err() || to_writer.send(layer).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        });
-        let sidecar = s.spawn(move || -> Result<Duration> {
-            let mut busy = Duration::ZERO;
-            for (l, layer) in for_grams.iter().enumerate() {
-                let t = Instant::now();
-                let by_pooling: BTreeMap<Pooling, &ScalarBuffer<f32>> =
-                    poolings.iter().copied().zip(&layer).collect();
-                grams.add_layer(l as u32, &by_pooling)?;
-                busy += t.elapsed();
-            }
-            Ok(busy)
-        });
-        // Owns its receiver, so an early return hangs up on the reader and it stops.
-        let file = &mut writer;
-        let written = (move || -> Result<usize> {
-            let mut n = 0;
-            for (l, layer) in for_writer.iter().enumerate() {
-                file.write_layer(l as u32, ids, layer)?;
-                n += 1;
-            }
-            Ok(n)
-        })();
-        (join(reader), join(sidecar), written)
-    });
-    read?;
-    let sidecar = sidecar?;
-    if written? != n_layer_rows {
-        bail!(
-            "{}: fewer layers written than {n_layer_rows}",
-            out.display()
-        );
-    }
-    Ok((writer.finish()?, sidecar))
-}
-
-/// A scoped thread's result, its panic passed on.
-fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-/// Layer `l` of every source, rows by statement id: one `ids.len() x hidden` block
-/// per pooling.
-fn layer_in_order(
-    sources: &[Source<'_>],
-    ids: &[u32],
-    poolings: &[Pooling],
-    hidden: usize,
-    l: usize,
-) -> Result<Vec<Vec<f32>>> {
-    let loaded: Vec<Loaded> = sources
-        .iter()
-        .map(|src| src.layer(l, poolings))
-        .collect::<Result<_>>()?;
-    // (statement id, source, row)
-    let mut order: Vec<(u32, usize, usize)> = loaded
-        .iter()
-        .enumerate()
-        .flat_map(|(si, b)| {
-            b.ids()
-                .iter()
-                .enumerate()
-                .map(move |(ri, &id)| (id, si, ri))
-        })
-        .collect();
-    order.sort_unstable();
-    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
-        bail!(
-            "{}: layer {l} holds statement_id {} a second time (also in {}); each statement must be there once",
-            sources[w[1].1].origin(),
-            w[1].0,
-            sources[w[0].1].origin()
-        );
-    }
-    if !order.iter().map(|&(id, _, _)| id).eq(ids.iter().copied()) {
-        bail!("layer {l} of the sources does not hold every statement exactly once");
-    }
-    Ok(poolings
-        .iter()
-        .enumerate()
-        .map(|(k, &p)| {
-            let mut v = Vec::with_capacity(ids.len() * hidden);
-            for &(_, si, ri) in &order {
-                v.extend_from_slice(loaded[si].vector(k, p, ri, hidden));
-            }
-            v
-        })
-        .collect())
 }
 
 /// Removes `.partial/` and temp files from a cache folder whose manifest already

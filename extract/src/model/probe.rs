@@ -2,7 +2,7 @@
 //! outputs recorded at export time) go through this session as one right-padded
 //! batch, as the real work is run, and must agree before a long run starts.
 //!
-//! The rule is [`crate::parity`]: each pooled vector within a bound relative to its
+//! The rule is [`crate::model::parity`]: each pooled vector within a bound relative to its
 //! own scale, derived from the dtype's roundoff, against export.json's float64 values
 //! where it has them (allowing at least transformers' own error there), else against
 //! transformers'. `--parity-slack` widens it, and the manifest records the slack and
@@ -11,12 +11,12 @@
 use anyhow::{bail, Result};
 use schemas::{Float64Parity, ParityInfo, Pooling};
 
-use crate::batch;
-use crate::forward::Forward;
-use crate::model_dir::{Dtype, ModelDir, Probe};
-use crate::parity;
-use crate::runtime::Runtime;
-use crate::tokenize::TextTokenizer;
+use crate::inputs::batch;
+use crate::inputs::tokenize::TextTokenizer;
+use crate::model::forward::Forward;
+use crate::model::model_dir::{Dtype, ModelDir, Probe};
+use crate::model::parity;
+use crate::model::runtime::Runtime;
 
 /// One pooling's recorded vectors, per layer: transformers' (float32) and float64's.
 type References<'a> = (Option<&'a Vec<Vec<f32>>>, Option<&'a Vec<Vec<f64>>>);
@@ -149,7 +149,7 @@ pub fn check(
     let poolings = Pooling::ALL;
     let group = batch::by_length(&all, &lengths);
     let seqs: Vec<&[i64]> = group.iter().map(|&i| ids[i].as_slice()).collect();
-    let out = fwd.run(rt, batch::pad(&seqs), &poolings)?;
+    let out = fwd.pass(rt, batch::pad(&seqs), &poolings)?;
     let mut pooled = Vec::new();
     for (row, &i) in group.iter().enumerate() {
         pooled.clear();
