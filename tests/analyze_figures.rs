@@ -42,12 +42,12 @@ fn assert_figures(out: &Path) {
     // The report's list ("- `STEM.png` (and `.svg`): ..."): FIGURES, the CKA heatmap and
     // the training figures; each must have been written.
     for line in report.lines() {
-        if let Some(png) = line
+        if let Some((stem, _)) = line
             .strip_prefix("- `")
             .and_then(|l| l.split_once(".png` (and `.svg`)"))
         {
             for ext in ["png", "svg"] {
-                let f = out.join(format!("{}.{ext}", png.0));
+                let f = out.join(format!("{stem}.{ext}"));
                 assert!(
                     f.is_file(),
                     "report lists {} but it was not written",
