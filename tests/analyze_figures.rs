@@ -1,16 +1,11 @@
-//! Every figure is written, as a non-empty PNG and SVG, for one model and for
-//! many, and the report lists each figure in the folder.
+//! Every figure of `analyze::figures::FIGURES` is written, as a non-empty PNG and
+//! SVG, for one model and for many; the report lists each figure in the folder, and
+//! each figure it lists is there.
 
 use std::path::Path;
 
+use analyze::figures::FIGURES;
 use e2e::{binary, run_cmd, synth_cache};
-
-const FIGURES: [&str; 4] = [
-    "scaling_comparison",
-    "layer_panels",
-    "category_scatter",
-    "peak_positions",
-];
 
 fn analyze(cache: &Path, out: &Path, models: &str) {
     let o = run_cmd(
@@ -30,7 +25,7 @@ fn analyze(cache: &Path, out: &Path, models: &str) {
 }
 
 fn assert_figures(out: &Path) {
-    for stem in FIGURES {
+    for (stem, _) in FIGURES {
         for ext in ["png", "svg"] {
             let f = out.join(format!("{stem}.{ext}"));
             let len = std::fs::metadata(&f).map_or(0, |m| m.len());
@@ -42,6 +37,23 @@ fn assert_figures(out: &Path) {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".png") {
             assert!(report.contains(&format!("`{name}`")), "report lacks {name}");
+        }
+    }
+    // The report's list ("- `STEM.png` (and `.svg`): ..."): FIGURES, the CKA heatmap and
+    // the training figures; each must have been written.
+    for line in report.lines() {
+        if let Some((stem, _)) = line
+            .strip_prefix("- `")
+            .and_then(|l| l.split_once(".png` (and `.svg`)"))
+        {
+            for ext in ["png", "svg"] {
+                let f = out.join(format!("{stem}.{ext}"));
+                assert!(
+                    f.is_file(),
+                    "report lists {} but it was not written",
+                    f.display()
+                );
+            }
         }
     }
 }

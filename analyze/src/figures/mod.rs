@@ -24,8 +24,9 @@ mod series;
 mod style;
 pub mod training;
 
-/// The figures of the primary pooling, each as .png and .svg, with what each shows.
-const FIGURES: [(&str, &str); 5] = [
+/// The figures of the primary pooling, each as .png and .svg, with what each shows:
+/// written for every analysis (`tests/analyze_figures.rs` checks each of them).
+pub const FIGURES: [(&str, &str); 5] = [
     comparison::FIGURE,
     layer_panels::FIGURE,
     geometry::FIGURE,
