@@ -48,7 +48,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "mean,mean_skip_first,last"
+        default_value = Pooling::LIST
     )]
     poolings: Vec<Pooling>,
     /// Resume an interrupted run even if it was made with another execution provider

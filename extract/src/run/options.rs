@@ -52,7 +52,10 @@ impl Options {
             }
         }
         if poolings.is_empty() {
-            bail!("--poolings lists no pooling (mean, mean_skip_first, last)");
+            bail!(
+                "--poolings lists no pooling ({})",
+                schemas::Pooling::LIST.replace(',', ", ")
+            );
         }
         Ok(poolings)
     }

@@ -1,5 +1,6 @@
 """What every part of the export shares: the format's constants, its error and its log."""
 from uatools import parity  # noqa: F401  (the ONNX Runtime vs torch check uses the one parity rule)
+from uatools.contract import POOLINGS
 
 FORMAT = "ua-export/1"
 DEFAULT_OPSET = 18
@@ -14,7 +15,7 @@ INPUTS = ["input_ids", "attention_mask"]
 REDUCED_OUTPUTS = ["pooled", "nll_sum", "n_predicted"]
 TOKEN_STATES_OUTPUTS = ["hidden_states", "token_logprobs"]
 # The reduced graph's pooling axis (pooled[:, l, k, :]), recorded in export.json.
-POOLED_ORDER = ["mean", "mean_skip_first", "last"]
+POOLED_ORDER = list(POOLINGS)
 
 # Original probe statements of clearly different lengths (short, medium, long) so the
 # right-padded verification batch really contains padding.
