@@ -60,9 +60,9 @@ import time
 
 from uatools import REPO
 from uatools.binaries import find_bin, ort_env, torch_nvidia_lib_dirs
+from uatools.pythia import STUDY_SIZES
 
-DEFAULT_MODELS = ["EleutherAI/pythia-410m", "EleutherAI/pythia-1.4b", "EleutherAI/pythia-6.9b",
-                  "EleutherAI/pythia-12b"]
+DEFAULT_MODELS = [f"EleutherAI/pythia-{size}" for size in STUDY_SIZES]
 
 
 def say(msg: str) -> None:
