@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """scripts/parity.py: the one parity rule (python/uatools/parity.py); `--rule` prints its constants
-as JSON (tests/parity.rs compares them with extract/src/parity.rs). Needs numpy."""
+as JSON (tests/e2e/parity.rs compares them with extract/src/parity.rs). Needs numpy."""
 import os
 import sys
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """tests/cka_reference.py: linear CKA from the features with numpy, the reference of
-tests/cka_exact.rs. The code: python/uatools/cka.py (usage: --help)."""
+tests/e2e/cka_exact.rs. The code: python/uatools/cka.py (usage: --help)."""
 import os
 import sys
 

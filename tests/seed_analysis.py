@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """tests/seed_analysis.py: the seed notebook's analysis code on an extract cache, the reference
-of tests/seed_exact.rs. The code: python/uatools/seed/cache_analysis.py (usage: --help)."""
+of tests/e2e/seed_exact.rs. The code: python/uatools/seed/cache_analysis.py (usage: --help)."""
 import os
 import sys
 

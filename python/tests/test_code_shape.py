@@ -80,9 +80,26 @@ def test_only_launchers_touch_sys_path(py_files):
             assert n <= 1, f"{rel} edits sys.path {n} times"
 
 
-LAUNCHERS = ["bench-engine", "bench-extract-cpu", "bench-session", "bench-transformers", "check-parity",
-             "export", "fetch-dataset", "gpu-check", "make-fixtures", "make-shape-graph", "perturb-onnx",
-             "pythia-suite", "real-model-check"]
+def python_launchers() -> list:
+    """Every Python script of scripts/ (its shebang names python): each is a launcher into uatools."""
+    found = []
+    for name in sorted(os.listdir(os.path.join(REPO, "scripts"))):
+        with open(os.path.join(REPO, "scripts", name), "rb") as f:
+            first = f.readline()
+        if first.startswith(b"#!") and b"python" in first:
+            found.append(name)
+    return found
+
+
+LAUNCHERS = python_launchers()
+
+
+def test_the_launchers_are_found_and_docs_testing_lists_each():
+    assert {"export", "pythia-suite", "parity.py"} <= set(LAUNCHERS)
+    with open(os.path.join(REPO, "docs", "testing.md"), encoding="utf-8") as f:
+        doc = f.read()
+    missing = [name for name in LAUNCHERS if f"`{name}`" not in doc]
+    assert not missing, f"docs/testing.md does not list the launchers {missing} whose --help is tested"
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)

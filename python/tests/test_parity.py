@@ -1,4 +1,4 @@
-"""The parity rule (uatools.parity; tests/parity.rs pins the Rust side to the same constants)."""
+"""The parity rule (uatools.parity; tests/e2e/parity.rs pins the Rust side to the same constants)."""
 import json
 import math
 

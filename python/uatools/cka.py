@@ -1,5 +1,5 @@
 """Linear CKA (Kornblith et al. 2019) computed directly from the features with numpy,
-as the reference for analyze's Gram-matrix computation (tests/cka_exact.rs).
+as the reference for analyze's Gram-matrix computation (tests/e2e/cka_exact.rs).
 
 CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), Xc, Yc the column-centred
 statements x hidden matrices (float64) of one layer, statements in statement_id order.

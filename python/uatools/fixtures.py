@@ -21,7 +21,7 @@ with the token embeddings left at init scale, so the massive dimensions outweigh
 about 1e4 to 1 and the layer norms' float32 statistics round them badly. On its probes
 transformers' float32 is up to ~12x the parity bound from float64 while ONNX Runtime stays
 nearer (about half as far), so extract's parity check refuses it against transformers' values
-(the rule before float64 probes) and accepts it against float64 (tests/parity.rs). Its
+(the rule before float64 probes) and accepts it against float64 (tests/e2e/parity.rs). Its
 export.json carries float64 probes; it has no reference.safetensors (no test compares the
 demo dataset with it) and is always rebuilt in full (make-fixtures checks that the plant
 still holds: transformers beyond the bound, ONNX Runtime within half of what the rule allows).

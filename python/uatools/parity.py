@@ -147,10 +147,10 @@ def rule() -> dict:
 
 
 def main(argv=None) -> int:
-    """`--rule`: the constants as JSON; anything else: this module's description."""
+    """`--rule`: the constants as JSON; anything else: the usage and this module's description."""
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--rule"]:
         print(json.dumps(rule(), indent=2))
     else:
-        print(__doc__)
+        print("usage: parity.py [--rule]\n\n" + __doc__)
     return 0

@@ -60,9 +60,9 @@ import time
 
 from uatools import REPO
 from uatools.binaries import find_bin, ort_env, torch_nvidia_lib_dirs
+from uatools.pythia import STUDY_SIZES
 
-DEFAULT_MODELS = ["EleutherAI/pythia-410m", "EleutherAI/pythia-1.4b", "EleutherAI/pythia-6.9b",
-                  "EleutherAI/pythia-12b"]
+DEFAULT_MODELS = [f"EleutherAI/pythia-{size}" for size in STUDY_SIZES]
 
 
 def say(msg: str) -> None:
@@ -112,7 +112,7 @@ SELF = os.path.join(REPO, "scripts", "pythia-suite")
 PLAN_FORMAT = "ua-pythia-suite-plan/1"
 
 
-SIZE_TOKEN = re.compile(r"^[0-9]+(\.[0-9]+)?[mMbB]$")
+SIZE_TOKEN = re.compile(r"[0-9]+(\.[0-9]+)?[mMbB]")
 
 
 def series_and_size(model_id: str):
@@ -120,7 +120,7 @@ def series_and_size(model_id: str):
     EleutherAI/pythia-410m -> (pythia, 410m); else None. The rule of
     schemas::checkpoint::series_and_size, which extract applies by default."""
     tokens = model_id.rstrip("/").split("/")[-1].split("-")
-    at = [i for i, t in enumerate(tokens) if SIZE_TOKEN.match(t)]
+    at = [i for i, t in enumerate(tokens) if SIZE_TOKEN.fullmatch(t)]
     series = [t for i, t in enumerate(tokens) if t and at and i != at[0]]
     if len(at) != 1 or not series:
         return None
@@ -202,12 +202,22 @@ def build_plan(args, extract: str, analyze: str) -> dict:
     }
 
 
+STEP = re.compile(r"step([0-9]+)(?:-.*)?", re.DOTALL)
+
+
+def step_of(revision: str):
+    """The training step a revision names: step<N> or step<N>-... (a u64, as in
+    schemas::checkpoint::step_of); else None."""
+    m = STEP.fullmatch(revision)
+    step = int(m.group(1)) if m else None
+    return step if step is not None and step < 2**64 else None
+
+
 def grid_place(model: str, rev) -> dict:
     """The manifest keys extract records for this task (model.series, .size, .revision, .step)."""
     place = series_and_size(model)
-    step = re.match(r"^step([0-9]+)(-|$)", rev or "")
     return {"series": place[0] if place else None, "size": place[1] if place else None,
-            "revision": rev, "step": int(step.group(1)) if step else None}
+            "revision": rev, "step": step_of(rev or "")}
 
 
 def grid_flags(t: dict) -> list:

@@ -43,20 +43,13 @@ import sys
 
 from uatools import REPO, cli
 from uatools.contract import POOLINGS
+from uatools.pythia import SIZES, n_params
 
 TOKENIZER = os.path.join(REPO, "tests", "data", "gpt-neox-20b-tokenizer.json")
 MAX_POSITIONS = 2048
 OPSET = 18
-# name: (layers, hidden, vocab_size) of EleutherAI/pythia-<name> (config.json on the hub).
-PYTHIA = {
-    "410m": (24, 1024, 50304),
-    "1.4b": (24, 2048, 50304),
-    "6.9b": (32, 4096, 50432),
-    "12b": (36, 5120, 50688),
-}
-# The published parameter counts (Pythia's README), which the formula below reproduces.
-PYTHIA_PARAMETERS = {"410m": 405_334_016, "1.4b": 1_414_647_808, "6.9b": 6_857_302_016, "12b": 11_846_072_320}
-DEFAULT_VOCAB = 50304
+# Without --pythia: the vocabulary of the smaller Pythia sizes.
+DEFAULT_VOCAB = SIZES["410m"]["vocab_size"]
 
 
 class ShapeError(Exception):
@@ -78,9 +71,9 @@ def load_export_module():
 def parse_args(argv=None) -> argparse.Namespace:
     p = OneLineParser(prog="make-shape-graph", description=__doc__.split("\n\n")[0],
                       epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pythia", choices=sorted(PYTHIA, key=lambda k: PYTHIA_PARAMETERS[k]),
-                   help="the shape of EleutherAI/pythia-SIZE: 410m (24, 1024), 1.4b (24, 2048), 6.9b (32, 4096), "
-                        "12b (36, 5120)")
+    p.add_argument("--pythia", choices=list(SIZES),
+                   help="the shape of EleutherAI/pythia-SIZE (layers, hidden): " + ", ".join(
+                       f"{s} ({d['num_hidden_layers']}, {d['hidden_size']})" for s, d in SIZES.items()))
     p.add_argument("--layers", type=int, help="transformer layers L (the graph emits L+1 hidden states)")
     p.add_argument("--hidden", type=int, help="hidden size H")
     p.add_argument("--vocab", type=int, default=None,
@@ -91,8 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.pythia:
         if args.layers is not None or args.hidden is not None:
             p.error("give --pythia or --layers/--hidden, not both")
-        args.layers, args.hidden, vocab = PYTHIA[args.pythia]
-        args.vocab = args.vocab or vocab
+        size = SIZES[args.pythia]
+        args.layers, args.hidden = size["num_hidden_layers"], size["hidden_size"]
+        args.vocab = args.vocab or size["vocab_size"]
     elif args.layers is None or args.hidden is None:
         p.error("give --pythia SIZE or both --layers and --hidden")
     args.vocab = args.vocab or DEFAULT_VOCAB
@@ -101,12 +95,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.vocab < 2:
         p.error("--vocab must be at least 2")
     return args
-
-
-def n_parameters(layers: int, hidden: int, vocab: int) -> int:
-    """GPT-NeoX with untied embeddings: embed_in and embed_out (V H each), per layer QKV and
-    dense (4 H^2 + 4 H), MLP at 4x (8 H^2 + 5 H) and two layer norms (4 H); final norm 2 H."""
-    return 2 * vocab * hidden + layers * (12 * hidden * hidden + 13 * hidden) + 2 * hidden
 
 
 def build_graph(layers: int, hidden: int, vocab: int, seed: int):
@@ -206,10 +194,7 @@ def write(args) -> dict:
             os.unlink(stale)
     onnx.save_model(build_graph(L, H, V, args.seed), onnx_path)
     dims = {"n_layers": L, "hidden_size": H, "vocab_size": V, "max_positions": MAX_POSITIONS,
-            "n_parameters": n_parameters(L, H, V)}
-    if args.pythia and dims["n_parameters"] != PYTHIA_PARAMETERS[args.pythia] and args.vocab == PYTHIA[args.pythia][2]:
-        raise ShapeError(f"parameter formula gives {dims['n_parameters']} for pythia-{args.pythia}, "
-                         f"not {PYTHIA_PARAMETERS[args.pythia]}")
+            "n_parameters": n_params(L, H, V)}
     try:
         ex.check_graph_io(onnx_path, False, dims, "float32")
     except ex.ExportError as e:

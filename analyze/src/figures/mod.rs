@@ -25,7 +25,7 @@ mod style;
 pub mod training;
 
 /// The figures of the primary pooling, each as .png and .svg, with what each shows:
-/// written for every analysis (`tests/analyze_figures.rs` checks each of them).
+/// written for every analysis (`tests/e2e/analyze_figures.rs` checks each of them).
 pub const FIGURES: [(&str, &str); 5] = [
     comparison::FIGURE,
     layer_panels::FIGURE,

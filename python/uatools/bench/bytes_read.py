@@ -2,8 +2,7 @@
 /proc/PID/io, page-cache hits included) and its wall time: the process is waited
 for without being reaped (WNOWAIT), so its counters can still be read.
 Memory-mapped reads (polars may map Parquet files) are not counted, so for a
-command that maps files this is a lower bound.
-usage: scripts/bytes-read COMMAND [ARGS...]"""
+command that maps files this is a lower bound."""
 import os
 import subprocess
 import sys
@@ -12,8 +11,12 @@ import time
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    usage = "usage: bytes-read COMMAND [ARGS...]\n\n" + __doc__
     if not argv:
-        sys.exit(__doc__)
+        sys.exit(usage)
+    if argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)

@@ -11,21 +11,16 @@ import argparse
 import os
 import sys
 
-from uatools.shape_graph import PYTHIA, TOKENIZER
-
-# Attention heads of EleutherAI/pythia-SIZE (config.json on the hub); the rest is shape_graph.PYTHIA.
-HEADS = {"410m": 16, "1.4b": 16, "6.9b": 32, "12b": 40}
+from uatools.pythia import SIZES, neox_config, size_dims
+from uatools.shape_graph import TOKENIZER
 
 
 def make_checkpoint(size: str, seed: int, out: str) -> None:
     import torch
     from safetensors.torch import save_file
-    from transformers import GPTNeoXConfig, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    layers, hidden, vocab = PYTHIA[size]
-    config = GPTNeoXConfig(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=HEADS[size], intermediate_size=4 * hidden, vocab_size=vocab, rotary_pct=0.25,
-                           max_position_embeddings=2048, use_parallel_residual=True, tie_word_embeddings=False,
-                           bos_token_id=0, eos_token_id=0)
+    config = neox_config(**size_dims(size))
     os.makedirs(out, exist_ok=True)
     config.save_pretrained(out)
     from transformers import GPTNeoXForCausalLM
@@ -47,7 +42,7 @@ def make_checkpoint(size: str, seed: int, out: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pythia", required=True, choices=sorted(PYTHIA), help="the shape of EleutherAI/pythia-SIZE")
+    p.add_argument("--pythia", required=True, choices=list(SIZES), help="the shape of EleutherAI/pythia-SIZE")
     p.add_argument("--seed", type=int, required=True, help="seed of the random weights")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     args = p.parse_args(argv)

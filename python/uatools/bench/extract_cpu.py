@@ -2,8 +2,8 @@
 
 Both run on the same random-weight model, so the comparison needs no download:
 
-  1. build a GPTNeoXForCausalLM at the real Pythia-160M shape (12 layers, hidden 768,
-     12 heads, intermediate 3072, vocab 50304, rotary 25 %, parallel residual, untied),
+  1. build a GPTNeoXForCausalLM at the real Pythia-160M shape (python/uatools/pythia_shapes.json:
+     12 layers, hidden 768, rotary 25 %, parallel residual, untied, ...),
      float32, weights from a fixed seed, with the real Pythia tokenizer; save it as a
      Hugging Face directory under the work folder (default out/bench/cpu-160m, ignored);
   2. export it with scripts/export (float32, cpu);
@@ -46,15 +46,17 @@ from uatools import REPO
 from uatools.binaries import default_extract_bin, run_timed
 from uatools.cache import CacheError, read_cache
 from uatools.machine import cpu_model
-from uatools.pythia import neox_config
+from uatools.pythia import SIZES, neox_config, size_dims
 from uatools.seed import loop as seed_loop_lib
 from uatools.seed.dataset import iter_statements, load_dataset
 
 SHAPES = {
-    # name: (layers, hidden, heads, intermediate)
-    "160m": (12, 768, 12, 3072),
-    "410m": (24, 1024, 16, 4096),
-    "tiny": (2, 64, 4, 256),
+    # name: config fields; Pythia's from the one table (uatools.pythia), "tiny" for a quick run
+    # with the smaller Pythia sizes' vocabulary.
+    "160m": size_dims("160m"),
+    "410m": size_dims("410m"),
+    "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256,
+             "vocab_size": SIZES["410m"]["vocab_size"]},
 }
 TARGET_RATIO = 10.0
 
@@ -64,7 +66,7 @@ def log(msg: str) -> None:
 
 
 def pythia_config(shape: str):
-    return neox_config(*SHAPES[shape])
+    return neox_config(**SHAPES[shape])
 
 
 def build_model(shape: str, tokenizer_path: str, out_dir: str, seed: int) -> None:

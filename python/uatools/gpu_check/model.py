@@ -11,14 +11,14 @@ from uatools.seed import loop as seed_loop_lib
 
 
 def make_config(shape: str):
-    return neox_config(*SHAPES[shape])
+    return neox_config(**SHAPES[shape])
 
 
 def plant_massive(model, shape, args) -> dict:
     """Massive activations as trained Pythia has them: two residual dimensions in the thousands
     from an early layer on, made by the output bias of that layer's MLP."""
     import torch
-    layers, hidden = SHAPES[shape][:2]
+    layers, hidden = SHAPES[shape]["num_hidden_layers"], SHAPES[shape]["hidden_size"]
     layer = max(0, min(args.massive_layer, layers - 2))  # a hidden state before the final LayerNorm holds it
     dims = [hidden // 3, (2 * hidden) // 3 + 1]
     values = [args.massive_value, -0.8 * args.massive_value]

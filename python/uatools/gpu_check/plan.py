@@ -2,16 +2,17 @@
 import shlex
 
 from uatools.gpu_check.runlog import elapsed
+from uatools.pythia import SIZES, size_dims
 
-# name: (layers, hidden, heads, intermediate); all vocab 50304 (Pythia's padded vocabulary)
+# name: the model's config fields (num_hidden_layers, hidden_size, num_attention_heads,
+# intermediate_size, vocab_size): Pythia's sizes from the one table (uatools.pythia), and
+# "tiny", the CPU self-test: 5 layers so that layer_step 4 samples layer 4, which carries the
+# planted activations (the last one is after the final LayerNorm); the vocabulary of the
+# smaller Pythia sizes, which the GPT-NeoX tokenizer's ids fit.
 SHAPES = {
-    "tiny": (5, 64, 4, 256),  # CPU self-test; 5 layers so that layer_step 4 samples layer 4, which
-                              # carries the planted activations (the last one is after the final LayerNorm)
-    "160m": (12, 768, 12, 3072),
-    "410m": (24, 1024, 16, 4096),
-    "1.4b": (24, 2048, 16, 8192),
-    "6.9b": (32, 4096, 32, 16384),
-    "12b": (36, 5120, 40, 20480),
+    "tiny": {"num_hidden_layers": 5, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256,
+             "vocab_size": SIZES["410m"]["vocab_size"]},
+    **{size: size_dims(size) for size in ("160m", "410m", "1.4b", "6.9b", "12b")},
 }
 # Estimated seconds per shape on one H100 (docs/gpu-check.md says how); used by --budget-s.
 EST_S = {"tiny": 20, "160m": 90, "410m": 120, "1.4b": 140, "6.9b": 300, "12b": 420}

@@ -81,7 +81,8 @@ class Shape:
 
 def check_shape(shape, args, env, dataset, res, first, save) -> dict:
     dry = args.dry_run
-    res.update({"shape": shape, "layers_hidden_heads_intermediate": SHAPES[shape], "dtype": args.dtype,
+    dims = [SHAPES[shape][k] for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")]
+    res.update({"shape": shape, "layers_hidden_heads_intermediate": dims, "dtype": args.dtype,
                 "massive_planted": shape in args.massive_shapes})
     work = os.path.join(args.work, shape)
     hf_dir, onnx_dir = os.path.join(work, "hf"), os.path.join(work, "onnx")
@@ -123,7 +124,7 @@ def check_shape(shape, args, env, dataset, res, first, save) -> dict:
 
 def step_build(s: Shape) -> None:
     shape, args, res, hf_dir = s.shape, s.args, s.res, s.hf_dir
-    plant_layer = max(0, min(args.massive_layer, SHAPES[shape][0] - 2))
+    plant_layer = max(0, min(args.massive_layer, SHAPES[shape]["num_hidden_layers"] - 2))
     plant = (f"; plant massive activations (layer {plant_layer} MLP output bias, {args.massive_value:g} and "
              f"{-0.8 * args.massive_value:g})" if shape in args.massive_shapes else "")
     log(f"== {shape}: build random weights ({args.dtype}, {args.device}, seed {args.seed}){plant} -> {hf_dir}")

@@ -2,10 +2,34 @@
 //! as the command line gives them.
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use schemas::Pooling;
 
-const DEFAULT_MODELS: &str = "pythia-410m:24:1024:405334016,pythia-1.4b:24:2048:1414647808,pythia-6.9b:32:4096:6857302016,pythia-12b:36:5120:11846072320";
+/// The default `--models`: the Pythia sizes the seed studies, `pythia-SIZE:layers:hidden:params`,
+/// from the one Pythia shape table (which the Python tools read too).
+static DEFAULT_MODELS: LazyLock<String> = LazyLock::new(|| {
+    pythia_study_models(include_str!("../../../python/uatools/pythia_shapes.json"))
+});
+
+fn pythia_study_models(table: &str) -> String {
+    let t: serde_json::Value = serde_json::from_str(table).expect("pythia_shapes.json is JSON");
+    let sizes = t["study_sizes"]
+        .as_array()
+        .expect("pythia_shapes.json: study_sizes");
+    let specs: Vec<String> = sizes
+        .iter()
+        .map(|size| {
+            let size = size.as_str().expect("pythia_shapes.json: a size label");
+            let d = &t["sizes"][size];
+            format!(
+                "pythia-{size}:{}:{}:{}",
+                d["num_hidden_layers"], d["hidden_size"], d["n_params"]
+            )
+        })
+        .collect();
+    specs.join(",")
+}
 
 /// One model to write: `name:layers:hidden[:params]`.
 #[derive(Clone)]
@@ -64,7 +88,7 @@ pub struct Options {
     #[arg(long)]
     pub out: PathBuf,
     /// Models as name:layers:hidden[:params], comma-separated (default: the four Pythia shapes).
-    #[arg(long, value_delimiter = ',', value_parser = parse_spec, default_value = DEFAULT_MODELS)]
+    #[arg(long, value_delimiter = ',', value_parser = parse_spec, default_value = DEFAULT_MODELS.as_str())]
     pub models: Vec<Spec>,
     /// Pairs per category, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "30,20,50,50,50,30")]
@@ -111,4 +135,24 @@ pub struct Options {
     /// about equal at every depth and no peak can be placed (the plateau's tests).
     #[arg(long, conflicts_with = "steps")]
     pub flat: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default models, read from the shape table, parse as `--models` does.
+    #[test]
+    fn the_default_models_are_the_tables_study_sizes() {
+        let specs: Vec<Spec> = DEFAULT_MODELS
+            .split(',')
+            .map(|m| parse_spec(m).expect("a model spec"))
+            .collect();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["pythia-410m", "pythia-1.4b", "pythia-6.9b", "pythia-12b"]
+        );
+        assert!(specs.iter().all(|s| s.layers > 0 && s.params.is_some()));
+    }
 }

@@ -5,7 +5,7 @@
 //! A refactor must leave every one of them as it was.
 //!
 //! When a change of output is intended, rewrite the goldens and review the diff:
-//! `UA_BLESS=1 cargo test --release -p e2e --test golden`. `UA_GOLDEN_BIN=DIR` takes
+//! `UA_BLESS=1 cargo test --release --workspace --test e2e golden::`. `UA_GOLDEN_BIN=DIR` takes
 //! `analyze` and `synth-cache` from DIR instead (e.g. a build of the commit before a
 //! refactor, to pin what it produced).
 

@@ -8,7 +8,7 @@
 //!
 //! They need nginx, which CI installs (`.ci/run`); `scripts/test` runs them where
 //! nginx is installed and says plainly when it did not:
-//! `cargo test --release --workspace --test remote -- --ignored`.
+//! `cargo test --release --workspace --test e2e remote:: -- --ignored`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
