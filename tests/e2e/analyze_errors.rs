@@ -1010,8 +1010,8 @@ fn a_signal_at_any_moment_leaves_the_earlier_or_the_new_output() {
     let moments = 24;
     let (mut kept, mut replaced) = (0, 0);
     // Signals a run `after` into writing; true when --out then holds the new output.
-    let mut signal_at = |i: usize, after: std::time::Duration| {
-        let signal = if i % 2 == 0 { "-INT" } else { "-TERM" };
+    let signal_at = |i: usize, after: std::time::Duration| {
+        let signal = if i.is_multiple_of(2) { "-INT" } else { "-TERM" };
         stop(signal, after);
         let now = snapshot(&out);
         assert!(leftovers().is_empty(), "left behind: {:?}", leftovers());
