@@ -226,26 +226,51 @@ def float64_throughout():
 def float64_values(text: str, model64, tokenizer) -> dict:
     """What the seed's functions give for `text` (batch 1: get_nll's loss with labels =
     input_ids, the poolings of POOLED_ORDER at every layer, float64 [n_layers+1, hidden]), from
-    one forward of the float64 model (float64_model) in float64 throughout."""
+    the float64 model (float64_model or float64_weights) in float64 throughout:
+    float64_batch_values of the one text."""
+    return float64_batch_values([text], model64, tokenizer)[0]
+
+
+def float64_batch_values(texts: list, model64, tokenizer) -> list:
+    """float64_values of each of `texts`, from ONE forward of the float64 model over them all,
+    right-padded (padding id 0, attention_mask 0 on the pads): under float64_weights each
+    module's weights are then converted to float64 once for all the texts, not once per text,
+    the bulk of the cost for a large model. A row's values are those of its text alone:
+    attention is causal and the position ids count from 0 along the sequence whatever the mask
+    (transformers' GPT-NeoX, Llama, Gemma 3), so a real token sees only the real tokens before
+    it, the pads after it add nothing to any of them, and only the real tokens are read back.
+    The NLL is computed here, not by the model's loss (labels would average it over the whole
+    batch): the mean over t = 1..n-1 of -log p(ids[t] | ids[<t]), log_softmax in float64 over
+    the vocabulary, what get_nll's loss gives for the text alone; nan where n == 1, as that loss
+    over no token is."""
     import torch
 
-    inputs = tokenizer(text, return_tensors="pt").to(model64.device)
+    from uatools.export.graph import right_padded_ids
+
+    input_ids, attention_mask, lengths = right_padded_ids(
+        [list(tokenizer(t)["input_ids"]) for t in texts], model64.device)
     with torch.no_grad(), float64_throughout():
-        out = model64(**inputs, labels=inputs["input_ids"], output_hidden_states=True)
-    h = torch.stack(out.hidden_states)[:, 0].cpu().numpy()  # [n_layers+1, seq, hidden]
-    return {"nll": float(out.loss.item()), "mean_skip_first": h[:, 1:].mean(axis=1), "mean": h.mean(axis=1),
-            "last": h[:, -1]}
+        out = model64(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        nlls = [-torch.log_softmax(out.logits[row, :n - 1].to(torch.float64), dim=-1)
+                .gather(-1, input_ids[row, 1:n, None]).mean() for row, n in enumerate(lengths)]
+    hidden = torch.stack(out.hidden_states).cpu().numpy()  # [n_layers+1, batch, seq, hidden]
+    values = []
+    for row, n in enumerate(lengths):
+        h = hidden[:, row, :n]  # the row's real tokens: [n_layers+1, n, hidden]
+        values.append({"nll": float(nlls[row].item()), "mean_skip_first": h[:, 1:].mean(axis=1),
+                       "mean": h.mean(axis=1), "last": h[:, -1]})
+    return values
 
 
-def float64_record(probe: dict, model64, tokenizer) -> dict:
-    """One probe's "float64": float64_values, and "transformers_error": the error of the
+def float64_record(probe: dict, values: dict) -> dict:
+    """One probe's "float64": its float64_values, and "transformers_error": the error of the
     probe's values (transformers' in the export dtype) against them, per pooling and layer,
     by the parity rule."""
     import numpy as np
 
     from uatools import parity
 
-    values = float64_values(probe["text"], model64, tokenizer)
+    values = dict(values)
     errors = {"nll": parity.nll_error(probe["nll"], values["nll"])}
     for key in POOLED_ORDER:
         errors[key] = parity.vector_errors(np.asarray(probe[key]), values[key]).tolist()
@@ -254,22 +279,29 @@ def float64_record(probe: dict, model64, tokenizer) -> dict:
 
 
 def add_float64_probes(probes: list, model, tokenizer) -> list:
-    """The probes with their "float64" records (see float64_record), computed with float64
-    weights module by module (float64_weights). A family whose code reads a module's weights
+    """The probes with their "float64" records (see float64_record), all computed in one
+    forward (float64_batch_values) with float64 weights module by module (float64_weights), so
+    that each module's weights are converted once. A family whose code reads a module's weights
     outside that module's forward fails there (float64 meets float32 in a matrix product): then
-    they are computed again from a float64 copy of the whole model (float64_model), which lives
-    only while they are."""
+    they are computed again, in one forward too, from a float64 copy of the whole model
+    (float64_model), which lives only while they are."""
+    if not probes:
+        return []
+    texts = [p["text"] for p in probes]
+    values = None
     try:
         with float64_weights(model) as model64:
-            return [{**p, "float64": float64_record(p, model64, tokenizer)} for p in probes]
+            values = float64_batch_values(texts, model64, tokenizer)
     except RuntimeError as e:
         log(f"  float64 weights module by module failed ({first_line(e)}); "
             "from a float64 copy of the whole model instead")
-    model64 = float64_model(model)
-    try:
-        return [{**p, "float64": float64_record(p, model64, tokenizer)} for p in probes]
-    finally:
-        del model64
+    if values is None:  # the copy made outside the except block, which holds the failed forward's frames
+        model64 = float64_model(model)
+        try:
+            values = float64_batch_values(texts, model64, tokenizer)
+        finally:
+            del model64
+    return [{**p, "float64": float64_record(p, v)} for p, v in zip(probes, values)]
 
 
 def external_data_files(onnx_path: str) -> list:
