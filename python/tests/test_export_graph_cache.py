@@ -19,7 +19,7 @@ for package in ("torch", "transformers", "onnxscript", "onnxruntime"):
     pytest.importorskip(package, reason=f"{package} is not installed (python/requirements-models.txt)")
 
 from uatools.binaries import find_bin, ort_env
-from uatools.export import cli, template
+from uatools.export import cli, gpt_neox_graph, template
 
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "tiny-a")
 CHECKPOINT_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
@@ -47,33 +47,38 @@ def export(model, out, *flags):
     return cli.run(cli.parse_args(["--model", model, "--out", out, *flags]))
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """{name: out dir}: tiny-a traced into a fresh graph cache, then a later checkpoint with that
-    cache (the trace forbidden), and the same checkpoint traced from scratch."""
+# How the graph is made: GPT-NeoX's is written from the config by default, traced on request.
+HOW = {"written": [], "traced": ["--trace-graph"]}
+
+
+@pytest.fixture(scope="module", params=list(HOW))
+def exports(tmp_path_factory, request):
+    """{name: out dir}: tiny-a's graph made into a fresh graph cache (written or traced), then a
+    later checkpoint with that cache (making the graph forbidden), and the same checkpoint's
+    graph made from scratch."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SOURCE_DATE_EPOCH", "1767398400")  # the same "created" in every export.json
-        yield make_exports(tmp_path_factory.mktemp("graph-cache"), patch)
+        yield make_exports(tmp_path_factory.mktemp("graph-cache"), HOW[request.param])
 
 
-def make_exports(root, patch):
-    """The three exports; patch undoes the forbidden trace however they end."""
+def make_exports(root, how):
+    """The three exports (how: the flags that say how the graph is made)."""
     graphs = str(root / "graphs")
     later = later_checkpoint(str(root / "tiny-a-later"))
     outs = {name: str(root / name) for name in ("first", "reused", "scratch")}
-    export(FIXTURE, outs["first"], "--graph-cache", graphs)
+    export(FIXTURE, outs["first"], "--graph-cache", graphs, *how)
     entries = [e for e in os.listdir(graphs) if not e.endswith(".lock")]
     assert len(entries) == 1, entries
 
-    def no_trace(self):
-        raise AssertionError("the second checkpoint of an architecture was traced")
+    def no_graph(*args, **kwargs):
+        raise AssertionError("the second checkpoint of an architecture had its graph made again")
 
-    original = template.TraceJob.run
-    patch.setattr(template.TraceJob, "run", no_trace)
-    export(later, outs["reused"], "--graph-cache", graphs)
-    patch.setattr(template.TraceJob, "run", original)
+    with pytest.MonkeyPatch.context() as forbid:
+        forbid.setattr(template.TraceJob, "run", no_graph)
+        forbid.setattr(gpt_neox_graph, "template", no_graph)
+        export(later, outs["reused"], "--graph-cache", graphs, *how)
     assert [e for e in os.listdir(graphs) if not e.endswith(".lock")] == entries
-    export(later, outs["scratch"], "--no-graph-cache")
+    export(later, outs["scratch"], "--no-graph-cache", *how)
     return outs
 
 
@@ -82,8 +87,8 @@ def read_json(path):
         return json.load(f)
 
 
-def test_the_reused_graph_is_the_traced_one(exports):
-    """The later checkpoint's model.onnx is byte for byte what a trace of it writes, and its
+def test_the_reused_graph_is_the_one_made_from_scratch(exports):
+    """The later checkpoint's model.onnx is byte for byte what making its graph anew writes, and its
     export.json records its own weights (not the first checkpoint's)."""
     with open(os.path.join(exports["reused"], "model.onnx"), "rb") as f:
         reused = f.read()
@@ -95,7 +100,7 @@ def test_the_reused_graph_is_the_traced_one(exports):
     assert later["files"]["model.onnx"] != first["files"]["model.onnx"]
 
 
-def test_a_damaged_entry_is_traced_again(tmp_path):
+def test_a_damaged_entry_is_made_again(tmp_path):
     """An entry whose proto no longer matches its hash is not used."""
     graphs = tmp_path / "graphs"
     export(FIXTURE, str(tmp_path / "a"), "--graph-cache", str(graphs))

@@ -19,9 +19,10 @@ Writes into --out:
                         probe values for parity checks
   reference.safetensors only with --reference-dataset: seed values for every statement
 
-The graph is traced once per architecture, with the weights on torch's meta device, and kept
-in the graph cache (--graph-cache, $UA_GRAPH_CACHE, ~/.cache/ua-scaling/graphs; see
-uatools.export.graph_cache); every export writes the proto as cached and streams its own
+The graph is made once per architecture and kept in the graph cache (--graph-cache, $UA_GRAPH_CACHE, ~/.cache/ua-scaling/graphs; see
+uatools.export.graph_cache): a GPT-NeoX (Pythia) graph in float32 is written node by node from the
+config (uatools.export.gpt_neox_graph, in milliseconds; --trace-graph traces it instead), any other
+is traced by the dynamo exporter with the weights on torch's meta device. Every export writes the proto as cached and streams its own
 model's tensors into model.onnx.data (uatools.export.weights). Where that fails for a model
 (its trace without weights, or its weights against the graph), the graph is traced with the
 loaded weights instead (one log line says so) and not kept.
@@ -56,6 +57,7 @@ import sys
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
+from uatools.export import gpt_neox_graph
 from uatools.export.common import (
     DEFAULT_OPSET,
     DEFAULT_PROBES,
@@ -231,7 +233,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"(default: ${GRAPH_CACHE_ENV}, else ~/.cache/ua-scaling/graphs); share one between "
                         f"the tasks of a Slurm array")
     p.add_argument("--no-graph-cache", action="store_true",
-                   help="trace the graph even if the graph cache has it, and keep nothing there")
+                   help="make the graph even if the graph cache has it, and keep nothing there")
+    p.add_argument("--trace-graph", action="store_true",
+                   help="trace the graph with the dynamo exporter even where it is written from the config "
+                        "(GPT-NeoX in float32, uatools.export.gpt_neox_graph)")
     p.add_argument("--no-float64-probes", action="store_true",
                    help="record the probes in the export dtype only, not also in float64 (computed with "
                         "float64 copies of one module's weights at a time): extract then judges parity against "
@@ -247,6 +252,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--graph-cache and --no-graph-cache: give one of them")
     if args.graph_cache is not None and args.exporter == "torchscript":
         p.error("--graph-cache works with the dynamo exporter only (torchscript traces with the weights)")
+    if args.trace_graph and args.exporter == "torchscript":
+        p.error("--trace-graph: the torchscript exporter always traces (give one of them)")
     return args
 
 
@@ -373,6 +380,9 @@ class GraphWork:
         self.streamed, self.constants = weight_sources(model)
         # TorchScript traces the loaded model itself, so not beside the probes.
         self.concurrent = args.exporter == "dynamo"
+        # Why the graph is traced rather than written from the config (None: it is written).
+        self.traced_because = ("--trace-graph" if args.trace_graph
+                               else gpt_neox_graph.unsupported(model, args.dtype))
         self.trace_job = None
         self.failure = None  # why the graph template failed for this model, where it did
         self.layout = ("token states (hidden_states, token_logprobs)" if args.token_states
@@ -394,13 +404,14 @@ class GraphWork:
 
     def from_template(self) -> tuple:
         args = self.args
+        made = "traced" if self.traced_because else "written from the config"
         if args.no_graph_cache:
-            template = self.trace()
+            template = self.make()
         else:
-            key, made_of = key_of(self.model, args.dtype, args.opset, args.token_states)
+            key, made_of = key_of(self.model, args.dtype, args.opset, args.token_states, made)
             root = args.graph_cache or default_root()
-            template, reused = cached_template(root, key, made_of, self.trace)
-            log(f"graph {key[:16]} {'reused from' if reused else 'traced and kept in'} the graph cache {root}")
+            template, reused = cached_template(root, key, made_of, self.make)
+            log(f"graph {key[:16]} {'reused from' if reused else made + ' and kept in'} the graph cache {root}")
         if self.trace_job is not None and self.trace_job.cancelled:
             raise ExportError("interrupted")
         external = template.data_bytes > EXTERNAL_DATA_THRESHOLD
@@ -420,8 +431,14 @@ class GraphWork:
                                    external, self.dims, args.dtype)
         return model_files(args.out), opset
 
-    def trace(self):
-        log(f"tracing the graph (dynamo exporter, opset {self.args.opset}, weights on the meta device), "
+    def make(self):
+        """The graph template: written from the config where gpt_neox_graph knows the model, else traced."""
+        args = self.args
+        if self.traced_because is None:
+            log(f"writing the GPT-NeoX graph from the config (opset {args.opset}), outputs {self.layout}")
+            return gpt_neox_graph.template(self.model, self.streamed, self.constants, args.token_states, args.opset,
+                                           self.dims)
+        log(f"tracing the graph (dynamo exporter, opset {args.opset}, weights on the meta device), "
             f"outputs {self.layout}")
         self.trace_job = TraceJob(self.model.config, self.constants, self.args.dtype, self.args.token_states,
                                   self.args.opset, self.dims)

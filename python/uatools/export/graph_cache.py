@@ -1,8 +1,9 @@
-"""The graph cache: graph templates kept between exports, so that an architecture is traced once.
+"""The graph cache: graph templates kept between exports, so that an architecture's graph is made
+(traced, or written from its config) once.
 
 An entry's key is the sha256 of everything the graph depends on: the model's config (less the
 fields that name a checkpoint rather than shape a model), the export options (dtype, opset,
-layout), the versions of the tools that trace it (python, torch, transformers, onnx,
+layout), how it is made, the versions of the tools that make it (python, torch, transformers, onnx,
 onnxscript, onnx_ir) and the export's own graph code. Never the weights: every checkpoint of
 one model (Pythia's 154 revisions) gets the same entry.
 
@@ -12,9 +13,9 @@ proto) and layout.json (its tensors, the proto's sha256, and what the key was ma
 
 Safe to share between processes (a Slurm array's tasks on one file system): an entry is
 written into a temporary folder beside it, synced, and renamed into place, so a reader sees a
-whole entry or none; an flock on DIR/KEY.lock makes a second process wait for the first's trace
-rather than trace too, and where the file system has no flock, the first rename wins and the
-other copy is dropped. A damaged entry (its proto no longer matches its hash) is traced again.
+whole entry or none; an flock on DIR/KEY.lock makes a second process wait for the first's graph
+rather than make it too, and where the file system has no flock, the first rename wins and the
+other copy is dropped. A damaged entry (its proto no longer matches its hash) is made again.
 """
 from __future__ import annotations
 
@@ -59,11 +60,11 @@ def tool_versions() -> dict:
 
 
 def graph_code_sha256() -> str:
-    """The code that decides the graph: the wrapper and the template's tracing."""
-    from uatools.export import graph, template
+    """The code that decides the graph: the wrapper, the template's tracing and the written graph."""
+    from uatools.export import gpt_neox_graph, graph, template
 
     digest = hashlib.sha256()
-    for module in (graph, template):
+    for module in (graph, template, gpt_neox_graph):
         with open(module.__file__, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()
@@ -76,9 +77,9 @@ def model_config(model) -> dict:
     return {k: v for k, v in sorted(cfg.items()) if not k.startswith("_") and k not in IDENTITY_FIELDS}
 
 
-def key_of(model, dtype: str, opset: int, token_states: bool) -> tuple:
-    """(key, what it was made of)."""
-    made_of = {"format": TEMPLATE_FORMAT, "model_class": type(model).__name__, "config": model_config(model),
+def key_of(model, dtype: str, opset: int, token_states: bool, made: str) -> tuple:
+    """(key, what it was made of); made: how the graph is made ("traced", "written from the config")."""
+    made_of = {"format": TEMPLATE_FORMAT, "made": made, "model_class": type(model).__name__, "config": model_config(model),
                "dtype": dtype, "opset": opset, "token_states": token_states, "versions": tool_versions(),
                "graph_code_sha256": graph_code_sha256()}
     text = json.dumps(made_of, sort_keys=True, separators=(",", ":"), default=str)
@@ -128,8 +129,8 @@ def make_root(root: str) -> None:
         raise ExportError(f"--graph-cache {root}: not writable (give another folder, or --no-graph-cache)")
 
 
-def cached_template(root: str, key: str, made_of: dict, trace) -> tuple:
-    """(template, reused): the entry for key, or trace() stored as it."""
+def cached_template(root: str, key: str, made_of: dict, make) -> tuple:
+    """(template, reused): the entry for key, or make() stored as it."""
     make_root(root)
     folder = os.path.join(root, key)
     with key_lock(root, key):
@@ -137,10 +138,10 @@ def cached_template(root: str, key: str, made_of: dict, trace) -> tuple:
         if template is not None:
             return template, True
         if damage:
-            log(f"  the graph cache's entry {folder} is damaged ({damage}); tracing again")
+            log(f"  the graph cache's entry {folder} is damaged ({damage}); making it again")
             aside = tempfile.mkdtemp(prefix=f".{key}.damaged.", dir=root)
             os.rename(folder, os.path.join(aside, key))
             shutil.rmtree(aside, ignore_errors=True)
-        template = trace()
+        template = make()
         write_entry(root, key, template, made_of)
         return template, False
