@@ -41,16 +41,22 @@ ensure_venv() {
 }
 
 # MODELS_PY: a Python with what makes and exports models (python/requirements-models.txt:
-# torch, transformers, onnxscript, onnxruntime, safetensors, tokenizers), for scripts/slurm-test's stand-in
+# torch, transformers, onnxscript, onnxruntime, safetensors, tokenizers), for the export's tests
+# (scripts/test's pytest: `ensure_models_python venv`, into .venv) and scripts/slurm-test's stand-in
 # checkpoints. The venv's when it has them; else the Python the venv was made from when that
 # has them (nothing is installed then, as before the venv); else they are installed into
 # .venv: torch's CPU wheel first (PyPI's default Linux torch pulls gigabytes of CUDA
 # libraries), PyPI's only where download.pytorch.org is unreachable.
 MODELS_IMPORT='import torch, transformers, onnxscript, onnxruntime, safetensors, tokenizers'
-ensure_models_python() {
+ensure_models_python() { # [venv: into .venv even where the base Python has them (pytest runs there)]
   ensure_venv
   MODELS_PY=$VENV/bin/python3
   "$MODELS_PY" -c "$MODELS_IMPORT" 2>/dev/null && return 0
+  if [[ ${1:-} != venv ]] && use_base_models_python; then return 0; fi
+  install_models_python
+}
+
+use_base_models_python() {
   local base
   base=$("$VENV/bin/python3" -c 'import sys; print(getattr(sys, "_base_executable", "") or "")')
   if [[ -n $base && -x $base ]] && "$base" -c "$MODELS_IMPORT" 2>/dev/null; then
@@ -58,6 +64,10 @@ ensure_models_python() {
     step "using $base for the model packages (torch, transformers, onnxscript: it has them)"
     return 0
   fi
+  return 1
+}
+
+install_models_python() {
   step "installing python/requirements-models.txt (torch's CPU build, transformers, onnxscript) into .venv"
   "$MODELS_PY" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
     || "$MODELS_PY" -m pip install -q torch || { echo "pip install torch failed (CPU index and PyPI)" >&2; exit 1; }
