@@ -73,13 +73,16 @@ impl Created {
     }
 }
 
-/// Refuses a cache root inside a model's cache folder (one holding a manifest or a
-/// lock): the new cache would be taken for a stray folder of that one, and analyze
-/// would never find it.
+/// Refuses a cache root inside a model's cache folder (one holding a manifest, or a
+/// lock beside the `.partial` folder of a run under way or interrupted): the new cache
+/// would be taken for a stray folder of that one, and analyze would never find it. A
+/// `.lock` alone is not ours to judge: other tools leave files of that name (pytest in
+/// each of its numbered temporary folders).
 pub(crate) fn check_root(out: &Path) -> Result<()> {
     let root = resolved(out);
     if let Some(cache) = root.ancestors().find(|d| {
-        d.join(schemas::LOCK_FILE).is_file() || Manifest::read(&d.join(MANIFEST_FILE)).is_ok()
+        Manifest::read(&d.join(MANIFEST_FILE)).is_ok()
+            || (d.join(schemas::LOCK_FILE).is_file() && d.join(chunks::PARTIAL_DIR).is_dir())
     }) {
         bail!(
             "--out {} lies in {}, a model's cache folder; caches go in a root folder of their own, one folder per model (e.g. --out {})",
