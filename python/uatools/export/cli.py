@@ -19,10 +19,11 @@ Writes into --out:
                         probe values for parity checks
   reference.safetensors only with --reference-dataset: seed values for every statement
 
-The graph is made once per architecture and kept in the graph cache (--graph-cache, $UA_GRAPH_CACHE, ~/.cache/ua-scaling/graphs; see
-uatools.export.graph_cache): a GPT-NeoX (Pythia) graph in float32 is written node by node from the
-config (uatools.export.gpt_neox_graph, in milliseconds; --trace-graph traces it instead), any other
-is traced by the dynamo exporter with the weights on torch's meta device. Every export writes the proto as cached and streams its own
+The graph is made once per architecture and kept in the graph cache (--graph-cache,
+$UA_GRAPH_CACHE, ~/.cache/ua-scaling/graphs; see uatools.export.graph_cache): a GPT-NeoX (Pythia)
+graph in float32 is written node by node from the config (uatools.export.gpt_neox_graph, in
+milliseconds; --trace-graph traces it instead), any other is traced by the dynamo exporter with
+the weights on torch's meta device. Every export writes the proto as cached and streams its own
 model's tensors into model.onnx.data (uatools.export.weights). Where that fails for a model
 (its trace without weights, or its weights against the graph), the graph is traced with the
 loaded weights instead (one log line says so) and not kept.
@@ -54,6 +55,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
@@ -360,7 +362,9 @@ def probes_and_reference(args, model, tokenizer, check_texts, probe_texts) -> tu
     if probes and not args.no_float64_probes:
         log("  and in float64, with float64 copies of one module's weights at a time (the truth the parity rule "
             "judges against)")
+        started = time.monotonic()
         probes = add_float64_probes(probes, model, tokenizer)
+        log(f"  float64 probes done in {time.monotonic() - started:.1f} s")
     if verification_skip_reason(args):
         return probes, bos, None
     verify_texts = probe_texts if len(probe_texts) >= 2 else DEFAULT_PROBES[:2]
@@ -417,7 +421,10 @@ class GraphWork:
         external = template.data_bytes > EXTERNAL_DATA_THRESHOLD
         log(f"writing model.onnx{f' and {EXTERNAL_DATA_NAME}' if external else ''}: "
             f"{len(template.tensors)} tensors, {template.data_bytes / 1e6:.1f} MB")
-        return write_model(template, self.streamed, args.out), template.opset
+        started = time.monotonic()
+        files = write_model(template, self.streamed, args.out)
+        log(f"  written and synced in {time.monotonic() - started:.1f} s")
+        return files, template.opset
 
     def with_weights(self) -> tuple:
         """The fallback of run(): model.onnx (+ model.onnx.data) traced by the dynamo exporter with
@@ -439,7 +446,7 @@ class GraphWork:
             return gpt_neox_graph.template(self.model, self.streamed, self.constants, args.token_states, args.opset,
                                            self.dims)
         log(f"tracing the graph (dynamo exporter, opset {args.opset}, weights on the meta device), "
-            f"outputs {self.layout}")
+            f"outputs {self.layout}; not written from the config: {self.traced_because}")
         self.trace_job = TraceJob(self.model.config, self.constants, self.args.dtype, self.args.token_states,
                                   self.args.opset, self.dims)
         return self.trace_job.run()
@@ -466,6 +473,10 @@ class GraphWork:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # torch's OpenMP threads otherwise spin between operations, taking the cores from the threads
+    # that write and hash the weights beside the probes: at the 1.4B shape on 2 cores, 8 CPU
+    # seconds and 3 s of wall clock (docs/benchmarks.md). Read once, when torch loads (not yet).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         run(args)
     except ExportError as e:

@@ -79,19 +79,17 @@ class Nodes:
     def ints(self, *values) -> str:
         return self.const(list(values), np.int64)
 
-    def weight(self, source: str, transpose: bool = False) -> str:
-        """The parameter `source` (weight_sources' name), transposed for a MatMul where asked."""
+    def weight(self, source: str) -> str:
+        """The parameter `source` (weight_sources' name), as the checkpoint holds it: never
+        transposed (the linear layers are Gemm with transB), so its bytes are streamed as they
+        are, with no copy."""
         from uatools.export.common import ExportError
 
         if source not in self.streamed:
             raise ExportError(f"the GPT-NeoX graph reads {source}, which this model does not have")
-        shape = list(self.streamed[source].shape)
-        perm = [1, 0] if transpose else None
-        name = source + (".T" if transpose else "")
-        if any(w[0] == name for w in self.weights):
-            return name
-        self.weights.append((name, source, perm, shape if perm is None else shape[::-1]))
-        return name
+        if all(w[0] != source for w in self.weights):
+            self.weights.append((source, list(self.streamed[source].shape)))
+        return source
 
 
 def layer_norm(g: Nodes, x: str, prefix: str, eps: float) -> str:
@@ -100,8 +98,12 @@ def layer_norm(g: Nodes, x: str, prefix: str, eps: float) -> str:
 
 
 def linear(g: Nodes, x: str, prefix: str, bias: bool = True) -> str:
-    y = g.op("MatMul", x, g.weight(prefix + ".weight", transpose=True))
-    return g.op("Add", y, g.weight(prefix + ".bias")) if bias else y
+    """nn.Linear on x [..., in]: a Gemm with transB over x's rows (so the weight is read as stored)."""
+    weight = g.weight(prefix + ".weight")
+    out_features = g.streamed[weight].shape[0]
+    rows = g.op("Reshape", x, g.ints(-1, g.streamed[weight].shape[1]))
+    y = g.op("Gemm", rows, weight, *([g.weight(prefix + ".bias")] if bias else []), transB=1)
+    return g.op("Reshape", y, g.op("Concat", g.op("Shape", x, end=-1), g.ints(out_features), axis=0))
 
 
 def last_axis(g: Nodes, x: str, start: int, end: int) -> str:
@@ -181,7 +183,7 @@ def causal_padding_mask(g: Nodes, positions: str, attention_mask: str) -> str:
 def next_token_logprobs(g: Nodes, hidden: str, input_ids: str, lm_head: str) -> str:
     """[B, T-1]: log p(input_ids[t] | tokens < t), t = 1..T-1: the output layer on positions
     0..T-2 only, a float32 log-softmax, the target's entry."""
-    logits = g.op("MatMul", g.op("Slice", hidden, g.ints(0), g.ints(-1), g.ints(1)), lm_head)
+    logits = linear(g, g.op("Slice", hidden, g.ints(0), g.ints(-1), g.ints(1)), lm_head, bias=False)
     logprobs = g.op("LogSoftmax", logits, axis=-1)
     targets = g.op("Unsqueeze", g.op("Slice", input_ids, g.ints(1), g.ints(2**62), g.ints(1)), g.ints(-1))
     return g.op("Squeeze", g.op("GatherElements", logprobs, targets, axis=-1), g.ints(-1))
@@ -213,7 +215,7 @@ def pooled_and_nll(g: Nodes, hidden_states: list, logprobs: str, attention_mask:
 
 def build(model, streamed: dict, constants: dict, token_states: bool, opset: int):
     """The proto of model's graph (weights as placeholders) and its streamed weights in order:
-    (ModelProto, [(initializer, source, perm, shape)])."""
+    (ModelProto, [(name, shape)]: the weights, each named as its parameter)."""
     from onnx import TensorProto, helper
 
     config = model.config
@@ -236,7 +238,7 @@ def build(model, streamed: dict, constants: dict, token_states: bool, opset: int
         hidden_states.append(h)
     hidden_states[-1] = layer_norm(g, h, base + ".final_layer_norm", config.layer_norm_eps)
     head = next(name for name, module in model.named_modules() if module is model.get_output_embeddings())
-    logprobs = next_token_logprobs(g, hidden_states[-1], input_ids, g.weight(f"model.{head}.weight", transpose=True))
+    logprobs = next_token_logprobs(g, hidden_states[-1], input_ids, f"model.{head}")
 
     if token_states:
         zeros = g.op("Mul", g.op("Cast", g.op("Slice", input_ids, g.ints(0), g.ints(1), g.ints(1)), to=1),
@@ -259,7 +261,7 @@ def build(model, streamed: dict, constants: dict, token_states: bool, opset: int
     inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"]) for name in INPUTS]
     outs = [helper.make_tensor_value_info(name, *shapes[name]) for name in names]
     placeholders = []
-    for name, _, _, shape in g.weights:
+    for name, shape in g.weights:
         t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape, data_location=TensorProto.EXTERNAL)
         placeholders.append(t)
     graph = helper.make_graph(g.nodes, "gpt_neox", inputs, outs, initializer=placeholders + g.constants)
@@ -277,11 +279,11 @@ def template(model, streamed: dict, constants: dict, token_states: bool, opset: 
     proto, weights = build(model, streamed, constants, token_states, opset)
     tensors, offset = [], 0
     by_name = {t.name: t for t in proto.graph.initializer}
-    for name, source, perm, shape in weights:
+    for name, shape in weights:
         offset = -(-offset // DATA_ALIGNMENT) * DATA_ALIGNMENT
-        src = streamed[source]
+        src = streamed[name]
         nbytes = src.numel() * src.element_size()
-        tensors.append(Tensor(name=name, source=source, perm=perm, dtype=str(src.dtype).removeprefix("torch."),
+        tensors.append(Tensor(name=name, source=name, perm=None, dtype=str(src.dtype).removeprefix("torch."),
                               shape=shape, offset=offset, nbytes=nbytes))
         init = by_name[name]
         del init.external_data[:]
