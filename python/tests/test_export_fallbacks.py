@@ -85,6 +85,45 @@ def test_float64_weights_module_by_module_equal_the_float64_copy(monkeypatch, bl
     assert "forward" not in vars(model.get_output_embeddings())
 
 
+def test_a_forward_that_returns_a_view_of_its_weight_keeps_its_values():
+    """float64_weights reuses one float64 buffer from module to module: a module whose output is
+    a view of its own weight must keep that output's values when the next module's weights are
+    copied in (its buffer is given up, not reused)."""
+    import torch
+
+    class Table(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(4, 3))
+
+        def forward(self, x):
+            return self.weight[:2]
+
+    class Shift(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.randn(4, 3))
+
+        def forward(self, x):
+            return x + self.bias[:2]
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table, self.shift = Table(), Shift()
+
+        def forward(self, x):
+            rows = self.table(x)
+            return rows, self.shift(rows)
+
+    net = Net()
+    with torch.no_grad(), meta.float64_weights(net) as swapped:
+        rows, shifted = swapped(torch.zeros(1))
+    want = net.table.weight.detach().double()[:2]
+    assert rows.dtype == torch.float64 and torch.equal(rows, want)
+    assert torch.equal(shifted, want + net.shift.bias.detach().double()[:2])
+
+
 def test_float64_probes_fall_back_to_a_float64_copy(monkeypatch, capsys):
     """A family whose code reads a module's weights outside its forward (made here: the output
     layer's weight read by the model's own forward) fails module by module; the probes then come
