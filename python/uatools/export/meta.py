@@ -289,9 +289,8 @@ def float64_batch_values(texts: list, model64, tokenizer) -> list:
     batch): the mean over t = 1..n-1 of -log p(ids[t] | ids[<t]), log_softmax in float64 over
     the vocabulary, what get_nll's loss gives for the text alone; nan where n == 1, as that loss
     over no token is."""
-    import torch
-
     import numpy as np
+    import torch
 
     from uatools.export.graph import right_padded_ids
 
