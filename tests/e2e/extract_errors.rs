@@ -882,9 +882,27 @@ fn the_disk_a_run_needs_is_estimated_before_it_starts() {
     }
 }
 
+/// A `.lock` that is not a cache's (pytest leaves one in each of its numbered
+/// temporary folders) does not make its folder a model's cache folder: a cache root
+/// beneath it is accepted.
+#[test]
+fn a_foreign_lock_makes_no_cache_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let foreign = tmp.path().join("pytest-7");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join(".lock"), "4242").unwrap();
+    let o = extract_cpu(
+        &fixture("tiny-a"),
+        &demo_dataset(),
+        &foreign.join("cache"),
+        NAME,
+        &["--poolings", "mean"],
+    );
+    e2e::assert_ok(&o, "a cache root under a foreign .lock");
+}
+
 /// Places a cache cannot go, refused before anything is written: a root inside a
-/// model's cache folder (the new cache would be a stray folder of that one; a folder
-/// with someone else's `.lock` is no such folder), a
+/// model's cache folder (the new cache would be a stray folder of that one), a
 /// `.partial` that is a file (it failed as "File exists" and left a `.lock`); and a
 /// refused run removes the root folders it created (they were left empty).
 #[test]
@@ -923,20 +941,6 @@ fn places_a_cache_cannot_go_are_refused_leaving_nothing() {
         );
         assert_eq!(listing(&cache), before, "nothing written into the cache");
     }
-
-    // A `.lock` that is not a cache's (pytest leaves one in each of its numbered
-    // temporary folders) does not make its folder a model's cache folder.
-    let foreign = tmp.path().join("pytest-7");
-    std::fs::create_dir_all(&foreign).unwrap();
-    std::fs::write(foreign.join(".lock"), "4242").unwrap();
-    let o = extract_cpu(
-        &fixture("tiny-a"),
-        &demo_dataset(),
-        &foreign.join("cache"),
-        NAME,
-        &["--poolings", "mean"],
-    );
-    e2e::assert_ok(&o, "a cache root under a foreign .lock");
 
     let other = tmp.path().join("other");
     std::fs::create_dir_all(other.join(NAME)).unwrap();
