@@ -57,7 +57,8 @@ class Nodes:
 
     def __init__(self, streamed: dict):
         self.streamed = streamed
-        self.nodes, self.constants, self.weights = [], [], []
+        self.nodes, self.constants = [], []
+        self.weights = {}  # parameter name -> None: a set in the order of first use
         self.count = 0
 
     def op(self, op_type: str, *inputs, outputs: int = 1, **attrs):
@@ -87,8 +88,7 @@ class Nodes:
 
         if source not in self.streamed:
             raise ExportError(f"the GPT-NeoX graph reads {source}, which this model does not have")
-        if all(w[0] != source for w in self.weights):
-            self.weights.append((source, list(self.streamed[source].shape)))
+        self.weights[source] = None
         return source
 
 
@@ -213,10 +213,13 @@ def pooled_and_nll(g: Nodes, hidden_states: list, logprobs: str, attention_mask:
     return [g.op("Concat", *pooled, axis=1), nll_sum, n_predicted]
 
 
-def build(model, streamed: dict, constants: dict, token_states: bool, opset: int):
-    """The proto of model's graph (weights as placeholders) and its streamed weights in order:
-    (ModelProto, [(name, shape)]: the weights, each named as its parameter)."""
+def build(model, streamed: dict, constants: dict, token_states: bool, opset: int) -> tuple:
+    """(the ModelProto of model's graph, its Tensors): every weight an initializer named as its
+    parameter, in order of first use, each an external reference to its place in
+    model.onnx.data."""
     from onnx import TensorProto, helper
+
+    from uatools.export.template import Tensor
 
     config = model.config
     g = Nodes(streamed)
@@ -260,37 +263,31 @@ def build(model, streamed: dict, constants: dict, token_states: bool, opset: int
                   "nll_sum": (TensorProto.FLOAT, ["batch"]), "n_predicted": (TensorProto.INT64, ["batch"])}
     inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "seq"]) for name in INPUTS]
     outs = [helper.make_tensor_value_info(name, *shapes[name]) for name in names]
-    placeholders = []
-    for name, shape in g.weights:
-        t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape, data_location=TensorProto.EXTERNAL)
-        placeholders.append(t)
+    tensors, placeholders = [], []
+    for name in g.weights:
+        src = streamed[name]
+        t = Tensor.placed(name, name, None, src, list(src.shape), after=tensors[-1].end if tensors else 0)
+        tensors.append(t)
+        placeholders.append(TensorProto(name=name, data_type=TensorProto.FLOAT, dims=t.shape,
+                                        data_location=TensorProto.EXTERNAL))
+        set_external_location(placeholders[-1], t)
     graph = helper.make_graph(g.nodes, "gpt_neox", inputs, outs, initializer=placeholders + g.constants)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="uatools")
     proto.ir_version = 8
-    return proto, g.weights
+    return proto, tensors
+
+
+def set_external_location(init, tensor) -> None:
+    """init's bytes are tensor's place in model.onnx.data."""
+    for key, value in (("location", EXTERNAL_DATA_NAME), ("offset", tensor.offset), ("length", tensor.nbytes)):
+        entry = init.external_data.add()
+        entry.key, entry.value = key, str(value)
 
 
 def template(model, streamed: dict, constants: dict, token_states: bool, opset: int, dims: dict):
     """The graph template of model's architecture (see the module's doc)."""
-    from onnx import TensorProto
+    from uatools.export.template import Template
 
-    from uatools.export.template import DATA_ALIGNMENT, Template, Tensor
-
-    proto, weights = build(model, streamed, constants, token_states, opset)
-    tensors, offset = [], 0
-    by_name = {t.name: t for t in proto.graph.initializer}
-    for name, shape in weights:
-        offset = -(-offset // DATA_ALIGNMENT) * DATA_ALIGNMENT
-        src = streamed[name]
-        nbytes = src.numel() * src.element_size()
-        tensors.append(Tensor(name=name, source=name, perm=None, dtype=str(src.dtype).removeprefix("torch."),
-                              shape=shape, offset=offset, nbytes=nbytes))
-        init = by_name[name]
-        del init.external_data[:]
-        for key, value in (("location", EXTERNAL_DATA_NAME), ("offset", str(offset)), ("length", str(nbytes))):
-            entry = init.external_data.add()
-            entry.key, entry.value = key, value
-        init.data_location = TensorProto.EXTERNAL
-        offset += nbytes
+    proto, tensors = build(model, streamed, constants, token_states, opset)
     check_graph_io(proto, token_states, dims, "float32")
     return Template(graph=proto.SerializeToString(), tensors=tensors, opset=opset)

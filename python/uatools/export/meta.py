@@ -138,7 +138,7 @@ class Float64Scratch:
         import torch
 
         need = sum(v.numel() for v in values)
-        key = (slot, values[0].device) if values else (slot, None)
+        key = (slot, values[0].device)  # a hooked module has at least one floating tensor
         buf = self.buffers.get(key)
         if buf is None or buf.numel() < need:
             buf = self.buffers[key] = torch.empty(need, dtype=torch.float64, device=key[1])

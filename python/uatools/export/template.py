@@ -60,6 +60,17 @@ class Tensor:
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def placed(cls, name: str, source: str, perm, src, shape: list, after: int) -> Tensor:
+        """The initializer `name` read from the torch tensor `src`, at the first multiple of
+        DATA_ALIGNMENT at or after byte `after` of model.onnx.data."""
+        return cls(name=name, source=source, perm=perm, dtype=str(src.dtype).removeprefix("torch."), shape=shape,
+                   offset=-(-after // DATA_ALIGNMENT) * DATA_ALIGNMENT, nbytes=src.numel() * src.element_size())
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.nbytes
+
 
 @dataclass
 class Template:
@@ -69,7 +80,7 @@ class Template:
 
     @property
     def data_bytes(self) -> int:
-        return self.tensors[-1].offset + self.tensors[-1].nbytes if self.tensors else 0
+        return self.tensors[-1].end if self.tensors else 0
 
     def layout(self) -> dict:
         return {"format": TEMPLATE_FORMAT, "graph_sha256": hashlib.sha256(self.graph).hexdigest(),
@@ -184,9 +195,8 @@ def layout_tensors(graph, streamed: dict, recipes: dict) -> list:
     next multiple of DATA_ALIGNMENT; its value in the graph becomes the external reference."""
     import onnx_ir as ir
 
-    tensors, offset = [], 0
+    tensors = []
     for name, value in graph.initializers.items():
-        offset = -(-offset // DATA_ALIGNMENT) * DATA_ALIGNMENT
         if name in recipes:
             source, perm = recipes[name]
         elif name in streamed:
@@ -198,12 +208,10 @@ def layout_tensors(graph, streamed: dict, recipes: dict) -> list:
         if list(value.shape.numpy()) != shape:
             raise ExportError(f"initializer {name} has shape {list(value.shape.numpy())}, its source {source} "
                               f"{shape}{'' if perm is None else f' after transposing by {perm}'}")
-        nbytes = src.numel() * src.element_size()
-        tensors.append(Tensor(name=name, source=source, perm=perm, dtype=str(src.dtype).removeprefix("torch."),
-                              shape=shape, offset=offset, nbytes=nbytes))
-        value.const_value = ir.ExternalTensor(EXTERNAL_DATA_NAME, offset, nbytes, value.dtype,
+        t = Tensor.placed(name, source, perm, src, shape, after=tensors[-1].end if tensors else 0)
+        tensors.append(t)
+        value.const_value = ir.ExternalTensor(EXTERNAL_DATA_NAME, t.offset, t.nbytes, value.dtype,
                                               shape=ir.Shape(shape), name=name)
-        offset += nbytes
     return tensors
 
 
